@@ -1,0 +1,37 @@
+# onda: `make demo` (the main job) and `make test` (the test suite) each set themselves up.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.stamp-setup
+APT_PACKAGES := iverilog
+PYTEST_WORKERS ?= 2
+
+.PHONY: setup test test-slow bench sim formal synth-datapath demo clean
+
+setup: $(STAMP)
+
+# Debian packages first (only what PyPI cannot provide), then the venv and the editable install.
+$(STAMP): pyproject.toml
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: apt-get install$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@echo "setup: pip install -e .[dev] (first run takes a minute)"
+	@$(PY) -m pip install -q --upgrade pip >/dev/null
+	@$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow" tests
+
+test-slow: setup
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m slow tests
+
+bench: setup
+	$(PY) -m onda.host.bench.numeric
+
+clean:
+	rm -rf build out .pytest_cache

@@ -1,0 +1,5 @@
+"""Backends that execute a compiled or imported model, behind one interface."""
+
+from .backend import Backend, BackendError, LoadedModel, TensorSpec, available_backends, get_backend
+
+__all__ = ["Backend", "BackendError", "LoadedModel", "TensorSpec", "available_backends", "get_backend"]

@@ -1,0 +1,85 @@
+"""The backend interface: load a quantized model, run batches of int8 inputs, describe itself.
+
+Backends register by name; ``get_backend("golden")`` returns one. A backend module is imported
+only when asked for, so a host without, say, a board attached never touches its driver.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+class BackendError(RuntimeError):
+    """A backend could not load or run a model; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]  # with the model's own batch size in front
+    dtype: str
+    scale: float | None = None
+    zero_point: int | None = None
+
+
+class LoadedModel(Protocol):
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Outputs for a batch (any leading size) of inputs in the model's own dtypes."""
+
+    def run_all(self, inputs: list[np.ndarray]) -> dict[int, np.ndarray]:
+        """Every tensor the backend can expose, by the source model's tensor id."""
+
+
+class Backend(Protocol):
+    name: str
+
+    def load(self, path: str | Path) -> LoadedModel: ...
+
+    def describe(self) -> dict: ...
+
+
+_BACKENDS = {
+    "golden": "onda.host.runtime.golden:GoldenBackend",
+}
+
+
+def register_backend(name: str, target: str) -> None:
+    """Make ``name`` resolvable to ``"module:Class"``."""
+    _BACKENDS[name] = target
+
+
+def available_backends() -> list[str]:
+    return sorted(_BACKENDS)
+
+
+def get_backend(name: str, **options) -> Backend:
+    if name not in _BACKENDS:
+        raise BackendError(f"unknown backend {name!r} (available: {', '.join(available_backends())})")
+    module, cls = _BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module), cls)(**options)
+
+
+def check_inputs(specs: list[TensorSpec], inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Inputs as arrays of the right dtype and per-item shape, or a precise BackendError."""
+    if len(inputs) != len(specs):
+        raise BackendError(f"model takes {len(specs)} input(s), got {len(inputs)}")
+    out = []
+    for spec, x in zip(specs, inputs):
+        x = np.asarray(x)
+        if x.dtype != np.dtype(spec.dtype):
+            raise BackendError(f"input {spec.name!r}: expected dtype {spec.dtype}, got {x.dtype}")
+        if x.ndim != len(spec.shape) or tuple(x.shape[1:]) != tuple(spec.shape[1:]):
+            want = "[N, " + ", ".join(map(str, spec.shape[1:])) + "]"
+            raise BackendError(f"input {spec.name!r}: expected shape {want}, got {list(x.shape)}")
+        if x.shape[0] == 0:
+            raise BackendError(f"input {spec.name!r}: empty batch")
+        out.append(x)
+    return out

@@ -1,0 +1,186 @@
+"""TFLite's fixed-point integer arithmetic, vectorized over NumPy arrays.
+
+This module is the single written statement of the engine's numeric contract: every other
+layer (ISA emulator, RTL tests, compiler) calls these functions instead of re-deriving them.
+Each function matches the TFLite reference kernel of the same name bit for bit
+(``tensorflow/lite/kernels/internal/common.h`` and ``quantization_util.cc``), including
+the saturation of ``INT32_MIN * INT32_MIN`` and round-half-away-from-zero behaviour.
+
+All functions accept Python ints or NumPy integer arrays and compute in int64 internally;
+results that TFLite holds in int32 are returned as int64 arrays whose values fit in int32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+INT8_MIN = -128
+INT8_MAX = 127
+
+
+def _i64(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.int64)
+
+
+def wrap_int32(x) -> np.ndarray:
+    """Two's-complement wrap of int64 values to int32 range (what C's int32 arithmetic does)."""
+    x = _i64(x)
+    return ((x + 2**31) & 0xFFFFFFFF) - 2**31
+
+
+def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
+    """gemmlowp's SaturatingRoundingDoublingHighMul for int32 operands.
+
+    Returns the high 32 bits of ``2*a*b`` rounded half away from zero; the one overflowing
+    case, ``a == b == INT32_MIN``, saturates to INT32_MAX.
+    """
+    a, b = _i64(a), _i64(b)
+    overflow = (a == b) & (a == INT32_MIN)
+    ab = a * b  # |ab| <= 2^62: exact in int64
+    nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
+    s = ab + nudge
+    # C integer division truncates toward zero.
+    high = np.where(s >= 0, s >> 31, -((-s) >> 31))
+    return np.where(overflow, INT32_MAX, high)
+
+
+def rounding_divide_by_pot(x, exponent) -> np.ndarray:
+    """gemmlowp's RoundingDivideByPOT: ``x / 2**exponent`` rounded half away from zero."""
+    x, exponent = _i64(x), _i64(exponent)
+    if np.any((exponent < 0) | (exponent > 31)):
+        raise ValueError("rounding_divide_by_pot: exponent must be in 0..31")
+    mask = (np.int64(1) << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> exponent) + (remainder > threshold)
+
+
+def multiply_by_quantized_multiplier(x, multiplier, shift) -> np.ndarray:
+    """TFLite's MultiplyByQuantizedMultiplier (double rounding): ``x * M0 * 2**shift``.
+
+    ``multiplier`` is a Q0.31 int32 in [2^30, 2^31) (or 0), ``shift`` an exponent in
+    [-31, 30]; a positive shift is applied as a wrapping int32 left shift before the
+    high multiply, a negative one as a rounding right shift after it.
+    """
+    shift = _i64(shift)
+    left = np.maximum(shift, 0)
+    right = np.maximum(-shift, 0)
+    shifted = wrap_int32(_i64(x) << left)
+    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, multiplier), right)
+
+
+def quantize_multiplier(real_multiplier: float) -> tuple[int, int]:
+    """TFLite's QuantizeMultiplier: a double as (Q0.31 significand, power-of-two exponent)."""
+    if real_multiplier == 0.0:
+        return 0, 0
+    if real_multiplier < 0 or not math.isfinite(real_multiplier):
+        raise ValueError(f"quantize_multiplier: multiplier must be finite and >= 0, got {real_multiplier}")
+    q, shift = math.frexp(real_multiplier)
+    q_fixed = _round_half_away(q * (1 << 31))
+    if q_fixed == 1 << 31:
+        q_fixed //= 2
+        shift += 1
+    if shift < -31:
+        shift, q_fixed = 0, 0
+    return int(q_fixed), int(shift)
+
+
+def quantize_multiplier_array(real_multipliers) -> tuple[np.ndarray, np.ndarray]:
+    """``quantize_multiplier`` over a 1-D sequence: (int64 multipliers, int64 shifts)."""
+    pairs = [quantize_multiplier(float(m)) for m in np.ravel(real_multipliers)]
+    return (np.array([p[0] for p in pairs], dtype=np.int64),
+            np.array([p[1] for p in pairs], dtype=np.int64))
+
+
+def _round_half_away(x: float) -> int:
+    """C's std::round for doubles (TfLiteRound)."""
+    return int(math.floor(abs(x) + 0.5)) * (1 if x >= 0 else -1)
+
+
+def round_half_away(x) -> np.ndarray:
+    """std::round elementwise on a float array (rounds ties away from zero)."""
+    x = np.asarray(x)
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def divide_round_half_away(x, n) -> np.ndarray:
+    """Integer ``x / n`` rounded half away from zero, as TFLite's pooling and MEAN write it:
+    ``x > 0 ? (x + n/2) / n : (x - n/2) / n`` with C's truncating division."""
+    x, n = _i64(x), _i64(n)
+    half = n // 2
+    num = np.where(x > 0, x + half, x - half)
+    return np.where(num >= 0, num // n, -((-num) // n))
+
+
+def truncating_divide(x, n) -> np.ndarray:
+    """C's integer division (toward zero)."""
+    x, n = _i64(x), _i64(n)
+    return np.where(x >= 0, x // n, -((-x) // n))
+
+
+def clamp(x, lo, hi) -> np.ndarray:
+    return np.minimum(np.maximum(_i64(x), lo), hi)
+
+
+def requantize(acc, multiplier, shift, out_zero_point, act_min, act_max) -> np.ndarray:
+    """The conv / fully-connected epilogue: scale an int32 accumulator to the output's int8.
+
+    ``clamp(out_zp + MultiplyByQuantizedMultiplier(acc, M0, shift), act_min, act_max)``;
+    ``multiplier`` and ``shift`` broadcast along the last (channel) axis.
+    """
+    scaled = multiply_by_quantized_multiplier(acc, multiplier, shift)
+    return clamp(scaled + out_zero_point, act_min, act_max).astype(np.int8)
+
+
+def activation_range(activation: str, scale: float, zero_point: int,
+                     qmin: int = INT8_MIN, qmax: int = INT8_MAX) -> tuple[int, int]:
+    """TFLite's CalculateActivationRangeQuantized for a fused activation.
+
+    ``activation`` is one of "NONE", "RELU", "RELU6", "RELU_N1_TO_1". The bounds are
+    quantized in float32, as TFLite does (``zero_point + round(v / scale)``).
+    """
+    def q(v: float) -> int:
+        return zero_point + int(round_half_away(np.float32(v) / np.float32(scale)))
+
+    if activation == "NONE":
+        return qmin, qmax
+    if activation == "RELU":
+        return max(qmin, q(0.0)), qmax
+    if activation == "RELU6":
+        return max(qmin, q(0.0)), min(qmax, q(6.0))
+    if activation == "RELU_N1_TO_1":
+        return max(qmin, q(-1.0)), min(qmax, q(1.0))
+    raise ValueError(f"unsupported fused activation {activation!r}")
+
+
+def add_params(scale1: float, scale2: float, out_scale: float, left_shift: int = 20):
+    """Fixed-point parameters of TFLite's int8 ADD (``add.cc`` Prepare).
+
+    Returns ``(m1, s1, m2, s2, m_out, s_out)``: each input is scaled by ``2**left_shift``
+    and by its multiplier (< 1) before the sum, the sum by the output multiplier.
+    """
+    f32 = np.float32
+    twice_max = float(f32(2) * max(f32(scale1), f32(scale2)))
+    real1 = float(f32(scale1)) / twice_max
+    real2 = float(f32(scale2)) / twice_max
+    real_out = twice_max / float(f32(1 << left_shift) * f32(out_scale))
+    m1, s1 = quantize_multiplier(real1)
+    m2, s2 = quantize_multiplier(real2)
+    mo, so = quantize_multiplier(real_out)
+    return m1, s1, m2, s2, mo, so
+
+
+def add(x1, zp1, x2, zp2, params, out_zp, act_min, act_max, left_shift: int = 20) -> np.ndarray:
+    """TFLite's reference int8 ADD (elementwise, with broadcasting)."""
+    m1, s1, m2, s2, mo, so = params
+    a = wrap_int32((_i64(x1) - zp1) << left_shift)
+    b = wrap_int32((_i64(x2) - zp2) << left_shift)
+    sa = multiply_by_quantized_multiplier(a, m1, s1)
+    sb = multiply_by_quantized_multiplier(b, m2, s2)
+    raw = wrap_int32(sa + sb)
+    out = multiply_by_quantized_multiplier(raw, mo, so) + out_zp
+    return clamp(out, act_min, act_max).astype(np.int8)

@@ -1,0 +1,182 @@
+"""TFLite's reference int8 kernels, written as exact, vectorized NumPy.
+
+Each function takes int8 activations (NHWC) and the integer parameters from ``params``; none
+loops over pixels. GEMMs run in float32 BLAS over K-chunks small enough that every partial
+sum is an integer below 2**24, so they are exact; the chunks are summed in float64 (exact).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..ir import Padding
+from . import fixedpoint as fp
+from .params import AddParams, GemmParams, RequantParams, conv_output_size, same_padding
+
+# |int8 * int8| <= 128 * 127 = 16256 and 16256 * 1032 < 2**24: float32 sums stay exact.
+EXACT_K_CHUNK = 1024
+
+
+def exact_int8_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for int8-valued float32 matrices a [M, K] and b [K, N], exact, as int64."""
+    k = a.shape[1]
+    if k <= EXACT_K_CHUNK:
+        return (a @ b).astype(np.int64)
+    acc = np.zeros((a.shape[0], b.shape[1]), dtype=np.float64)
+    for k0 in range(0, k, EXACT_K_CHUNK):
+        acc += a[:, k0:k0 + EXACT_K_CHUNK] @ b[k0:k0 + EXACT_K_CHUNK]
+    return acc.astype(np.int64)
+
+
+def pad_spatial(x: np.ndarray, pads_h: tuple[int, int], pads_w: tuple[int, int], value: int) -> np.ndarray:
+    if pads_h == (0, 0) and pads_w == (0, 0):
+        return x
+    return np.pad(x, ((0, 0), pads_h, pads_w, (0, 0)), constant_values=value)
+
+
+def im2col(x: np.ndarray, kh: int, kw: int, stride: tuple[int, int], dilation: tuple[int, int],
+           padding: Padding, pad_value: int, dtype=np.float32) -> tuple[np.ndarray, int, int]:
+    """Patches of an NHWC tensor as a [N*OH*OW, KH*KW*C] matrix (TFLite's OHWI K order)."""
+    n, h, w, c = x.shape
+    sh, sw = stride
+    dh, dw = dilation
+    oh = conv_output_size(h, kh, sh, dh, padding)
+    ow = conv_output_size(w, kw, sw, dw, padding)
+    ph = same_padding(h, kh, sh, dh, padding) if padding == Padding.SAME else (0, 0)
+    pw = same_padding(w, kw, sw, dw, padding) if padding == Padding.SAME else (0, 0)
+    xp = pad_spatial(x, ph, pw, pad_value)
+    if kh == 1 and kw == 1:
+        cols = xp[:, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw, :]
+        return cols.reshape(n * oh * ow, c).astype(dtype), oh, ow
+    eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    win = sliding_window_view(xp, (eh, ew), axis=(1, 2))  # n, H', W', c, eh, ew
+    win = win[:, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw, :, ::dh, ::dw]
+    cols = win.transpose(0, 1, 2, 4, 5, 3).astype(dtype)  # n, oh, ow, kh, kw, c
+    return cols.reshape(n * oh * ow, kh * kw * c), oh, ow
+
+
+def conv_accumulators(x: np.ndarray, p: GemmParams, stride, dilation, padding: Padding) -> np.ndarray:
+    """int32 accumulators ``bias + sum((x - x_zp) * w)`` of a conv, shape [N, OH, OW, Cout].
+
+    Padding is filled with the input zero point so it contributes nothing, exactly as the
+    reference kernel skips out-of-bounds taps.
+    """
+    cout, kh, kw, cin = p.weights.shape
+    cols, oh, ow = im2col(x, kh, kw, stride, dilation, padding, p.in_zero_point)
+    w = p.weights.reshape(cout, kh * kw * cin).astype(np.float32)
+    acc = exact_int8_matmul(cols, w.T)
+    # sum((x - zx) * (w - zw)) = sum(x w) - zx sum(w) - zw sum(x) + K zx zw
+    k = kh * kw * cin
+    acc -= p.in_zero_point * w.sum(axis=1, dtype=np.float64).astype(np.int64)
+    if p.weight_zero_point:
+        acc -= p.weight_zero_point * cols.sum(axis=1, dtype=np.float64).astype(np.int64)[:, None]
+        acc += k * p.in_zero_point * p.weight_zero_point
+    acc += p.bias
+    return acc.reshape(x.shape[0], oh, ow, cout)
+
+
+def conv2d(x: np.ndarray, p: GemmParams, stride, dilation, padding: Padding) -> np.ndarray:
+    """TFLite's reference_integer_ops::ConvPerChannel."""
+    acc = conv_accumulators(x, p, stride, dilation, padding)
+    return fp.requantize(acc, p.multiplier, p.shift, p.out_zero_point, p.act_min, p.act_max)
+
+
+def fully_connected(x: np.ndarray, p: GemmParams) -> np.ndarray:
+    """TFLite's reference_integer_ops::FullyConnected; x is flattened to [-1, K]."""
+    cout, k = p.weights.shape[0], int(np.prod(p.weights.shape[1:]))
+    w = p.weights.reshape(cout, k)
+    xf = x.reshape(-1, k)
+    params = GemmParams(w.reshape(cout, 1, 1, k), p.weight_zero_point, p.bias, p.in_zero_point,
+                        p.multiplier, p.shift, p.out_zero_point, p.act_min, p.act_max)
+    acc = conv_accumulators(xf.reshape(-1, 1, 1, k), params, (1, 1), (1, 1), Padding.VALID)
+    out = fp.requantize(acc, p.multiplier, p.shift, p.out_zero_point, p.act_min, p.act_max)
+    return out.reshape(xf.shape[0], cout)
+
+
+def add(a: np.ndarray, b: np.ndarray, p: AddParams) -> np.ndarray:
+    return fp.add(a, p.zp1, b, p.zp2, p.rescale, p.out_zero_point, p.act_min, p.act_max)
+
+
+def _pool_windows(x: np.ndarray, filt, stride, padding: Padding, pad_value: int):
+    n, h, w, c = x.shape
+    (fh, fw), (sh, sw) = filt, stride
+    oh = conv_output_size(h, fh, sh, 1, padding)
+    ow = conv_output_size(w, fw, sw, 1, padding)
+    ph = same_padding(h, fh, sh, 1, padding) if padding == Padding.SAME else (0, 0)
+    pw = same_padding(w, fw, sw, 1, padding) if padding == Padding.SAME else (0, 0)
+    # Pad generously at the end so every window's slice exists; taps outside the input
+    # are excluded by the pad value (max) or by the count (average).
+    extra_h = max(0, (oh - 1) * sh + fh - (h + ph[0] + ph[1]))
+    extra_w = max(0, (ow - 1) * sw + fw - (w + pw[0] + pw[1]))
+    xp = np.pad(x, ((0, 0), (ph[0], ph[1] + extra_h), (pw[0], pw[1] + extra_w), (0, 0)),
+                constant_values=pad_value)
+    win = sliding_window_view(xp, (fh, fw), axis=(1, 2))
+    return win[:, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw], (ph, pw, extra_h, extra_w)
+
+
+def max_pool(x: np.ndarray, filt, stride, padding: Padding, act_min: int, act_max: int) -> np.ndarray:
+    """TFLite's reference_integer_ops::MaxPool (padding taps excluded)."""
+    win, _ = _pool_windows(x.astype(np.int16), filt, stride, padding, -32768)
+    out = win.max(axis=(-2, -1))
+    return fp.clamp(out, act_min, act_max).astype(np.int8)
+
+
+def average_pool(x: np.ndarray, filt, stride, padding: Padding, act_min: int, act_max: int) -> np.ndarray:
+    """TFLite's reference_integer_ops::AveragePool: sum over in-bounds taps, divided by their
+    count with round-half-away-from-zero."""
+    win, _ = _pool_windows(x.astype(np.int32), filt, stride, padding, 0)
+    sums = win.sum(axis=(-2, -1), dtype=np.int64)
+    ones = np.ones((1,) + x.shape[1:3] + (1,), dtype=np.int32)
+    cwin, _ = _pool_windows(ones, filt, stride, padding, 0)
+    counts = cwin.sum(axis=(-2, -1), dtype=np.int64)
+    out = fp.divide_round_half_away(sums, counts)
+    return fp.clamp(out, act_min, act_max).astype(np.int8)
+
+
+def mean(x: np.ndarray, axes: tuple[int, ...], keep_dims: bool, p: RequantParams,
+         in_scale: float, out_scale: float) -> np.ndarray:
+    """TFLite's reference int8 MEAN, with its three code paths.
+
+    keep_dims over H and W of a 4-D tensor: reference_integer_ops::Mean (rescale, then divide);
+    equal input and output quantization: integer sum truncated by the count;
+    otherwise: QuantizedMeanOrSum (the count folded into the multiplier).
+    """
+    nd = x.ndim
+    axes = tuple(sorted({a % nd for a in axes}))
+    count = int(np.prod([x.shape[a] for a in axes]))
+    sums = x.astype(np.int64).sum(axis=axes, keepdims=keep_dims)
+    if keep_dims and nd == 4 and axes == (1, 2):
+        acc = fp.multiply_by_quantized_multiplier(sums - p.in_zero_point * count, p.multiplier, p.shift)
+        acc = fp.divide_round_half_away(acc, count)
+        return fp.clamp(acc + p.out_zero_point, fp.INT8_MIN, fp.INT8_MAX).astype(np.int8)
+    if p.in_zero_point == p.out_zero_point and np.float32(in_scale) == np.float32(out_scale):
+        return fp.truncating_divide(sums, count).astype(np.int8)
+    shift_n = min(count.bit_length() - 1, 32, 31 + p.shift)
+    multiplier = (p.multiplier << shift_n) // count
+    shift = p.shift - shift_n
+    shifted = fp.wrap_int32(sums - p.in_zero_point * count)
+    out = fp.multiply_by_quantized_multiplier(shifted, multiplier, shift) + p.out_zero_point
+    return fp.clamp(out, fp.INT8_MIN, fp.INT8_MAX).astype(np.int8)
+
+
+def pad(x: np.ndarray, paddings, value: int) -> np.ndarray:
+    """TFLite PAD: constant padding, with the output zero point unless a constant is given."""
+    return np.pad(x, paddings, constant_values=value)
+
+
+def requantize_tensor(x: np.ndarray, p: RequantParams) -> np.ndarray:
+    """int8 -> int8 QUANTIZE (reference_ops::Requantize)."""
+    out = fp.multiply_by_quantized_multiplier(x.astype(np.int64) - p.in_zero_point, p.multiplier, p.shift)
+    return fp.clamp(out + p.out_zero_point, fp.INT8_MIN, fp.INT8_MAX).astype(np.int8)
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """float32 -> int8 QUANTIZE (AffineQuantize): ``round(x / scale) + zp`` in float32."""
+    q = fp.round_half_away(x.astype(np.float32) / np.float32(scale))
+    return fp.clamp(q.astype(np.int64) + zero_point, fp.INT8_MIN, fp.INT8_MAX).astype(np.int8)
+
+
+def dequantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """int8 -> float32 DEQUANTIZE: ``(x - zp) * scale`` in float32."""
+    return (x.astype(np.int32) - zero_point).astype(np.float32) * np.float32(scale)

@@ -1,0 +1,110 @@
+"""The golden model: executes an onda IR graph op by op with TFLite's integer arithmetic."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ..ir import Graph, Op, OpKind
+from . import kernels as K
+from . import params as P
+
+Kernel = Callable[[list[np.ndarray]], np.ndarray]
+
+
+class UnsupportedOpError(ValueError):
+    """An op the golden model (and so the engine) cannot execute."""
+
+
+class GoldenModel:
+    """Executes a Graph exactly; parameters are derived once, at construction (TFLite's Prepare).
+
+    ``run`` takes one array per graph input with any leading batch size and returns the
+    outputs; ``run_all`` also returns every intermediate tensor by id.
+    """
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self._kernels: list[tuple[Op, Kernel]] = [(op, self._prepare(op)) for op in graph.ops]
+
+    def _prepare(self, op: Op) -> Kernel:
+        g = self.graph
+        a = op.attrs
+        k = op.kind
+        if k == OpKind.CONV_2D:
+            p = P.gemm_params(g, op)
+            return lambda xs: K.conv2d(xs[0], p, a.stride, a.dilation, a.padding)
+        if k == OpKind.FULLY_CONNECTED:
+            p = P.gemm_params(g, op)
+            out_shape = g.tensor(op.outputs[0]).shape
+
+            def fc(xs):
+                y = K.fully_connected(xs[0], p)
+                if a.keep_num_dims:
+                    return y.reshape(xs[0].shape[:-1] + (y.shape[-1],))
+                return y.reshape((-1,) + tuple(out_shape[1:])) if len(out_shape) > 1 else y
+            return fc
+        if k == OpKind.ADD:
+            p = P.add_params(g, op)
+            consts = [g.tensor(i).data for i in op.inputs[:2]]
+
+            def add(xs):
+                it = iter(xs)
+                a_, b_ = (c if c is not None else next(it) for c in consts)
+                return K.add(a_, b_, p)
+            return add
+        if k in (OpKind.MAX_POOL_2D, OpKind.AVERAGE_POOL_2D):
+            lo, hi = P.pool_act_range(g, op)
+            fn = K.max_pool if k == OpKind.MAX_POOL_2D else K.average_pool
+            return lambda xs: fn(xs[0], a.filter, a.stride, a.padding, lo, hi)
+        if k == OpKind.MEAN:
+            p = P.rescale_params(g, op)
+            si = g.tensor(op.inputs[0]).quant.s
+            so = g.tensor(op.outputs[0]).quant.s
+            return lambda xs: K.mean(xs[0], a.axes, a.keep_dims, p, si, so)
+        if k == OpKind.PAD:
+            out = g.tensor(op.outputs[0])
+            value = out.quant.zp if out.quant is not None else 0
+            if len(op.inputs) > 2 and op.inputs[2] >= 0:
+                value = int(g.tensor(op.inputs[2]).data.reshape(-1)[0])
+            return lambda xs: K.pad(xs[0], a.paddings, value)
+        if k == OpKind.RESHAPE:
+            shape = g.tensor(op.outputs[0]).shape
+            return lambda xs: xs[0].reshape((xs[0].shape[0],) + tuple(shape[1:]))
+        if k == OpKind.QUANTIZE:
+            x, out = g.tensor(op.inputs[0]), g.tensor(op.outputs[0])
+            if x.dtype == "float32":
+                s, z = out.quant.s, out.quant.zp
+                return lambda xs: K.quantize(xs[0], s, z)
+            p = P.rescale_params(g, op)
+            return lambda xs: K.requantize_tensor(xs[0], p)
+        if k == OpKind.DEQUANTIZE:
+            q = g.tensor(op.inputs[0]).quant
+            s, z = q.s, q.zp
+            return lambda xs: K.dequantize(xs[0], s, z)
+        raise UnsupportedOpError(f"golden model: op #{op.index} {k} is not supported")
+
+    def run_all(self, inputs: list[np.ndarray]) -> dict[int, np.ndarray]:
+        """Every activation tensor's value by tensor id (inputs included)."""
+        g = self.graph
+        if len(inputs) != len(g.inputs):
+            raise ValueError(f"model has {len(g.inputs)} inputs, got {len(inputs)}")
+        values: dict[int, np.ndarray] = {}
+        for tid, x in zip(g.inputs, inputs):
+            t = g.tensor(tid)
+            x = np.asarray(x)
+            if x.dtype != np.dtype(t.dtype):
+                raise ValueError(f"input {t.name!r}: expected dtype {t.dtype}, got {x.dtype}")
+            if tuple(x.shape[1:]) != tuple(t.shape[1:]):
+                raise ValueError(f"input {t.name!r}: expected shape [N, {', '.join(map(str, t.shape[1:]))}], "
+                                 f"got {list(x.shape)}")
+            values[tid] = x
+        for op, kernel in self._kernels:
+            args = [values[i] for i in op.inputs if i >= 0 and not g.tensor(i).is_constant]
+            values[op.outputs[0]] = kernel(args)
+        return values
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        values = self.run_all(inputs)
+        return [values[t] for t in self.graph.outputs]
