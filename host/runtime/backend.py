@@ -51,6 +51,14 @@ _BACKENDS = {
 }
 
 
+# What serves when nobody names a backend: the ISA emulator once it is registered, else golden.
+DEFAULT_PREFERENCE = ["emulator", "golden"]
+
+
+def default_backend() -> str:
+    return next(b for b in DEFAULT_PREFERENCE if b in _BACKENDS)
+
+
 def register_backend(name: str, target: str) -> None:
     """Make ``name`` resolvable to ``"module:Class"``."""
     _BACKENDS[name] = target
