@@ -199,6 +199,8 @@ class _Reader:
             if p is None:
                 raise FrontendError(f"{self.path}: op #{idx} PAD: paddings must be constant; {describe()}")
             attrs = PadAttrs(paddings=tuple((int(a), int(b)) for a, b in p.reshape(-1, 2)))
+        if kind == OpKind.RESHAPE:
+            ins = ins[:1]  # the output tensor's static shape is the new shape
         if kind in (OpKind.CONV_2D, OpKind.FULLY_CONNECTED):
             w = tensors[ins[1]]
             if w.data is None:

@@ -134,30 +134,26 @@ def average_pool(x: np.ndarray, filt, stride, padding: Padding, act_min: int, ac
     return fp.clamp(out, act_min, act_max).astype(np.int8)
 
 
-def mean(x: np.ndarray, axes: tuple[int, ...], keep_dims: bool, p: RequantParams,
-         in_scale: float, out_scale: float) -> np.ndarray:
-    """TFLite's reference int8 MEAN, with its three code paths.
-
-    keep_dims over H and W of a 4-D tensor: reference_integer_ops::Mean (rescale, then divide);
-    equal input and output quantization: integer sum truncated by the count;
-    otherwise: QuantizedMeanOrSum (the count folded into the multiplier).
+def mean(x: np.ndarray, axes: tuple[int, ...], keep_dims: bool, p: RequantParams) -> np.ndarray:
+    """TFLite's reference int8 MEAN (reference_ops::QuantizedMeanOrSum, the path LiteRT's
+    reference kernel takes for every int8 MEAN): an int32 sum, the count folded into the
+    ``in_scale / out_scale`` multiplier by a shift of floor(log2(count)) and an integer divide.
     """
     nd = x.ndim
     axes = tuple(sorted({a % nd for a in axes}))
     count = int(np.prod([x.shape[a] for a in axes]))
+    multiplier, shift = mean_multiplier(p.multiplier, p.shift, count)
     sums = x.astype(np.int64).sum(axis=axes, keepdims=keep_dims)
-    if keep_dims and nd == 4 and axes == (1, 2):
-        acc = fp.multiply_by_quantized_multiplier(sums - p.in_zero_point * count, p.multiplier, p.shift)
-        acc = fp.divide_round_half_away(acc, count)
-        return fp.clamp(acc + p.out_zero_point, fp.INT8_MIN, fp.INT8_MAX).astype(np.int8)
-    if p.in_zero_point == p.out_zero_point and np.float32(in_scale) == np.float32(out_scale):
-        return fp.truncating_divide(sums, count).astype(np.int8)
-    shift_n = min(count.bit_length() - 1, 32, 31 + p.shift)
-    multiplier = (p.multiplier << shift_n) // count
-    shift = p.shift - shift_n
     shifted = fp.wrap_int32(sums - p.in_zero_point * count)
     out = fp.multiply_by_quantized_multiplier(shifted, multiplier, shift) + p.out_zero_point
     return fp.clamp(out, fp.INT8_MIN, fp.INT8_MAX).astype(np.int8)
+
+
+def mean_multiplier(multiplier: int, shift: int, count: int) -> tuple[int, int]:
+    """The ``in_scale / out_scale`` multiplier with ``1 / count`` folded in, as
+    QuantizedMeanOrSum folds it (precision traded for range at large counts)."""
+    s = min(count.bit_length() - 1, 32, 31 + shift)
+    return (multiplier << s) // count, shift - s
 
 
 def pad(x: np.ndarray, paddings, value: int) -> np.ndarray:

@@ -1,0 +1,140 @@
+"""Small Keras networks that exercise every op and edge of the numeric contract."""
+
+from __future__ import annotations
+
+import numpy as np
+
+L = None  # keras.layers, bound lazily so importing this module does not import TensorFlow
+
+
+def _layers():
+    global L
+    if L is None:
+        import keras
+        L = keras.layers
+    return L
+
+
+def conv_stack(k, stride, padding, cin, cout, act, dilation=1, size=15):
+    L = _layers()
+
+    def build(i):
+        x = L.Conv2D(cin, 1, activation="relu")(i)
+        return L.Conv2D(cout, k, strides=stride, padding=padding, activation=act, dilation_rate=dilation)(x)
+    return (size, size, 3), build
+
+
+def residual(scale_ratio):
+    """Two branches with very different ranges (the second scaled by ``scale_ratio``) added."""
+    L = _layers()
+    import keras
+
+    def build(i):
+        a = L.Conv2D(13, 3, padding="same")(i)
+        b = L.Conv2D(13, 1, kernel_initializer=keras.initializers.RandomUniform(-scale_ratio, scale_ratio))(i)
+        x = L.Add()([a, b])
+        x = L.ReLU()(x)
+        y = L.Conv2D(13, 3, padding="same", activation="relu")(x)
+        return L.Add()([x, y])
+    return (12, 12, 5), build
+
+
+def pools(kind, pool, stride, padding):
+    L = _layers()
+    cls = L.MaxPooling2D if kind == "max" else L.AveragePooling2D
+
+    def build(i):
+        x = L.Conv2D(6, 3, padding="same", activation="relu")(i)
+        return cls(pool, strides=stride, padding=padding)(x)
+    return (13, 11, 3), build
+
+
+def head(keepdims):
+    L = _layers()
+
+    def build(i):
+        x = L.Conv2D(20, 3, strides=2, padding="same", activation="relu")(i)
+        x = L.GlobalAveragePooling2D(keepdims=keepdims)(x)
+        if keepdims:
+            x = L.Flatten()(x)
+        return L.Dense(7)(x)
+    return (10, 10, 3), build
+
+
+def flatten_dense():
+    L = _layers()
+
+    def build(i):
+        x = L.Conv2D(5, 3, strides=2, activation="relu")(i)
+        x = L.Flatten()(x)
+        return L.Dense(11, activation="relu")(x)
+    return (9, 9, 2), build
+
+
+def resnet_stem():
+    """ResNet50's stem: ZeroPadding2D(3), 7x7/2 conv, ZeroPadding2D(1), 3x3/2 max pool."""
+    L = _layers()
+
+    def build(i):
+        x = L.ZeroPadding2D(3)(i)
+        x = L.Conv2D(16, 7, strides=2, activation="relu")(x)
+        x = L.ZeroPadding2D(1)(x)
+        return L.MaxPooling2D(3, strides=2)(x)
+    return (32, 32, 3), build
+
+
+def vgg_block():
+    L = _layers()
+
+    def build(i):
+        x = L.Conv2D(8, 3, padding="same", activation="relu")(i)
+        x = L.Conv2D(8, 3, padding="same", activation="relu")(x)
+        x = L.MaxPooling2D(2)(x)
+        x = L.Conv2D(16, 3, padding="same", activation="relu")(x)
+        return L.MaxPooling2D(2)(x)
+    return (16, 16, 3), build
+
+
+def saturating():
+    """Calibrated on a narrow range, then fed full-range int8: clamps and saturation everywhere."""
+    L = _layers()
+
+    def build(i):
+        x = L.Conv2D(9, 3, padding="same", activation="relu6")(i)
+        y = L.Conv2D(9, 1)(x)
+        return L.Add()([x, y])
+    return (8, 8, 3), build
+
+
+CASES = {
+    "conv1x1_s1_valid": (conv_stack(1, 1, "valid", 5, 7, None), 1.0),
+    "conv3x3_s1_same_relu": (conv_stack(3, 1, "same", 5, 13, "relu"), 1.0),
+    "conv3x3_s2_same": (conv_stack(3, 2, "same", 3, 9, None), 1.0),
+    "conv3x3_s2_valid_relu6": (conv_stack(3, 2, "valid", 6, 10, "relu6"), 1.0),
+    "conv7x7_s2_same": (conv_stack(7, 2, "same", 3, 17, "relu", size=20), 1.0),
+    "conv1x1_s2_valid": (conv_stack(1, 2, "valid", 11, 6, None), 1.0),
+    "residual_scales_1_to_50": (residual(5.0), 1.0),
+    "maxpool3_s2_same": (pools("max", 3, 2, "same"), 1.0),
+    "maxpool2_s2_valid": (pools("max", 2, 2, "valid"), 1.0),
+    "avgpool3_s1_same": (pools("avg", 3, 1, "same"), 1.0),
+    "avgpool2_s2_valid": (pools("avg", 2, 2, "valid"), 1.0),
+    "gap_dense": (head(False), 1.0),
+    "gap_keepdims_flatten_dense": (head(True), 1.0),
+    "flatten_dense_relu": (flatten_dense(), 1.0),
+    "resnet_stem_pad_maxpool": (resnet_stem(), 1.0),
+    "vgg_block": (vgg_block(), 1.0),
+    "saturating": (saturating(), 0.05),
+}
+
+
+def build_case(name: str, seed: int = 0):
+    """(keras model, calibration list) for a case; calibration amplitude narrows ranges."""
+    import keras
+
+    (shape, build), amplitude = CASES[name]
+    keras.utils.set_random_seed(seed)
+    i = keras.Input(shape)
+    model = keras.Model(i, build(i), name=name)
+    rng = np.random.default_rng(seed)
+    calib = [(amplitude * rng.standard_normal((1,) + shape)).astype(np.float32) for _ in range(6)]
+    return model, calib
