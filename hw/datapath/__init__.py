@@ -1,0 +1,1 @@
+"""The engine's datapath blocks: MAC array, requantizer, vector unit, buffers (see README.md)."""

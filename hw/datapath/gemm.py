@@ -1,0 +1,135 @@
+"""The MAC array: ``lanes x width`` int8 multipliers feeding ``lanes`` int32 accumulators."""
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .pipeline import delay, stage
+
+__all__ = ["MacArray", "MacBeatLayout"]
+
+
+class MacBeatLayout(data.StructLayout):
+    """One beat of the MAC array's input: a K-slice of one activation vector and of ``lanes``
+    weight rows.
+
+    Fields
+    ------
+    x : ArrayLayout(signed(8), width)
+        ``width`` int8 activations (the K-slice of one im2col row).
+    w : ArrayLayout(ArrayLayout(signed(8), width), lanes)
+        ``w[l][k]``: the weight of output channel ``l`` for the same ``width`` K-elements.
+    first : 1
+        This beat starts a new dot product: the accumulators restart from its products.
+    last : 1
+        This beat ends the dot product: the ``lanes`` accumulators are emitted after it.
+    """
+
+    def __init__(self, lanes: int, width: int):
+        super().__init__({
+            "x": data.ArrayLayout(signed(8), width),
+            "w": data.ArrayLayout(data.ArrayLayout(signed(8), width), lanes),
+            "first": 1,
+            "last": 1,
+        })
+
+
+class MacArray(wiring.Component):
+    """``lanes`` dot products of ``width`` int8 pairs a cycle, accumulated in int32.
+
+    For each lane ``l`` it computes ``acc[l] = sum_k (x[k] - x_zp) * w[l][k]`` over the beats
+    from ``first`` to ``last`` (TFLite's ``acc = sum((x - x_zp) * w)``, bias excluded: the
+    requantizer adds it, which is the same int32 sum), then emits all ``lanes`` accumulators in
+    one output beat.
+
+    Zero point: the activation's zero point is subtracted before the multiply, so each
+    multiplier sees a 9-bit signed ``x - x_zp`` (in [-255, 255]) times an 8-bit signed
+    weight, a 17-bit product. That fits one MULT18X18D (ECP5) or SB_MAC16 (iCE40) per MAC, it
+    is exact for padding (padding holds ``x_zp``, so contributes 0) and needs no per-output
+    correction term ``x_zp * sum(w)`` to be precomputed, stored and added. Weights are
+    symmetric (zero point 0), as TFLite's int8 spec requires, so no weight correction exists.
+
+    Parameters
+    ----------
+    lanes : int
+        Output channels computed in parallel.
+    width : int
+        K-elements consumed per cycle per lane.
+    acc_width : int
+        Accumulator width; 32 is TFLite's int32 (sums wrap modulo ``2**acc_width``).
+
+    Members
+    -------
+    i : In(stream.Signature(MacBeatLayout(lanes, width)))
+    o : Out(stream.Signature(ArrayLayout(signed(acc_width), lanes)))
+        One beat per ``last`` input beat: the finished accumulators.
+    x_zp : In(signed(8))
+        The input activation's zero point (static while a layer runs).
+
+    Pipeline: operand register, product register, adder tree registered every two levels,
+    accumulator; it advances on ``~o.valid | o.ready`` (``i.ready``), so one beat a cycle.
+    """
+
+    def __init__(self, lanes: int = 8, width: int = 16, acc_width: int = 32):
+        for name, v in (("lanes", lanes), ("width", width)):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"MacArray: {name} must be a positive integer, got {v!r}")
+        if not isinstance(acc_width, int) or acc_width < 17:
+            raise ValueError(f"MacArray: acc_width must be an integer >= 17, got {acc_width!r}")
+        self.lanes, self.width, self.acc_width = lanes, width, acc_width
+        self.tree_stages = max(1, ((width - 1).bit_length() + 1) // 2)
+        self.latency = 3 + self.tree_stages  # beat in -> accumulators out, when not stalled
+        super().__init__({
+            "i": In(stream.Signature(MacBeatLayout(lanes, width))),
+            "o": Out(stream.Signature(data.ArrayLayout(signed(acc_width), lanes))),
+            "x_zp": In(signed(8)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        en = Signal()
+        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
+        p = self.i.payload
+
+        # S1: operands. x - x_zp as 9-bit signed.
+        xs = [stage(m, en, p.x[k] - self.x_zp, signed(9), name=f"xs{k}") for k in range(self.width)]
+        ws = [[stage(m, en, p.w[l][k], signed(8), name=f"w{l}_{k}") for k in range(self.width)]
+              for l in range(self.lanes)]
+        ctl = stage(m, en, p.first | (p.last << 1) | (self.i.valid << 2), 3, name="ctl1")
+        # S2: products (17-bit signed).
+        sums = [[stage(m, en, xs[k] * ws[l][k], signed(17), name=f"p{l}_{k}")
+                 for k in range(self.width)] for l in range(self.lanes)]
+        ctl = stage(m, en, ctl, name="ctl2")
+        # Adder tree: two levels of pairwise sums per registered stage.
+        level = 0
+        while len(sums[0]) > 1:
+            nxt = []
+            for l, row in enumerate(sums):
+                pairs = [row[k] + row[k + 1] if k + 1 < len(row) else row[k] for k in range(0, len(row), 2)]
+                nxt.append(pairs)
+            level += 1
+            if level % 2 == 0 or len(nxt[0]) == 1:
+                nxt = [[stage(m, en, v, name=f"t{level}_{l}_{k}") for k, v in enumerate(row)]
+                       for l, row in enumerate(nxt)]
+            sums = nxt
+        if self.width > 1:
+            ctl = delay(m, en, ctl, self.tree_stages, name="ctl_tree")
+        else:
+            sums = [[stage(m, en, row[0], name=f"t_{l}")] for l, row in enumerate(sums)]
+            ctl = stage(m, en, ctl, name="ctl_tree")
+        first, last, valid = ctl[0], ctl[1], ctl[2]
+
+        # Accumulate; emit on the last beat.
+        acc = [Signal(signed(self.acc_width), name=f"acc{l}") for l in range(self.lanes)]
+        o_valid = Signal()
+        with m.If(en):
+            m.d.sync += o_valid.eq(valid & last)
+            with m.If(valid):
+                for l in range(self.lanes):
+                    new = Signal(signed(self.acc_width), name=f"acc_next{l}")
+                    m.d.comb += new.eq(sums[l][0] + Mux(first, 0, acc[l]))
+                    m.d.sync += acc[l].eq(new)
+                    with m.If(last):
+                        m.d.sync += self.o.payload[l].eq(new)
+        m.d.comb += self.o.valid.eq(o_valid)
+        return m

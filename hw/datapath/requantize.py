@@ -1,0 +1,86 @@
+"""The requantizer: TFLite's conv / fully-connected epilogue on one int32 accumulator a cycle."""
+
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .pipeline import MBQM_LATENCY, delay, mbqm, stage
+
+__all__ = ["RequantLayout", "Requantizer"]
+
+
+class RequantLayout(data.StructLayout):
+    """One accumulator with its output channel's parameters.
+
+    Fields
+    ------
+    acc : signed(32)
+        ``sum((x - x_zp) * w)`` from the MAC array (int32, wrapping).
+    bias : signed(32)
+        The channel's int32 bias.
+    multiplier : signed(32)
+        The channel's Q0.31 multiplier ``M0`` (``quantize_multiplier``: 0 or in [2^30, 2^31)).
+    shift : signed(6)
+        The channel's power-of-two exponent, in [-31, 30].
+    """
+
+    def __init__(self):
+        super().__init__({
+            "acc": signed(32),
+            "bias": signed(32),
+            "multiplier": signed(32),
+            "shift": signed(6),
+        })
+
+
+class Requantizer(wiring.Component):
+    """``clamp(out_zp + MultiplyByQuantizedMultiplier(bias + acc, M0, shift), act_min, act_max)``.
+
+    Bit-exact with :func:`onda.sim.golden.fixedpoint.requantize` (TFLite's
+    ``reference_integer_ops::ConvPerChannel`` epilogue). Fully pipelined: one result per
+    cycle, latency :attr:`LATENCY` cycles when the output is never stalled. The per-channel
+    parameters travel with each accumulator (the producer looks them up by channel); the
+    per-layer ones are static ports, to be held constant while a layer runs.
+
+    Members
+    -------
+    i : In(stream.Signature(RequantLayout()))
+        Accumulators with their channel's bias, multiplier and shift.
+    o : Out(stream.Signature(signed(8)))
+        The int8 outputs, in input order.
+    out_zero_point, act_min, act_max : In(signed(8))
+        The output zero point and the clamp range (a fused ReLU is a clamp).
+
+    Handshake: the pipeline advances when ``~o.valid | o.ready``; ``i.ready`` is that
+    condition, ``o.valid`` a register (it never depends on ``o.ready``).
+    """
+
+    LATENCY = 1 + MBQM_LATENCY + 2
+
+    i: In(stream.Signature(RequantLayout()))
+    o: Out(stream.Signature(signed(8)))
+    out_zero_point: In(signed(8))
+    act_min: In(signed(8))
+    act_max: In(signed(8))
+
+    def elaborate(self, platform):
+        m = Module()
+        en = Signal()
+        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
+
+        p = self.i.payload
+        # S0: bias add (int32, wrapping, as TFLite's int32 accumulator).
+        acc = stage(m, en, (p.acc + p.bias)[:32].as_signed(), signed(32), name="acc_bias")
+        mult = stage(m, en, p.multiplier, name="mult0")
+        shift = stage(m, en, p.shift, name="shift0")
+        scaled = mbqm(m, en, acc, mult, shift, name="mbqm")
+        # Output zero point (33-bit: int32 + int8 cannot wrap), then the clamp.
+        biased = stage(m, en, scaled + self.out_zero_point, signed(34), name="zp_add")
+        lo, hi = self.act_min, self.act_max
+        low = Mux(biased < lo, lo, biased)  # min(max(x, lo), hi), as fixedpoint.clamp
+        out = stage(m, en, Mux(low > hi, hi, low)[:8].as_signed(), signed(8), name="clamped")
+
+        valid = delay(m, en, self.i.valid, self.LATENCY, name="valid")
+        m.d.comb += [self.o.payload.eq(out), self.o.valid.eq(valid)]
+        return m
