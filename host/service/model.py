@@ -1,0 +1,71 @@
+"""A pipeline loaded for serving: preprocessing on the host, the featurizer on a device pool, the classifier."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from ..pipeline import ImageError, ModelDefinition, dequantize, quantize_input
+from ..runtime import get_backend
+from .batching import DevicePool
+
+
+class InputError(ValueError):
+    """The request's input is wrong (INVALID_ARGUMENT); the message says what and where."""
+
+
+class ServedModel:
+    def __init__(self, name: str, definition: ModelDefinition, backend: str, workdir: str | Path,
+                 version: int = 1, devices: int = 1, max_batch: int = 8, max_wait_s: float = 0.005,
+                 max_queue: int = 256):
+        self.name = name
+        self.version = version
+        self.definition = definition
+        tflite = bytes(definition.featurizer.tflite)
+        path = Path(workdir) / f"featurizer-{hashlib.sha256(tflite).hexdigest()[:16]}.tflite"
+        if not path.is_file():
+            path.write_bytes(tflite)
+        self.backend = get_backend(backend)
+        loaded = [self.backend.load(path) for _ in range(devices)]
+        self.input_spec = loaded[0].inputs[0]
+        self.output_spec = loaded[0].outputs[0]
+        if self.input_spec.dtype != "int8" or self.output_spec.dtype != "int8":
+            raise ValueError(f"model {name!r}: the featurizer must take and give int8 (full-int8 quantization), "
+                             f"got {self.input_spec.dtype} -> {self.output_spec.dtype}")
+        self.image_shape = tuple(int(d) for d in self.input_spec.shape[1:])
+        stage = definition.preprocess
+        self.preprocess = stage.params if stage is not None else None
+        if self.preprocess is not None and (self.preprocess.crop, self.preprocess.crop, 3) != self.image_shape:
+            raise ValueError(f"model {name!r}: preprocessing crops {self.preprocess.crop}x{self.preprocess.crop}x3 "
+                             f"but the featurizer takes {'x'.join(map(str, self.image_shape))}")
+        self.classifier = definition.classifier
+        self.labels = definition.labels
+        self.pool = DevicePool(loaded, max_batch=max_batch, max_wait_s=max_wait_s, max_queue=max_queue, name=name)
+
+    # -- host-side stages (run in a thread executor) ----------------------------------------------------
+    def from_images(self, images: list[bytes]) -> np.ndarray:
+        if self.preprocess is None:
+            raise InputError(f"model {self.name!r} has no preprocessing stage: send DT_FLOAT "
+                             f"[N,{','.join(map(str, self.image_shape))}] instead of encoded images")
+        out = np.empty((len(images), *self.image_shape), np.int8)
+        s, zp = self.input_spec.scale, self.input_spec.zero_point
+        for i, data in enumerate(images):
+            try:
+                out[i] = quantize_input(self.preprocess(data), s, zp)
+            except ImageError as e:
+                raise InputError(f"images[{i}]: {e}") from None
+        return out
+
+    def from_floats(self, x: np.ndarray) -> np.ndarray:
+        if not np.isfinite(x).all():
+            raise InputError("images: DT_FLOAT input holds NaN or infinity")
+        return quantize_input(x, self.input_spec.scale, self.input_spec.zero_point)
+
+    def postprocess(self, q: np.ndarray) -> np.ndarray:
+        """int8 features [n, F] -> float32 scores [n, classes], or features [n, 1, 1, F] without a classifier."""
+        features = dequantize(q, self.output_spec.scale, self.output_spec.zero_point)
+        if self.classifier is None:
+            return features.reshape(features.shape[0], 1, 1, -1) if features.ndim == 2 else features
+        return self.classifier(features.reshape(features.shape[0], -1))

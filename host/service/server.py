@@ -1,0 +1,377 @@
+"""The scoring service: TensorFlow Serving's ``PredictionService/Predict`` over gRPC (grpc.aio), as Brainwave's.
+
+Wire contract (Brainwave's): ``inputs["images"]`` is DT_STRING (encoded images, shape [N]) or DT_FLOAT
+(preprocessed, [N,H,W,3]); the answer is ``outputs["output_alias"]``, float32 in ``float_val`` with a leading
+batch dimension. ``model_spec`` is optional; its name selects one of the models served. Every answer carries
+a ``request_id`` in its initial metadata and, in its trailing metadata, what the backend cost
+(``x-onda-compute-ms``, ``x-onda-batch``, ``x-onda-queue-ms``).
+
+Unlike Brainwave, keys are checked on every call whenever keys are configured, with or without TLS.
+Also served: gRPC health checking (per model name too) and server reflection; both without a key, for load
+balancers and tools.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from tensorflow.core.framework import types_pb2  # noqa: E402  (comes with the TF Serving API stubs)
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
+
+from ..pipeline import ModelDefinition, PipelineError  # noqa: E402
+from ..runtime import BackendError, default_backend  # noqa: E402
+from .batching import DeadlineExpired, DeviceFailed, PoolClosed, QueueFull  # noqa: E402
+from .keys import KeyStore  # noqa: E402
+from .model import InputError, ServedModel  # noqa: E402
+
+log = logging.getLogger("onda.service")
+
+SERVICE_NAME = "tensorflow.serving.PredictionService"
+INPUT_NAME = "images"
+OUTPUT_NAME = "output_alias"
+DTYPE_NAMES = {v: k for k, v in types_pb2.DataType.items()}
+
+
+@dataclass
+class ServerConfig:
+    models: dict[str, str | Path]  # name -> pipeline zip; the first is the default
+    backend: str = field(default_factory=default_backend)
+    host: str = "127.0.0.1"
+    port: int = 0
+    tls_cert: str | Path | None = None  # PEM certificate chain
+    tls_key: str | Path | None = None  # PEM private key
+    keys: list[str] = field(default_factory=list)
+    keys_file: str | Path | None = None
+    devices: int = 1
+    max_batch: int = 8
+    max_wait_ms: float = 5.0
+    max_queue: int = 256
+    max_images: int = 64  # per request
+    max_message_mb: int = 64
+    versions: dict[str, int] = field(default_factory=dict)
+    preprocess_threads: int = 2
+
+
+class RpcFailure(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, server: "PredictionServer"):
+        self.s = server
+
+    async def Predict(self, request, context):  # noqa: N802 - the proto's name
+        rid = uuid.uuid4().hex
+        await context.send_initial_metadata((("request_id", rid),))
+        t0 = time.perf_counter()
+        try:
+            response, info = await self.s.predict(request, context)
+        except RpcFailure as f:
+            log.info("request %s: %s: %s", rid, f.code.name, f.message)
+            await context.abort(f.code, f.message)
+        context.set_trailing_metadata((
+            ("x-onda-compute-ms", f"{info.compute_s * 1e3:.3f}"),
+            ("x-onda-batch", str(info.batch_images)),
+            ("x-onda-queue-ms", f"{info.queued_s * 1e3:.3f}"),
+        ))
+        log.debug("request %s: OK in %.1f ms", rid, (time.perf_counter() - t0) * 1e3)
+        return response
+
+
+class PredictionServer:
+    """Owns the gRPC server, the loaded models and their device pools. ``await start()`` returns the port."""
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.keys = KeyStore(config.keys, config.keys_file)
+        self.models: dict[str, ServedModel] = {}
+        self.default_model: str | None = None
+        self.draining = False
+        self.server: grpc.aio.Server | None = None
+        self.health = health.aio.HealthServicer()
+        self.port: int | None = None
+        self.tls = bool(config.tls_cert)
+        self._workdir = tempfile.mkdtemp(prefix="onda-serve-")
+        self._pre = None
+
+    def load(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        c = self.config
+        if not c.models:
+            raise ValueError("no model to serve")
+        for name, path in c.models.items():
+            definition = ModelDefinition.load(path)
+            self.models[name] = ServedModel(name, definition, c.backend, self._workdir,
+                                            version=c.versions.get(name, 1), devices=c.devices,
+                                            max_batch=c.max_batch, max_wait_s=c.max_wait_ms / 1e3,
+                                            max_queue=c.max_queue)
+        self.default_model = next(iter(self.models))
+        self._pre = ThreadPoolExecutor(c.preprocess_threads, thread_name_prefix="preprocess")
+
+    async def start(self) -> int:
+        c = self.config
+        if not self.models:
+            self.load()
+        for m in self.models.values():
+            m.pool.start()
+        limit = c.max_message_mb * 1024 * 1024
+        self.server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
+                                               ("grpc.max_send_message_length", limit),
+                                               ("grpc.so_reuseport", 0)])
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(self), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection([SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                                             reflection.SERVICE_NAME], self.server)
+        address = f"{c.host}:{c.port}"
+        if c.tls_cert:
+            if not c.tls_key:
+                raise ValueError("TLS needs both a certificate chain and a private key")
+            creds = grpc.ssl_server_credentials([(Path(c.tls_key).read_bytes(), Path(c.tls_cert).read_bytes())])
+            self.port = self.server.add_secure_port(address, creds)
+        else:
+            self.port = self.server.add_insecure_port(address)
+        if not self.port:
+            raise OSError(f"cannot listen on {address}")
+        await self.server.start()
+        for name in ["", SERVICE_NAME, *self.models]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.keys.enabled and not self.tls:
+            log.warning("keys are configured but TLS is not: keys travel in plaintext; deploy with a certificate "
+                        "(--tls-cert/--tls-key) anywhere but loopback")
+        if not self.keys.enabled:
+            log.warning("no keys configured: anyone who can reach %s can score", address)
+        return self.port
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Drain: refuse new calls (UNAVAILABLE), finish the ones in flight, then close."""
+        self.draining = True
+        await self.health.enter_graceful_shutdown()
+        if self.server is not None:
+            await self.server.stop(grace)
+        for m in self.models.values():
+            await m.pool.close()
+        if self._pre is not None:
+            self._pre.shutdown(wait=False)
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+    # -- one request ---------------------------------------------------------------------------------
+    async def predict(self, request, context):
+        if self.draining:
+            raise RpcFailure(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry on another replica")
+        if self.keys.enabled:
+            auth = next((v for k, v in context.invocation_metadata() if k == "authorization"), None)
+            why = self.keys.check(auth if isinstance(auth, str) else (auth or b"").decode("latin-1"))
+            if why:
+                raise RpcFailure(grpc.StatusCode.UNAUTHENTICATED, why)
+        model = self._model(request.model_spec)
+        if INPUT_NAME not in request.inputs:
+            got = ", ".join(repr(k) for k in request.inputs) or "none"
+            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, f"missing input {INPUT_NAME!r} (inputs given: {got})")
+        kind, payload, n = self._parse(model, request.inputs[INPUT_NAME])
+        if n > self.config.max_images:
+            raise RpcFailure(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                             f"batch of {n} images is over the limit of {self.config.max_images} per request")
+        loop = asyncio.get_running_loop()
+        try:
+            with model.pool.announce() as announcement:
+                prepare = model.from_images if kind == "string" else model.from_floats
+                x = await loop.run_in_executor(self._pre, prepare, payload)
+                remaining = context.time_remaining()
+                deadline = loop.time() + remaining if remaining is not None else None
+                future = model.pool.submit(x, deadline)
+                announcement.done()
+            out, info = await future
+        except InputError as e:
+            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+        except QueueFull as e:
+            raise RpcFailure(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)) from None
+        except PoolClosed as e:
+            raise RpcFailure(grpc.StatusCode.UNAVAILABLE, str(e)) from None
+        except DeadlineExpired as e:
+            raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, str(e)) from None
+        except (DeviceFailed, BackendError) as e:
+            raise RpcFailure(grpc.StatusCode.UNAVAILABLE,
+                             f"backend {self.config.backend} failed: {e}") from None
+        scores = model.postprocess(out)
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = model.name
+        response.model_spec.version.value = model.version
+        tensor = response.outputs[OUTPUT_NAME]
+        tensor.dtype = types_pb2.DT_FLOAT
+        for d in scores.shape:
+            tensor.tensor_shape.dim.add(size=int(d))
+        tensor.float_val.extend(scores.ravel().tolist())
+        return response, info
+
+    def _model(self, spec) -> ServedModel:
+        name = spec.name or self.default_model
+        model = self.models.get(name)
+        if model is None:
+            raise RpcFailure(grpc.StatusCode.NOT_FOUND,
+                             f"unknown model {name!r} (this server serves: {', '.join(self.models)})")
+        if spec.HasField("version") and spec.version.value != model.version:
+            raise RpcFailure(grpc.StatusCode.NOT_FOUND,
+                             f"model {name!r} has no version {spec.version.value} (serving version {model.version})")
+        return model
+
+    def _parse(self, model: ServedModel, t) -> tuple[str, object, int]:
+        dims = [d.size for d in t.tensor_shape.dim]
+        bad = grpc.StatusCode.INVALID_ARGUMENT
+        if t.dtype == types_pb2.DT_STRING:
+            images = list(t.string_val)
+            if t.tensor_shape.unknown_rank or (not dims and len(images) == 1):
+                dims = [len(images)]
+            if len(dims) != 1 or dims[0] != len(images):
+                raise RpcFailure(bad, f"inputs['images']: DT_STRING must have shape [N] matching its {len(images)} "
+                                      f"value(s), got shape {dims}")
+            if not images:
+                raise RpcFailure(bad, "inputs['images']: empty batch (no images)")
+            return "string", images, len(images)
+        if t.dtype == types_pb2.DT_FLOAT:
+            want = list(model.image_shape)
+            if len(dims) != 4 or dims[1:] != want:
+                raise RpcFailure(bad, f"inputs['images']: DT_FLOAT must have shape [N,{','.join(map(str, want))}], "
+                                      f"got {dims}")
+            if dims[0] == 0:
+                raise RpcFailure(bad, "inputs['images']: empty batch (N = 0)")
+            count = int(np.prod(dims))
+            if t.tensor_content:
+                if len(t.tensor_content) != 4 * count:
+                    raise RpcFailure(bad, f"inputs['images']: tensor_content has {len(t.tensor_content)} bytes, "
+                                          f"shape {dims} needs {4 * count}")
+                x = np.frombuffer(t.tensor_content, "<f4")
+            else:
+                if len(t.float_val) != count:
+                    raise RpcFailure(bad, f"inputs['images']: {len(t.float_val)} float_val values for shape {dims} "
+                                          f"(needs {count})")
+                x = np.asarray(t.float_val, np.float32)
+            return "float", x.reshape(dims).astype(np.float32), dims[0]
+        name = DTYPE_NAMES.get(t.dtype, str(t.dtype))
+        raise RpcFailure(bad, f"inputs['images']: unsupported dtype {name}; send DT_STRING (encoded images, [N]) "
+                              f"or DT_FLOAT (preprocessed, [N,{','.join(map(str, model.image_shape))}])")
+
+
+# -- running it ------------------------------------------------------------------------------------------
+class ServerThread:
+    """A server on its own event loop in a background thread (tests, benches, notebooks)."""
+
+    def __init__(self, config: ServerConfig):
+        self.server = PredictionServer(config)
+        self.server.load()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="onda-server", daemon=True)
+        self._thread.start()
+        self.port = asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(60)
+
+    def call(self, coro, timeout: float = 60):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self._loop.is_closed():
+            return
+        self.call(self.server.stop(grace), timeout=grace + 30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+async def serve(config: ServerConfig, port_file: str | None = None, grace: float = 10.0) -> None:
+    server = PredictionServer(config)
+    server.load()
+    port = await server.start()
+    mode = "TLS" if server.tls else "plaintext"
+    log.info("listening on %s:%d (%s), models %s, backend %s, keys %s", config.host, port, mode,
+             ", ".join(server.models), config.backend, "on" if server.keys.enabled else "off")
+    if port_file:
+        tmp = Path(port_file).with_suffix(".tmp")
+        tmp.write_text(str(port))
+        tmp.replace(port_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("draining (up to %.0f s)", grace)
+    await server.stop(grace)
+    log.info("stopped")
+
+
+def add_server_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", action="append", default=[], metavar="[NAME[:VERSION]=]ZIP",
+                   help="a pipeline zip to serve (repeat for several; the first is the default)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--backend", default=None, help="backend (default: the default backend)")
+    p.add_argument("--devices", type=int, default=1, help="devices in the pool (default 1)")
+    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--max-wait-ms", type=float, default=5.0)
+    p.add_argument("--max-queue", type=int, default=256)
+    p.add_argument("--tls-cert", help="PEM certificate chain")
+    p.add_argument("--tls-key", help="PEM private key")
+    p.add_argument("--key", action="append", default=[], help="an accepted access key (repeatable)")
+    p.add_argument("--keys-file", help="JSON file of keys (primary, secondary), re-read when it changes")
+    p.add_argument("--port-file", help="write the bound port to this file once listening")
+    p.add_argument("--grace", type=float, default=10.0, help="seconds to drain on shutdown")
+
+
+def config_from_args(args) -> ServerConfig:
+    models, versions = {}, {}
+    for i, spec in enumerate(args.model):
+        name, _, path = spec.rpartition("=")
+        if not name:
+            name = Path(path).stem
+        name, _, version = name.partition(":")
+        models[name] = path
+        if version:
+            versions[name] = int(version)
+    return ServerConfig(models=models, backend=args.backend or default_backend(), host=args.host, port=args.port,
+                        tls_cert=args.tls_cert, tls_key=args.tls_key, keys=args.key, keys_file=args.keys_file,
+                        devices=args.devices, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                        max_queue=args.max_queue, versions=versions)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m onda.host.service.server", description=__doc__.splitlines()[0])
+    add_server_arguments(p)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not args.model:
+        p.error("give at least one --model ZIP")
+    try:
+        asyncio.run(serve(config_from_args(args), args.port_file, args.grace))
+    except (PipelineError, BackendError, ValueError, OSError) as e:
+        log.error("%s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
