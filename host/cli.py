@@ -7,20 +7,14 @@ import importlib
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from .errors import CommandError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # Modules that contribute subcommands, in the order `onda --help` lists them.
 COMMAND_MODULES = [
     "onda.host.commands_numeric",
 ]
-
-
-class CommandError(Exception):
-    """A user-facing failure: printed as one line, exit status 1 (or ``status``)."""
-
-    def __init__(self, message: str, status: int = 1):
-        super().__init__(message)
-        self.status = status
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -37,7 +37,7 @@ def add_commands(sub) -> None:
 
 
 def cmd_quantize(args) -> int:
-    from .cli import CommandError
+    from .errors import CommandError
     from .quantize import QuantizeError, build_model, directory_calibration, quantize, random_calibration
 
     try:
@@ -57,7 +57,7 @@ def cmd_quantize(args) -> int:
 
 
 def _load(args):
-    from .cli import CommandError
+    from .errors import CommandError
     from .frontend import FrontendError
     from .runtime import BackendError, get_backend
 
@@ -68,7 +68,7 @@ def _load(args):
 
 
 def cmd_run(args) -> int:
-    from .cli import CommandError
+    from .errors import CommandError
     from .runtime import BackendError
 
     loaded = _load(args)
@@ -86,7 +86,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .cli import CommandError
+    from .errors import CommandError
     from .frontend import FrontendError
     from .runtime import BackendError
     from .verify import compare, format_table

@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 class QuantizeError(RuntimeError):
@@ -42,6 +42,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}
 
 
 def _keras():
+    from .tf_import import import_tensorflow
+
+    import_tensorflow()
     import keras
     return keras
 
@@ -139,8 +142,11 @@ def _prep(preprocess, image: np.ndarray) -> np.ndarray:
 
 def quantize(model, calibration: list[np.ndarray], progress: Callable[[str], None] | None = None) -> bytes:
     """Full-integer post-training quantization with TFLite's converter; returns .tflite bytes."""
-    import tensorflow as tf
     from tqdm import tqdm
+
+    from .tf_import import import_tensorflow
+
+    tf = import_tensorflow()
 
     say = progress or (lambda s: print(s, file=sys.stderr))
     if not calibration:
