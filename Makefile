@@ -33,5 +33,10 @@ test-slow: setup
 bench: setup
 	$(PY) -m onda.host.bench.numeric
 
+# The main command: build the default ResNet50 pipeline (cached in build/demo), deploy it, score the sample
+# photos over TLS with a key, remove the service.
+demo: setup
+	$(PY) -m onda.host.demo
+
 clean:
 	rm -rf build out .pytest_cache

@@ -14,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Modules that contribute subcommands, in the order `onda --help` lists them.
 COMMAND_MODULES = [
     "onda.host.commands_numeric",
+    "onda.host.commands_service",
 ]
 
 

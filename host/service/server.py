@@ -41,6 +41,7 @@ from ..runtime import BackendError, default_backend  # noqa: E402
 from .batching import DeadlineExpired, DeviceFailed, PoolClosed, QueueFull  # noqa: E402
 from .keys import KeyStore  # noqa: E402
 from .model import InputError, ServedModel  # noqa: E402
+from .options import add_server_arguments, config_from_args  # noqa: E402
 
 log = logging.getLogger("onda.service")
 
@@ -324,53 +325,24 @@ async def serve(config: ServerConfig, port_file: str | None = None, grace: float
     log.info("stopped")
 
 
-def add_server_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", action="append", default=[], metavar="[NAME[:VERSION]=]ZIP",
-                   help="a pipeline zip to serve (repeat for several; the first is the default)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
-    p.add_argument("--backend", default=None, help="backend (default: the default backend)")
-    p.add_argument("--devices", type=int, default=1, help="devices in the pool (default 1)")
-    p.add_argument("--max-batch", type=int, default=8)
-    p.add_argument("--max-wait-ms", type=float, default=5.0)
-    p.add_argument("--max-queue", type=int, default=256)
-    p.add_argument("--tls-cert", help="PEM certificate chain")
-    p.add_argument("--tls-key", help="PEM private key")
-    p.add_argument("--key", action="append", default=[], help="an accepted access key (repeatable)")
-    p.add_argument("--keys-file", help="JSON file of keys (primary, secondary), re-read when it changes")
-    p.add_argument("--port-file", help="write the bound port to this file once listening")
-    p.add_argument("--grace", type=float, default=10.0, help="seconds to drain on shutdown")
-
-
-def config_from_args(args) -> ServerConfig:
-    models, versions = {}, {}
-    for i, spec in enumerate(args.model):
-        name, _, path = spec.rpartition("=")
-        if not name:
-            name = Path(path).stem
-        name, _, version = name.partition(":")
-        models[name] = path
-        if version:
-            versions[name] = int(version)
-    return ServerConfig(models=models, backend=args.backend or default_backend(), host=args.host, port=args.port,
-                        tls_cert=args.tls_cert, tls_key=args.tls_key, keys=args.key, keys_file=args.keys_file,
-                        devices=args.devices, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                        max_queue=args.max_queue, versions=versions)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m onda.host.service.server", description=__doc__.splitlines()[0])
-    add_server_arguments(p)
-    args = p.parse_args(argv)
+def run(args) -> int:
+    """Serve in the foreground until SIGTERM/SIGINT (then drain); ``args`` from ``add_server_arguments``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if not args.model:
-        p.error("give at least one --model ZIP")
     try:
         asyncio.run(serve(config_from_args(args), args.port_file, args.grace))
     except (PipelineError, BackendError, ValueError, OSError) as e:
         log.error("%s", e)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m onda.host.service", description=__doc__.splitlines()[0])
+    add_server_arguments(p)
+    args = p.parse_args(argv)
+    if not args.model:
+        p.error("give at least one --model ZIP")
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def _check_name(kind: str, name: str) -> str:
 
 class LocalWorkspace:
     def __init__(self, path: str | Path | None = None):
-        self.path = Path(path) if path else default_workspace()
+        self.path = (Path(path) if path else default_workspace()).resolve()
         self.path.mkdir(parents=True, exist_ok=True)
         self.db_path = self.path / "onda.db"
         with self._db() as db:
