@@ -1,0 +1,262 @@
+"""The onda engine's instruction set: one definition shared by the compiler, the ISA emulator and
+the RTL decoder.
+
+Every instruction is one 256-bit little-endian word (32 bytes). Bits [0, 4) hold the opcode, bits
+[4, 8) the four dependency-token flags (VTA's scheme), the rest the opcode's fields, packed from
+bit 8 upwards in the order ``LAYOUTS`` lists them. ``hw/ISA.md`` documents the semantics; this
+module is the field-exact statement.
+
+Three modules execute the program, each in order, decoupled by token queues (as in VTA):
+
+* load    -- ``LOAD`` (DMA: memory port -> activation / weight / parameter buffer)
+* compute -- ``GEMM``, ``VEC``, ``FINISH``
+* store   -- ``STORE`` (DMA: output / activation buffer -> memory port)
+
+``NOP`` names its module in a field. For module X, *prev* is the module before it in
+load -> compute -> store and *next* the one after. ``pop_prev`` waits for and takes a token the
+previous module pushed, ``push_next`` gives the next module one, and so on; the queues are
+LOAD->COMPUTE (l2c), COMPUTE->LOAD (c2l), COMPUTE->STORE (c2s) and STORE->COMPUTE (s2c).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+INSTRUCTION_BYTES = 32
+INSTRUCTION_BITS = INSTRUCTION_BYTES * 8
+
+
+class Opcode(enum.IntEnum):
+    NOP = 0
+    LOAD = 1
+    STORE = 2
+    GEMM = 3
+    VEC = 4
+    FINISH = 5
+
+
+class Module(enum.IntEnum):
+    LOAD = 0
+    COMPUTE = 1
+    STORE = 2
+
+
+class Buffer(enum.IntEnum):
+    """On-chip buffers a DMA instruction addresses (byte addresses within each)."""
+
+    ACT = 0  # input activations (int8), read by GEMM and VEC
+    WGT = 1  # weights (int8), [out_channels, K] row-major
+    PARAM = 2  # int32 words: per-channel (bias, multiplier, shift) or a vector op's record
+    OUT = 3  # output activations (int8), written by GEMM and VEC, read by STORE
+
+
+class VecFunc(enum.IntEnum):
+    """Functions of the vector unit (``VEC``)."""
+
+    COPY = 0  # dst = src (a PAD's interior; padding comes from the LOAD's fill)
+    ADD = 1  # residual add with rescale: TFLite's int8 ADD
+    MAX_POOL = 2
+    AVG_POOL = 3
+    MEAN = 4  # global mean over H, W: int32 sum, count folded into the multiplier (QuantizedMeanOrSum)
+    REQUANT = 5  # int8 -> int8 rescale (QUANTIZE)
+
+
+# Records in the parameter buffer, as int32 words (little-endian).
+GEMM_PARAM_WORDS = 3  # per output channel: bias (zero-point correction folded in), multiplier, shift
+ADD_PARAM_WORDS = 9  # zp1, zp2, m1, s1, m2, s2, m_out, s_out, out_zp
+RESCALE_PARAM_WORDS = 4  # in_zp, multiplier, shift, out_zp
+
+# The token flags every instruction carries, after the opcode.
+TOKEN_FIELDS = ("pop_prev", "pop_next", "push_prev", "push_next")
+
+# name -> [(field, bits, signed)], packed from bit 8 upwards.
+LAYOUTS: dict[Opcode, list[tuple[str, int, bool]]] = {
+    Opcode.NOP: [("module", 2, False)],
+    Opcode.LOAD: [
+        ("buffer", 2, False),  # Buffer
+        ("sram_addr", 24, False),  # byte address in the buffer
+        ("dram_addr", 32, False),  # byte address on the memory port
+        ("y_size", 16, False),  # rows transferred
+        ("x_size", 24, False),  # bytes per row
+        ("dram_stride", 24, False),  # bytes between rows in memory
+        ("pad_top", 8, False),  # fill rows before, in rows of (pad_left + x_size + pad_right) bytes
+        ("pad_bottom", 8, False),
+        ("pad_left", 16, False),  # fill bytes before each row
+        ("pad_right", 16, False),
+        ("pad_value", 8, True),
+    ],
+    Opcode.STORE: [
+        ("buffer", 2, False),
+        ("sram_addr", 24, False),
+        ("dram_addr", 32, False),
+        ("y_size", 16, False),
+        ("x_size", 24, False),
+        ("dram_stride", 24, False),
+    ],
+    Opcode.GEMM: [
+        ("act_addr", 24, False),  # ACT: input band [in_rows, in_cols, channels] (padding included)
+        ("wgt_addr", 24, False),  # WGT: [out_channels, kh * kw * channels]
+        ("param_addr", 20, False),  # PARAM: out_channels x (bias, multiplier, shift)
+        ("out_addr", 24, False),  # OUT: [out_rows, out_cols, out_channels]
+        ("in_rows", 12, False),
+        ("in_cols", 12, False),
+        ("channels", 16, False),
+        ("out_rows", 12, False),
+        ("out_cols", 12, False),
+        ("out_channels", 16, False),
+        ("kh", 4, False),
+        ("kw", 4, False),
+        ("stride_h", 4, False),
+        ("stride_w", 4, False),
+        ("dilation_h", 4, False),
+        ("dilation_w", 4, False),
+        ("out_zp", 8, True),
+        ("act_min", 8, True),
+        ("act_max", 8, True),
+    ],
+    Opcode.VEC: [
+        ("func", 4, False),  # VecFunc
+        ("src_addr", 24, False),  # ACT: [in_rows, in_cols, channels]
+        ("src2_addr", 24, False),  # ACT: second operand of ADD (same shape)
+        ("dst_addr", 24, False),  # OUT: [out_rows, out_cols, channels]
+        ("param_addr", 20, False),  # PARAM: the function's record
+        ("in_rows", 12, False),
+        ("in_cols", 12, False),
+        ("channels", 16, False),
+        ("out_rows", 12, False),
+        ("out_cols", 12, False),
+        ("kh", 8, False),  # pool window
+        ("kw", 8, False),
+        ("stride_h", 4, False),
+        ("stride_w", 4, False),
+        ("pad_top", 4, False),  # pool taps before the band (excluded from max and average)
+        ("pad_left", 4, False),
+        ("act_min", 8, True),
+        ("act_max", 8, True),
+    ],
+    Opcode.FINISH: [],
+}
+
+MODULE_OF = {Opcode.LOAD: Module.LOAD, Opcode.STORE: Module.STORE, Opcode.GEMM: Module.COMPUTE,
+             Opcode.VEC: Module.COMPUTE, Opcode.FINISH: Module.COMPUTE}
+
+
+class ISAError(ValueError):
+    """An instruction that cannot be encoded or decoded; the message names the field."""
+
+
+def _check_layouts() -> None:
+    for op, layout in LAYOUTS.items():
+        total = 8 + sum(bits for _, bits, _ in layout)
+        if total > INSTRUCTION_BITS:
+            raise AssertionError(f"{op.name}: {total} bits exceed {INSTRUCTION_BITS}")
+
+
+_check_layouts()
+
+
+@dataclass
+class Instruction:
+    """A decoded instruction: opcode, token flags and the opcode's fields by name."""
+
+    opcode: Opcode
+    fields: dict[str, int]
+    pop_prev: bool = False
+    pop_next: bool = False
+    push_prev: bool = False
+    push_next: bool = False
+
+    def __getattr__(self, name: str) -> int:
+        try:
+            return self.__dict__["fields"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def module(self) -> Module:
+        if self.opcode == Opcode.NOP:
+            return Module(self.fields["module"])
+        return MODULE_OF[self.opcode]
+
+    def encode(self) -> bytes:
+        return encode(self)
+
+    def __str__(self) -> str:
+        toks = "".join(c if getattr(self, f) else "." for c, f in zip("PpUu", TOKEN_FIELDS))
+        body = " ".join(f"{k}={v}" for k, v in self.fields.items())
+        return f"{self.opcode.name:<6} [{toks}] {body}"
+
+
+def make(opcode: Opcode, **kw) -> Instruction:
+    """An instruction with the given fields (missing fields are 0); token flags by name."""
+    tokens = {k: bool(kw.pop(k, False)) for k in TOKEN_FIELDS}
+    names = [n for n, _, _ in LAYOUTS[opcode]]
+    unknown = set(kw) - set(names)
+    if unknown:
+        raise ISAError(f"{opcode.name}: unknown field(s) {', '.join(sorted(unknown))}")
+    return Instruction(opcode, {n: int(kw.get(n, 0)) for n in names}, **tokens)
+
+
+def encode(ins: Instruction) -> bytes:
+    word = int(ins.opcode) & 0xF
+    for i, name in enumerate(TOKEN_FIELDS):
+        word |= int(bool(getattr(ins, name))) << (4 + i)
+    pos = 8
+    for name, bits, signed in LAYOUTS[ins.opcode]:
+        v = int(ins.fields.get(name, 0))
+        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+        if not lo <= v <= hi:
+            raise ISAError(f"{ins.opcode.name}.{name}={v} does not fit {bits} {'signed' if signed else 'unsigned'} "
+                           f"bits ({lo}..{hi})")
+        word |= (v & ((1 << bits) - 1)) << pos
+        pos += bits
+    return word.to_bytes(INSTRUCTION_BYTES, "little")
+
+
+def decode(data: bytes) -> Instruction:
+    if len(data) != INSTRUCTION_BYTES:
+        raise ISAError(f"an instruction is {INSTRUCTION_BYTES} bytes, got {len(data)}")
+    word = int.from_bytes(data, "little")
+    try:
+        opcode = Opcode(word & 0xF)
+    except ValueError:
+        raise ISAError(f"unknown opcode {word & 0xF}") from None
+    tokens = {name: bool((word >> (4 + i)) & 1) for i, name in enumerate(TOKEN_FIELDS)}
+    pos = 8
+    values = {}
+    for name, bits, signed in LAYOUTS[opcode]:
+        v = (word >> pos) & ((1 << bits) - 1)
+        if signed and v >> (bits - 1):
+            v -= 1 << bits
+        values[name] = v
+        pos += bits
+    if word >> pos:
+        raise ISAError(f"{opcode.name}: reserved bits {pos}..{INSTRUCTION_BITS - 1} are not zero")
+    return Instruction(opcode, values, **tokens)
+
+
+def encode_program(instructions: list[Instruction]) -> bytes:
+    return b"".join(encode(i) for i in instructions)
+
+
+def decode_program(data: bytes) -> list[Instruction]:
+    if len(data) % INSTRUCTION_BYTES:
+        raise ISAError(f"program of {len(data)} bytes is not a whole number of {INSTRUCTION_BYTES}-byte instructions")
+    return [decode(data[i:i + INSTRUCTION_BYTES]) for i in range(0, len(data), INSTRUCTION_BYTES)]
+
+
+def field_names(opcode: Opcode) -> list[str]:
+    return [n for n, _, _ in LAYOUTS[opcode]]
+
+
+def field_range(opcode: Opcode, name: str) -> tuple[int, int]:
+    for n, bits, signed in LAYOUTS[opcode]:
+        if n == name:
+            return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    raise ISAError(f"{opcode.name} has no field {name!r}")
+
+
+__all__ = ["ADD_PARAM_WORDS", "Buffer", "GEMM_PARAM_WORDS", "INSTRUCTION_BYTES", "ISAError", "Instruction",
+           "LAYOUTS", "Module", "Opcode", "RESCALE_PARAM_WORDS", "TOKEN_FIELDS", "VecFunc", "decode",
+           "decode_program", "encode", "encode_program", "field_names", "field_range", "make"]

@@ -1,0 +1,142 @@
+"""Cycle model of the engine: three in-order modules (load, compute, store) joined by token
+queues, one shared memory port.
+
+Each instruction starts when its module is free, every token it pops has been pushed (a token
+is available from the end of the pushing instruction), and, for a DMA, the memory port is free.
+Its duration comes from the engine configuration:
+
+* DMA (``LOAD``/``STORE``): ``latency + (bursts - 1) * row_overhead + ceil(bytes / bytes_per_cycle)``,
+  one burst per row unless the rows are contiguous in memory; padding costs nothing (the DMA
+  fills it while the port streams);
+* ``GEMM``: per output pixel and lane group one pass over K, ``width`` elements per cycle along
+  each kernel row: ``pixels * ceil(ct / lanes) * kh * ceil(kw * C / width)`` plus the pipeline;
+* ``VEC``: ``ceil(elements / vector_lanes)`` plus the pipeline, elements being the window taps
+  for pools and the inputs for add, copy, rescale and mean;
+* ``NOP``, ``FINISH``: one cycle.
+
+Instruction fetch is assumed to keep the three command queues filled (they are deep enough for
+a tile's instructions; the program is 32 bytes per instruction, negligible next to the data).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from onda.hw.config import EngineConfig
+from onda.hw.isa import Instruction, Module, Opcode, VecFunc
+
+from .functional import EmulatorError, _token_queues
+
+
+def dma_cycles(cfg: EngineConfig, nbytes: int, bursts: int = 1) -> int:
+    return (cfg.mem_latency_cycles + max(0, bursts - 1) * cfg.mem_row_overhead_cycles
+            + math.ceil(nbytes / cfg.mem_bytes_per_cycle))
+
+
+def gemm_cycles(cfg: EngineConfig, pixels: int, out_channels: int, kh: int, kw: int, channels: int,
+                dilation_w: int = 1) -> int:
+    per_row = math.ceil(kw * channels / cfg.width) if dilation_w == 1 else kw * math.ceil(channels / cfg.width)
+    return pixels * math.ceil(out_channels / cfg.lanes) * kh * per_row + cfg.gemm_pipeline_cycles
+
+
+def dma_bytes(ins: Instruction) -> int:
+    if ins.opcode in (Opcode.LOAD, Opcode.STORE):
+        return ins.fields["y_size"] * ins.fields["x_size"]
+    return 0
+
+
+def instruction_cycles(cfg: EngineConfig, ins: Instruction) -> int:
+    op, f = ins.opcode, ins.fields
+    if op in (Opcode.LOAD, Opcode.STORE):
+        contiguous = f["dram_stride"] == f["x_size"] or f["y_size"] <= 1
+        return dma_cycles(cfg, f["y_size"] * f["x_size"], 1 if contiguous else f["y_size"])
+    if op == Opcode.GEMM:
+        return gemm_cycles(cfg, f["out_rows"] * f["out_cols"], f["out_channels"], f["kh"], f["kw"],
+                           f["channels"], f["dilation_w"])
+    if op == Opcode.VEC:
+        func = VecFunc(f["func"])
+        if func in (VecFunc.MAX_POOL, VecFunc.AVG_POOL):
+            elems = f["out_rows"] * f["out_cols"] * f["channels"] * f["kh"] * f["kw"]
+        else:
+            elems = f["in_rows"] * f["in_cols"] * f["channels"] * (2 if func == VecFunc.ADD else 1)
+        return math.ceil(elems / cfg.vector_lanes) + cfg.vec_pipeline_cycles
+    return 1
+
+
+@dataclass
+class CycleTrace:
+    start: np.ndarray  # per instruction
+    end: np.ndarray
+    cycles: np.ndarray  # duration
+    bytes: np.ndarray  # DMA bytes
+    module: np.ndarray
+
+    @property
+    def total(self) -> int:
+        return int(self.end.max()) if self.end.size else 0
+
+    def busy(self, module: Module, lo: int = 0, hi: int | None = None) -> int:
+        sel = self.module[lo:hi] == int(module)
+        return int(self.cycles[lo:hi][sel].sum())
+
+
+def simulate(program: list[Instruction], cfg: EngineConfig) -> CycleTrace:
+    n = len(program)
+    start = np.zeros(n, dtype=np.int64)
+    end = np.zeros(n, dtype=np.int64)
+    cyc = np.array([instruction_cycles(cfg, i) for i in program], dtype=np.int64)
+    nbytes = np.array([dma_bytes(i) for i in program], dtype=np.int64)
+    mods = np.array([int(i.module) for i in program], dtype=np.int64)
+    streams = {m: [k for k in range(n) if mods[k] == int(m)] for m in Module}
+    ptr = dict.fromkeys(Module, 0)
+    free = dict.fromkeys(Module, 0)
+    port_free = 0
+    pushes: dict[str, list[int]] = {"l2c": [], "c2l": [], "c2s": [], "s2c": []}
+    popped = dict.fromkeys(pushes, 0)
+    qnames = {m: _token_queues(m) for m in Module}
+    remaining = n
+    while remaining:
+        best = None
+        for m in Module:
+            if ptr[m] >= len(streams[m]):
+                continue
+            k = streams[m][ptr[m]]
+            ins = program[k]
+            ready = free[m]
+            ok = True
+            for flag, q in zip(("pop_prev", "pop_next"), qnames[m][:2]):
+                if getattr(ins, flag):
+                    if q is None:
+                        raise EmulatorError(f"instruction {k} {ins.opcode.name}: pops a queue its module lacks")
+                    if len(pushes[q]) <= popped[q]:
+                        ok = False
+                        break
+                    ready = max(ready, pushes[q][popped[q]])
+            if not ok:
+                continue
+            if ins.opcode in (Opcode.LOAD, Opcode.STORE):
+                ready = max(ready, port_free)
+            if best is None or ready < best[0]:
+                best = (ready, m, k)
+        if best is None:
+            stuck = {m.name: streams[m][ptr[m]] for m in Module if ptr[m] < len(streams[m])}
+            raise EmulatorError(f"deadlock: every module waits for a token (next instructions {stuck})")
+        t0, m, k = best
+        ins = program[k]
+        for flag, q in zip(("pop_prev", "pop_next"), qnames[m][:2]):
+            if getattr(ins, flag):
+                popped[q] += 1
+        t1 = t0 + int(cyc[k])
+        start[k], end[k] = t0, t1
+        free[m] = t1
+        if ins.opcode in (Opcode.LOAD, Opcode.STORE):
+            port_free = t1
+        for flag, q in zip(("push_prev", "push_next"), qnames[m][2:]):
+            if getattr(ins, flag):
+                pushes[q].append(t1)
+        ptr[m] += 1
+        remaining -= 1
+    return CycleTrace(start, end, cyc, nbytes, mods)

@@ -1,0 +1,259 @@
+"""Functional ISA emulation: executes program bytes on a model of the engine's memories, bit-exact.
+
+The state is the engine's: the memory port's address space (activations per image, the weight
+image shared) and the on-chip ACT, WGT, PARAM and OUT buffers. A batch of N images runs the same
+program in one pass: every activation memory and buffer carries a leading batch axis, so each
+instruction is one vectorized NumPy operation over its whole tile (no per-MAC or per-pixel
+loops). The arithmetic is the golden model's (``sim/golden``): exact int8 GEMM, TFLite's
+requantizer, ADD, pools and MEAN, called with the parameters the program's records hold.
+
+Instructions execute in program order, which the compiler guarantees is a legal serialization of
+the decoupled load / compute / store modules; the token counters are checked as they go.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
+
+from onda.hw.config import EngineConfig
+from onda.hw.isa import Buffer, Instruction, Module, Opcode, VecFunc
+from onda.sim.golden import fixedpoint as fp
+from onda.sim.golden import kernels as K
+from onda.sim.golden.params import AddParams, RequantParams
+
+
+class EmulatorError(RuntimeError):
+    """The program did something the engine cannot: out-of-range access, token underflow, bad op."""
+
+
+_QUEUES = ("l2c", "c2l", "c2s", "s2c")
+
+
+def _token_queues(module: Module) -> tuple[str | None, str | None, str | None, str | None]:
+    """(pop_prev, pop_next, push_prev, push_next) queue names for a module."""
+    if module == Module.LOAD:
+        return None, "c2l", None, "l2c"
+    if module == Module.COMPUTE:
+        return "l2c", "s2c", "c2l", "c2s"
+    return "c2s", None, "s2c", None
+
+
+class Machine:
+    """Engine state for a batch of ``n`` images."""
+
+    def __init__(self, cfg: EngineConfig, memmap: dict, weights: bytes, n: int):
+        self.cfg = cfg
+        self.n = n
+        self.act_size = int(memmap["act_size"])
+        self.wbase = int(memmap["weights_base"])
+        self.act_mem = np.zeros((n, max(self.act_size, 1)), dtype=np.int8)
+        self.wmem = np.frombuffer(weights, dtype=np.int8)
+        # ACT holds int8 values as float32 so GEMM operands feed BLAS without a conversion pass.
+        self.act = np.zeros((n, cfg.act_bytes), dtype=np.float32)
+        self.wgt = np.zeros(cfg.wgt_bytes, dtype=np.float32)
+        self.param = np.zeros(cfg.param_bytes, dtype=np.uint8)
+        self.out = np.zeros((n, cfg.out_bytes), dtype=np.int8)
+        self.tokens = dict.fromkeys(_QUEUES, 0)
+        self.finished = False
+
+    # -- memory port ---------------------------------------------------------------------------
+    def _check_range(self, what: str, addr: int, y: int, x: int, stride: int, limit: int) -> None:
+        if y and x and (addr < 0 or addr + (y - 1) * stride + x > limit):
+            raise EmulatorError(f"{what}: [{addr}, {addr + (y - 1) * stride + x}) outside [0, {limit})")
+
+    def read_memory(self, addr: int, y: int, x: int, stride: int) -> np.ndarray:
+        """[n, y, x] from the activation region, or [y, x] from the weight image."""
+        if addr >= self.wbase:
+            off = addr - self.wbase
+            self._check_range("LOAD from weight image", off, y, x, stride, self.wmem.size)
+            if y == 0:
+                return np.zeros((0, x), dtype=np.int8)
+            return as_strided(self.wmem[off:], shape=(y, x), strides=(stride, 1), writeable=False)
+        self._check_range("LOAD from activations", addr, y, x, stride, self.act_size)
+        if y == 0:
+            return np.zeros((self.n, 0, x), dtype=np.int8)
+        base = self.act_mem[:, addr:]
+        return as_strided(base, shape=(self.n, y, x), strides=(self.act_mem.strides[0], stride, 1),
+                          writeable=False)
+
+    def write_memory(self, addr: int, y: int, x: int, stride: int, data: np.ndarray) -> None:
+        if y and (addr < 0 or addr + (y - 1) * stride + x > self.act_size):
+            raise EmulatorError(f"STORE to [{addr}, {addr + (y - 1) * stride + x}): outside the activation "
+                                f"region [0, {self.act_size})")
+        if stride == x:
+            self.act_mem[:, addr:addr + y * x] = data.reshape(self.n, y * x)
+            return
+        view = as_strided(self.act_mem[:, addr:], shape=(self.n, y, x),
+                          strides=(self.act_mem.strides[0], stride, 1), writeable=True)
+        view[...] = data.reshape(self.n, y, x)
+
+    # -- buffers -------------------------------------------------------------------------------
+    def _buf(self, which: int):
+        return {Buffer.ACT: self.act, Buffer.WGT: self.wgt, Buffer.PARAM: self.param, Buffer.OUT: self.out}[which]
+
+    def _span(self, buf: np.ndarray, addr: int, size: int, name: str) -> slice:
+        limit = buf.shape[-1]
+        if addr < 0 or addr + size > limit:
+            raise EmulatorError(f"{name}: buffer access [{addr}, {addr + size}) outside [0, {limit})")
+        return slice(addr, addr + size)
+
+    def words(self, addr: int, count: int) -> np.ndarray:
+        s = self._span(self.param, addr, count * 4, "PARAM")
+        return self.param[s].view("<i4").astype(np.int64)
+
+    # -- execution -----------------------------------------------------------------------------
+    def step(self, ins: Instruction) -> None:
+        pops = _token_queues(ins.module)
+        for flag, q in zip(("pop_prev", "pop_next"), pops[:2]):
+            if getattr(ins, flag):
+                if q is None or self.tokens[q] == 0:
+                    raise EmulatorError(f"{ins.opcode.name}: pops an empty {q} token queue (dependency error)")
+                self.tokens[q] -= 1
+        op = ins.opcode
+        if op == Opcode.LOAD:
+            self.load(ins)
+        elif op == Opcode.STORE:
+            self.store(ins)
+        elif op == Opcode.GEMM:
+            self.gemm(ins)
+        elif op == Opcode.VEC:
+            self.vec(ins)
+        elif op == Opcode.FINISH:
+            self.finished = True
+        for flag, q in zip(("push_prev", "push_next"), pops[2:]):
+            if getattr(ins, flag):
+                if q is None:
+                    raise EmulatorError(f"{ins.opcode.name}: pushes a token to no module")
+                self.tokens[q] += 1
+
+    def load(self, ins: Instruction) -> None:
+        f = ins.fields
+        y, x = f["y_size"], f["x_size"]
+        data = self.read_memory(f["dram_addr"], y, x, f["dram_stride"])
+        pt, pb, pl, pr = f["pad_top"], f["pad_bottom"], f["pad_left"], f["pad_right"]
+        if pt or pb or pl or pr:
+            pads = ((pt, pb), (pl, pr))
+            if data.ndim == 3:
+                pads = ((0, 0),) + pads
+            data = np.pad(data, pads, constant_values=f["pad_value"])
+        buf = self._buf(f["buffer"])
+        if f["buffer"] == Buffer.PARAM:
+            if data.ndim == 3:
+                raise EmulatorError("LOAD into PARAM must read the weight image")
+            s = self._span(buf, f["sram_addr"], data.size, "LOAD PARAM")
+            buf[s] = data.reshape(-1).view(np.uint8)
+            return
+        if f["buffer"] == Buffer.WGT:
+            if data.ndim == 3:
+                raise EmulatorError("LOAD into WGT must read the weight image")
+            s = self._span(buf, f["sram_addr"], data.size, "LOAD WGT")
+            buf[s] = data.reshape(-1)
+            return
+        size = data.shape[-1] * data.shape[-2]
+        s = self._span(buf, f["sram_addr"], size, f"LOAD {Buffer(f['buffer']).name}")
+        buf[:, s] = data.reshape(-1, size) if data.ndim == 3 else data.reshape(1, size)
+
+    def store(self, ins: Instruction) -> None:
+        f = ins.fields
+        y, x = f["y_size"], f["x_size"]
+        if f["buffer"] not in (Buffer.OUT, Buffer.ACT):
+            raise EmulatorError("STORE reads the OUT or ACT buffer")
+        buf = self._buf(f["buffer"])
+        s = self._span(buf, f["sram_addr"], y * x, "STORE")
+        data = buf[:, s]
+        if data.dtype != np.int8:
+            data = data.astype(np.int8)
+        self.write_memory(f["dram_addr"], y, x, f["dram_stride"], data)
+
+    def gemm(self, ins: Instruction) -> None:
+        f = ins.fields
+        n = self.n
+        ir, ic, c = f["in_rows"], f["in_cols"], f["channels"]
+        orow, ocol, ct = f["out_rows"], f["out_cols"], f["out_channels"]
+        kh, kw, sh, sw, dh, dw = f["kh"], f["kw"], f["stride_h"], f["stride_w"], f["dilation_h"], f["dilation_w"]
+        if min(kh, kw, sh, sw, dh, dw) < 1:
+            raise EmulatorError("GEMM: kernel, stride and dilation must be >= 1")
+        ekh, ekw = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+        if (orow - 1) * sh + ekh > ir or (ocol - 1) * sw + ekw > ic:
+            raise EmulatorError("GEMM: output tile reads beyond the input band")
+        k = kh * kw * c
+        a = self.act[:, self._span(self.act, f["act_addr"], ir * ic * c, "GEMM act")].reshape(n, ir, ic, c)
+        if kh == kw == 1:
+            cols = a[:, : (orow - 1) * sh + 1: sh, : (ocol - 1) * sw + 1: sw, :].reshape(n * orow * ocol, c)
+        else:
+            win = sliding_window_view(a, (ekh, ekw), axis=(1, 2))
+            win = win[:, : (orow - 1) * sh + 1: sh, : (ocol - 1) * sw + 1: sw, :, ::dh, ::dw]
+            cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(n * orow * ocol, k)
+        w = self.wgt[self._span(self.wgt, f["wgt_addr"], ct * k, "GEMM wgt")].reshape(ct, k)
+        prm = self.words(f["param_addr"], ct * 3).reshape(ct, 3)
+        acc = K.exact_int8_matmul(cols, w.T) + prm[:, 0]
+        y = fp.requantize(acc, prm[:, 1], prm[:, 2], f["out_zp"], f["act_min"], f["act_max"])
+        s = self._span(self.out, f["out_addr"], orow * ocol * ct, "GEMM out")
+        self.out[:, s] = y.reshape(n, -1)
+
+    def vec(self, ins: Instruction) -> None:
+        f = ins.fields
+        n = self.n
+        func = VecFunc(f["func"])
+        ir, ic, c = f["in_rows"], f["in_cols"], f["channels"]
+        orow, ocol = f["out_rows"], f["out_cols"]
+        size = ir * ic * c
+        x = self.act[:, self._span(self.act, f["src_addr"], size, "VEC src")]
+        lo, hi = f["act_min"], f["act_max"]
+        if func == VecFunc.COPY:
+            y = x.astype(np.int8)
+        elif func == VecFunc.ADD:
+            x2 = self.act[:, self._span(self.act, f["src2_addr"], size, "VEC src2")]
+            zp1, zp2, m1, s1, m2, s2, mo, so, ozp = (int(v) for v in self.words(f["param_addr"], 9))
+            p = AddParams(zp1, zp2, (m1, s1, m2, s2, mo, so), ozp, lo, hi)
+            y = K.add(x.astype(np.int64), x2.astype(np.int64), p)
+        elif func == VecFunc.REQUANT:
+            izp, m, s, ozp = (int(v) for v in self.words(f["param_addr"], 4))
+            y = K.requantize_tensor(x.astype(np.int64), RequantParams(izp, m, s, ozp))
+        elif func in (VecFunc.MAX_POOL, VecFunc.AVG_POOL):
+            y = self._pool(func, x.reshape(n, ir, ic, c), f)
+        elif func == VecFunc.MEAN:
+            izp, m, s, ozp = (int(v) for v in self.words(f["param_addr"], 4))
+            y = K.mean(x.reshape(n, ir, ic, c).astype(np.int64), (1, 2), False, RequantParams(izp, m, s, ozp))
+        else:
+            raise EmulatorError(f"VEC: function {func.name} not implemented")
+        y = y.reshape(n, -1)
+        out_size = orow * ocol * c
+        if y.shape[1] != out_size:
+            raise EmulatorError(f"VEC {func.name}: produced {y.shape[1]} elements, tile says {out_size}")
+        self.out[:, self._span(self.out, f["dst_addr"], out_size, "VEC dst")] = y
+
+    def _pool(self, func: VecFunc, x: np.ndarray, f: dict) -> np.ndarray:
+        """Pooling over a band with ``pad_top``/``pad_left`` virtual padding; taps outside the band
+        are excluded (max: never win; average: not counted), as TFLite's reference kernels do."""
+        kh, kw, sh, sw = f["kh"], f["kw"], f["stride_h"], f["stride_w"]
+        orow, ocol, pt, pl = f["out_rows"], f["out_cols"], f["pad_top"], f["pad_left"]
+        n, ir, ic, c = x.shape
+        eb = max(0, (orow - 1) * sh + kh - pt - ir)
+        er = max(0, (ocol - 1) * sw + kw - pl - ic)
+        pads = ((0, 0), (pt, eb), (pl, er), (0, 0))
+        if func == VecFunc.MAX_POOL:
+            xp = np.pad(x.astype(np.int16), pads, constant_values=-32768)
+            win = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, : (orow - 1) * sh + 1: sh, : (ocol - 1) * sw + 1: sw]
+            out = win.max(axis=(-2, -1))
+        else:
+            xp = np.pad(x.astype(np.int32), pads, constant_values=0)
+            win = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, : (orow - 1) * sh + 1: sh, : (ocol - 1) * sw + 1: sw]
+            sums = win.sum(axis=(-2, -1), dtype=np.int64)
+            ones = np.pad(np.ones((1, ir, ic, 1), dtype=np.int32), pads, constant_values=0)
+            cwin = sliding_window_view(ones, (kh, kw), axis=(1, 2))[:, : (orow - 1) * sh + 1: sh, : (ocol - 1) * sw + 1: sw]
+            counts = cwin.sum(axis=(-2, -1), dtype=np.int64)
+            out = fp.divide_round_half_away(sums, counts)
+        return fp.clamp(out, f["act_min"], f["act_max"]).astype(np.int8)
+
+
+def execute(machine: Machine, program: list[Instruction], on_instruction=None) -> None:
+    """Run ``program`` to FINISH; ``on_instruction(index)`` is called after each instruction."""
+    for i, ins in enumerate(program):
+        machine.step(ins)
+        if on_instruction is not None:
+            on_instruction(i)
+        if machine.finished:
+            return
+    raise EmulatorError("program ended without FINISH")
