@@ -140,8 +140,12 @@ def _prep(preprocess, image: np.ndarray) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def quantize(model, calibration: list[np.ndarray], progress: Callable[[str], None] | None = None) -> bytes:
-    """Full-integer post-training quantization with TFLite's converter; returns .tflite bytes."""
+def quantize(model, calibration: list[np.ndarray], progress: Callable[[str], None] | None = None,
+             per_channel_dense: bool = True) -> bytes:
+    """Full-integer post-training quantization with TFLite's converter; returns .tflite bytes.
+
+    ``per_channel_dense=False`` quantizes Dense weights per tensor (the older converter default).
+    """
     from tqdm import tqdm
 
     from .tf_import import import_tensorflow
@@ -163,6 +167,8 @@ def quantize(model, calibration: list[np.ndarray], progress: Callable[[str], Non
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
+    if not per_channel_dense:
+        converter._experimental_disable_per_channel_quantization_for_dense_layers = True
     try:
         return converter.convert()
     except Exception as e:

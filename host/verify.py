@@ -50,10 +50,14 @@ def reference_tflite(loaded, model_path: Path) -> Path:
     return Path(tmp.name)
 
 
-def compare(model_path: str | Path, backend: str, images: int = 2, seed: int = 0) -> list[TensorComparison]:
+def compare(model_path: str | Path, backend: str, images: int = 2, seed: int = 0,
+            inputs: list[np.ndarray] | None = None) -> list[TensorComparison]:
+    """Every tensor the backend exposes against the reference's, on ``inputs`` (default:
+    ``images`` uniformly random inputs drawn with ``seed``)."""
     model_path = Path(model_path)
     loaded = get_backend(backend).load(model_path)
-    inputs = random_inputs(loaded.inputs, images, seed)
+    if inputs is None:
+        inputs = random_inputs(loaded.inputs, images, seed)
     got = loaded.run_all(inputs)
     ref = ReferenceModel(reference_tflite(loaded, model_path))
     producers = getattr(loaded, "producers", lambda: {})()

@@ -136,6 +136,17 @@ def requantize(acc, multiplier, shift, out_zero_point, act_min, act_max) -> np.n
     return clamp(scaled + out_zero_point, act_min, act_max).astype(np.int8)
 
 
+def scale_round_double(acc, effective_scale) -> np.ndarray:
+    """TFLite's reference FULLY_CONNECTED epilogue (int8): ``std::round(double(acc) * scale)``.
+
+    Unlike CONV_2D, LiteRT's reference fully-connected kernels do not use the fixed-point
+    multiplier: they multiply in IEEE double (``scale = double(in_s) * double(w_s) / double(out_s)``)
+    and round half away from zero once. float64 NumPy arithmetic is that same IEEE arithmetic.
+    """
+    v = _i64(acc).astype(np.float64) * np.asarray(effective_scale, dtype=np.float64)
+    return round_half_away(v).astype(np.int64)
+
+
 def activation_range(activation: str, scale: float, zero_point: int,
                      qmin: int = INT8_MIN, qmax: int = INT8_MAX) -> tuple[int, int]:
     """TFLite's CalculateActivationRangeQuantized for a fused activation.

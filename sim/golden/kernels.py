@@ -7,6 +7,8 @@ sum is an integer below 2**24, so they are exact; the chunks are summed in float
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -82,16 +84,18 @@ def conv2d(x: np.ndarray, p: GemmParams, stride, dilation, padding: Padding) -> 
     return fp.requantize(acc, p.multiplier, p.shift, p.out_zero_point, p.act_min, p.act_max)
 
 
-def fully_connected(x: np.ndarray, p: GemmParams) -> np.ndarray:
-    """TFLite's reference_integer_ops::FullyConnected; x is flattened to [-1, K]."""
+def fully_connected_accumulators(x: np.ndarray, p: GemmParams) -> np.ndarray:
+    """int32 accumulators [N, Cout] of a fully-connected op; x is flattened to [-1, K]."""
     cout, k = p.weights.shape[0], int(np.prod(p.weights.shape[1:]))
-    w = p.weights.reshape(cout, k)
-    xf = x.reshape(-1, k)
-    params = GemmParams(w.reshape(cout, 1, 1, k), p.weight_zero_point, p.bias, p.in_zero_point,
-                        p.multiplier, p.shift, p.out_zero_point, p.act_min, p.act_max)
-    acc = conv_accumulators(xf.reshape(-1, 1, 1, k), params, (1, 1), (1, 1), Padding.VALID)
-    out = fp.requantize(acc, p.multiplier, p.shift, p.out_zero_point, p.act_min, p.act_max)
-    return out.reshape(xf.shape[0], cout)
+    as_conv = replace(p, weights=p.weights.reshape(cout, 1, 1, k))
+    return conv_accumulators(x.reshape(-1, 1, 1, k), as_conv, (1, 1), (1, 1), Padding.VALID).reshape(-1, cout)
+
+
+def fully_connected(x: np.ndarray, p: GemmParams) -> np.ndarray:
+    """TFLite's reference_integer_ops::FullyConnected(PerChannel) with its double epilogue."""
+    acc = fully_connected_accumulators(x, p)
+    out = fp.scale_round_double(acc, p.double_scale) + p.out_zero_point
+    return fp.clamp(out, p.act_min, p.act_max).astype(np.int8)
 
 
 def add(a: np.ndarray, b: np.ndarray, p: AddParams) -> np.ndarray:

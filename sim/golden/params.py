@@ -31,6 +31,8 @@ class GemmParams:
     out_zero_point: int
     act_min: int
     act_max: int
+    # FULLY_CONNECTED only: the double-precision per-channel scale its reference epilogue uses.
+    double_scale: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,11 @@ def _act_range(graph: Graph, out_id: int, activation: Activation) -> tuple[int, 
 
 
 def gemm_params(graph: Graph, op: Op) -> GemmParams:
-    """CONV_2D / FULLY_CONNECTED: TFLite's PopulateConvolutionQuantizationParams."""
+    """CONV_2D / FULLY_CONNECTED: TFLite's PopulateConvolutionQuantizationParams.
+
+    The fixed-point multipliers are what CONV_2D's reference kernel uses; FULLY_CONNECTED's
+    reference kernel uses ``double_scale`` instead (see fixedpoint.scale_round_double).
+    """
     x, w = graph.tensor(op.inputs[0]), graph.tensor(op.inputs[1])
     out = graph.tensor(op.outputs[0])
     cout = w.shape[0]
@@ -92,9 +98,14 @@ def gemm_params(graph: Graph, op: Op) -> GemmParams:
         real = [float(np.float32(in_scale * w_scales[0])) / float(out_scale)] * cout
     mult, shift = fp.quantize_multiplier_array(real)
     act_min, act_max = _act_range(graph, out.id, op.attrs.activation)
+    double_scale = None
+    if op.kind == OpKind.FULLY_CONNECTED:
+        scales = w_scales if w.quant.per_channel else np.repeat(w_scales[:1], cout)
+        double_scale = np.array([float(in_scale) * float(s) / float(out_scale) for s in scales])
     return GemmParams(weights=w.data, weight_zero_point=w.quant.zp, bias=bias,
                       in_zero_point=x.quant.zp, multiplier=mult, shift=shift,
-                      out_zero_point=out.quant.zp, act_min=act_min, act_max=act_max)
+                      out_zero_point=out.quant.zp, act_min=act_min, act_max=act_max,
+                      double_scale=double_scale)
 
 
 def add_params(graph: Graph, op: Op) -> AddParams:
