@@ -15,6 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 COMMAND_MODULES = [
     "onda.host.commands_numeric",
     "onda.host.commands_service",
+    "onda.host.commands_compile",
 ]
 
 

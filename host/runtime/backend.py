@@ -48,6 +48,7 @@ class Backend(Protocol):
 
 _BACKENDS = {
     "golden": "onda.host.runtime.golden:GoldenBackend",
+    "emulator": "onda.host.runtime.emulator:EmulatorBackend",
 }
 
 

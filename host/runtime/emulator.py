@@ -1,0 +1,160 @@
+"""The ISA-emulator backend: runs compiled engine programs (.onda) on the functional emulator.
+
+``EmulatorBackend(engine=None).load(path)`` takes a ``.onda`` container, or a ``.tflite`` model which
+it compiles at load for ``engine`` (default ``ulx3s-85f``; compiled programs are cached in memory
+by model content and engine). With ``engine`` given, a container compiled for another engine
+configuration is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from onda.hw import container as ctr
+from onda.hw import isa
+from onda.hw.config import ConfigError, EngineConfig, config_from_dict, load_config
+from onda.sim.emulator.cycles import CycleTrace, simulate
+from onda.sim.emulator.functional import EmulatorError, Machine, execute
+
+from .backend import BackendError, TensorSpec, check_inputs
+
+DEFAULT_ENGINE = "ulx3s-85f"
+MAX_BATCH_PER_PASS = 32
+_COMPILED: dict[tuple[str, str], ctr.Container] = {}
+
+
+class EmulatedModel:
+    """A compiled program ready to run on the emulator (any batch size, one vectorized pass per
+    up to ``MAX_BATCH_PER_PASS`` images)."""
+
+    def __init__(self, container: ctr.Container, origin: str = ""):
+        self.container = container
+        self.origin = origin
+        self.config: EngineConfig = config_from_dict(container.config)
+        if self.config.fingerprint != container.fingerprint:
+            raise ctr.ContainerError(f"{origin}: embedded engine config does not match the header fingerprint")
+        self.memmap = container.memmap
+        try:
+            self.program = isa.decode_program(container.program)
+        except isa.ISAError as e:
+            raise ctr.ContainerError(f"{origin}: bad program: {e}") from None
+        self.tensors = {int(k): v for k, v in self.memmap["tensors"].items()}
+        self.inputs = [self._spec(t) for t in self.memmap["inputs"]]
+        self.outputs = [self._spec(t) for t in self.memmap["outputs"]]
+        self.layers = self.memmap["layers"]
+        self._trace: CycleTrace | None = None
+
+    def _spec(self, tid: int) -> TensorSpec:
+        t = self.tensors[tid]
+        return TensorSpec(name=t["name"], shape=tuple(t["shape"]), dtype=t["dtype"], scale=t["scale"],
+                          zero_point=t["zero_point"])
+
+    @property
+    def source_tflite(self) -> bytes | None:
+        return self.container.source
+
+    def producers(self) -> dict[int, str]:
+        return {tid: t["producer"] for tid, t in self.tensors.items()}
+
+    def tensor_names(self) -> dict[int, str]:
+        return {tid: t["name"] for tid, t in self.tensors.items()}
+
+    def cycle_trace(self) -> CycleTrace:
+        """The cycle model's run of the program (data independent, computed once)."""
+        if self._trace is None:
+            self._trace = simulate(self.program, self.config)
+        return self._trace
+
+    def _read(self, m: Machine, tid: int) -> np.ndarray:
+        t = self.tensors[tid]
+        size = int(np.prod(t["shape"]))
+        return m.act_mem[:, t["addr"]:t["addr"] + size].reshape((m.n,) + tuple(t["shape"][1:])).copy()
+
+    def _run_pass(self, inputs: list[np.ndarray], capture: bool) -> dict[int, np.ndarray]:
+        n = inputs[0].shape[0]
+        m = Machine(self.config, self.memmap, self.container.weights, n)
+        for tid, x in zip(self.memmap["inputs"], inputs):
+            t = self.tensors[tid]
+            m.act_mem[:, t["addr"]:t["addr"] + x[0].size] = x.reshape(n, -1)
+        values: dict[int, np.ndarray] = {}
+        on_ins = None
+        if capture:
+            values.update({tid: np.asarray(x) for tid, x in zip(self.memmap["inputs"], inputs)})
+            at_end: dict[int, list[int]] = {}
+            aliases: dict[int, list[int]] = {}
+            for tid, t in self.tensors.items():
+                if t["alias_of"] is not None:
+                    aliases.setdefault(t["alias_of"], []).append(tid)
+            for layer in self.layers:
+                at_end.setdefault(layer["last"], []).append(layer["output"])
+
+            def on_ins(i: int) -> None:
+                for tid in at_end.get(i, ()):
+                    for t in [tid] + aliases.get(tid, []):
+                        values[t] = self._read(m, t)
+        try:
+            execute(m, self.program, on_ins)
+        except EmulatorError as e:
+            raise BackendError(f"{self.origin}: emulator: {e}") from None
+        for tid in self.memmap["outputs"]:
+            values[tid] = self._read(m, tid)
+        return values
+
+    def _batched(self, inputs: list[np.ndarray], capture: bool) -> dict[int, np.ndarray]:
+        inputs = check_inputs(self.inputs, inputs)
+        n = inputs[0].shape[0]
+        parts = [self._run_pass([x[i:i + MAX_BATCH_PER_PASS] for x in inputs], capture)
+                 for i in range(0, n, MAX_BATCH_PER_PASS)]
+        if len(parts) == 1:
+            return parts[0]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        values = self._batched(inputs, capture=False)
+        return [values[t] for t in self.memmap["outputs"]]
+
+    def run_all(self, inputs: list[np.ndarray]) -> dict[int, np.ndarray]:
+        """Inputs and every tensor a layer of the program writes, by the source model's tensor id."""
+        return self._batched(inputs, capture=True)
+
+
+class EmulatorBackend:
+    name = "emulator"
+
+    def __init__(self, engine: str | None = None):
+        self.engine = engine or os.environ.get("ONDA_ENGINE") or None
+
+    def _config(self, name: str) -> EngineConfig:
+        try:
+            return load_config(name)
+        except ConfigError as e:
+            raise BackendError(str(e)) from None
+
+    def load(self, path: str | Path) -> EmulatedModel:
+        path = Path(path)
+        if not path.is_file():
+            raise BackendError(f"{path}: no such file")
+        data = path.read_bytes()
+        if ctr.is_container(data):
+            c = ctr.parse(data, str(path))
+            if self.engine is not None:
+                cfg = self._config(self.engine)
+                ctr.check_engine(c, cfg.fingerprint, cfg.name)
+            return EmulatedModel(c, str(path))
+        if data[4:8] == b"TFL3":
+            cfg = self._config(self.engine or DEFAULT_ENGINE)
+            key = (hashlib.sha256(data).hexdigest(), cfg.fingerprint)
+            if key not in _COMPILED:
+                from onda.host.compiler import compile_graph
+                from onda.host.frontend import read_tflite
+                _COMPILED[key] = compile_graph(read_tflite(path), cfg, source=data)
+            return EmulatedModel(_COMPILED[key], str(path))
+        raise BackendError(f"{path}: neither a compiled .onda program nor a .tflite model")
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "device": f"ISA emulator ({self.engine or 'engine of the program'})",
+                "exact": True}
