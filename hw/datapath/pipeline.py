@@ -13,9 +13,38 @@ from amaranth.hdl import Cat, Const, Mux, Signal, signed, unsigned
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
 
-# Pipeline depth of ``mbqm``: left shift, partial products, middle sum, 64-bit sum,
-# rounding high half, right-shift split, rounding add.
-MBQM_LATENCY = 7
+MUL_STYLES = ("dsp", "lut")
+
+
+def mbqm_latency(mul_style: str = "dsp") -> int:
+    """Pipeline depth of :func:`mbqm`: left shift, partial products (1 stage on DSPs, 4 in
+    LUTs), middle sum, two 32-bit halves of the 64-bit sum, right-shift split, rounding add."""
+    return 6 + _product_stages(mul_style)
+
+
+def _product_stages(mul_style: str) -> int:
+    if mul_style not in MUL_STYLES:
+        raise ValueError(f"mul_style must be one of {MUL_STYLES}, got {mul_style!r}")
+    return 1 if mul_style == "dsp" else 2
+
+
+def product16(m, en, x, y, mul_style: str, name: str):
+    """Registered unsigned 16x16 product; ``_product_stages(mul_style)`` stages.
+
+    "dsp": one ``*`` (one MULT18X18D / SB_MAC16). "lut": a shift-and-add tree of the 16
+    partial rows, registered every two adder levels, for devices whose DSPs are all taken by
+    the MAC array (iCE40UP5K has 8).
+    """
+    if _product_stages(mul_style) == 1:
+        return stage(m, en, x * y, unsigned(32), name=name)
+    rows = [Mux(y[i], x << i, 0) for i in range(16)]
+    level = 0
+    while len(rows) > 1:
+        level += 1
+        rows = [rows[k] + rows[k + 1] for k in range(0, len(rows), 2)]
+        if level % 2 == 0:
+            rows = [stage(m, en, r, unsigned(32), name=f"{name}_l{level}_{k}") for k, r in enumerate(rows)]
+    return rows[0]
 
 
 def stage(m, en, value, shape=None, name=None, init=0):
@@ -33,52 +62,59 @@ def delay(m, en, value, n, name="dly"):
     return value
 
 
-def mbqm(m, en, x, multiplier, shift, name="mbqm"):
+def mbqm(m, en, x, multiplier, shift, name="mbqm", mul_style="dsp"):
     """TFLite's ``MultiplyByQuantizedMultiplier(x, multiplier, shift)`` as a pipeline of
-    ``MBQM_LATENCY`` enabled stages; returns the int32 result register.
+    ``mbqm_latency(mul_style)`` enabled stages; returns the int32 result register.
 
     ``x`` and ``multiplier`` are int32, ``shift`` a signed exponent in [-31, 30]:
     ``x`` is shifted left by ``max(shift, 0)`` (wrapping to int32), multiplied by the Q0.31
     ``multiplier`` with gemmlowp's saturating rounding doubling high multiply, then divided
     by ``2**max(-shift, 0)`` rounding half away from zero. The rounding high multiply is
     ``(a*b + 2**30) >> 31`` (arithmetic shift): with C's truncating division the two nudges of
-    gemmlowp reduce to this one expression, bit for bit, for every product of int32 operands;
-    ``INT32_MIN * INT32_MIN`` saturates to ``INT32_MAX``.
+    gemmlowp reduce to this one expression, bit for bit, for every product of int32 operands
+    (so its ties go up, e.g. ``-2**30 -> 0``); ``INT32_MIN * INT32_MIN`` saturates to ``INT32_MAX``.
 
-    The 32x32 product is split into four 17x17 partial products (one MULT18X18D each on
-    ECP5), registered, then summed in two stages, so no stage has more than one 64-bit carry
-    chain.
+    The signed 32x32 product is four unsigned 16x16 partial products (one MULT18X18D or
+    SB_MAC16 each) with a sign correction ``-2**32 * (a<0 ? b : 0 + b<0 ? a : 0)`` (mod 2**64),
+    registered, then summed as two 32-bit halves in successive stages, so no stage has a carry
+    chain longer than 34 bits.
     """
-    # S1: wrapping left shift, right exponent, saturation flag.
+    # S1: wrapping left shift, right exponent.
     left = Mux(shift[-1], 0, shift.as_unsigned()[:5])
     right_v = Mux(shift[-1], (-shift)[:6], 0)
     a = stage(m, en, (x << left)[:32].as_signed(), signed(32), name=f"{name}_a")
     b = stage(m, en, multiplier, signed(32), name=f"{name}_b")
     right = stage(m, en, right_v, unsigned(6), name=f"{name}_right")
-    # S2: partial products. al, bl unsigned 16-bit halves; ah, bh signed high halves.
-    al, ah = a.as_unsigned()[:16], a[16:].as_signed()
-    bl, bh = b.as_unsigned()[:16], b[16:].as_signed()
-    sat_v = (a == INT32_MIN) & (b == INT32_MIN)
-    p_ll = stage(m, en, al * bl, unsigned(32), name=f"{name}_pll")
-    p_lh = stage(m, en, al * bh, signed(33), name=f"{name}_plh")
-    p_hl = stage(m, en, ah * bl, signed(33), name=f"{name}_phl")
-    p_hh = stage(m, en, ah * bh, signed(32), name=f"{name}_phh")
-    sat = stage(m, en, sat_v, name=f"{name}_sat1")
-    right = stage(m, en, right, name=f"{name}_right1")
-    # S3: middle sum; p_hh and p_ll do not overlap: concatenate them.
-    mid = stage(m, en, p_lh + p_hl, signed(34), name=f"{name}_mid")
-    outer = stage(m, en, Cat(p_ll, p_hh).as_signed(), signed(64), name=f"{name}_outer")
+    # S2: partial products of the unsigned halves; the sign correction; saturation flag.
+    au, bu = a.as_unsigned(), b.as_unsigned()
+    al, ah, bl, bh = au[:16], au[16:], bu[:16], bu[16:]
+    n = _product_stages(mul_style)
+    p_ll = product16(m, en, al, bl, mul_style, f"{name}_pll")
+    p_lh = product16(m, en, al, bh, mul_style, f"{name}_plh")
+    p_hl = product16(m, en, ah, bl, mul_style, f"{name}_phl")
+    p_hh = product16(m, en, ah, bh, mul_style, f"{name}_phh")
+    corr_v = Mux(a[-1], bu, 0) + Mux(b[-1], au, 0)
+    corr = delay(m, en, corr_v[:32], n, name=f"{name}_corr")
+    sat = delay(m, en, (a == INT32_MIN) & (b == INT32_MIN), n, name=f"{name}_sat1")
+    right = delay(m, en, right, n, name=f"{name}_rightp")
+    # S3: middle sum; the outer partial products do not overlap: concatenate them, with the
+    # sign correction folded into the high word (everything is modulo 2**64).
+    mid = stage(m, en, p_lh + p_hl, unsigned(33), name=f"{name}_mid")
+    outer = stage(m, en, Cat(p_ll, (p_hh - corr)[:32]), unsigned(64), name=f"{name}_outer")
     sat = stage(m, en, sat, name=f"{name}_sat2")
     right = stage(m, en, right, name=f"{name}_right2")
-    # S4: the 64-bit product plus the rounding nudge (a*b + 2^30 cannot overflow 64 bits).
-    prod = stage(m, en, outer + (mid << 16) + (1 << 30), signed(64), name=f"{name}_prod")
+    # S4: low half of outer + (mid << 16) + 2**30, keeping the carry (0..2).
+    mid_s = Cat(Const(0, 16), mid)  # 49 bits
+    lo = stage(m, en, outer[:32] + mid_s[:32] + (1 << 30), unsigned(34), name=f"{name}_lo")
+    hi_in = stage(m, en, Cat(outer[32:], mid_s[32:]), name=f"{name}_hiin")
     sat = stage(m, en, sat, name=f"{name}_sat3")
     right = stage(m, en, right, name=f"{name}_right3")
-    # S5: high half (saturated), then RoundingDivideByPOT split: quotient and round-up bit.
-    high = Mux(sat, INT32_MAX, prod[31:63].as_signed())
+    # S5: high half with the carry; bits 31..62 of the product are the rounded high word.
+    hi = (hi_in[:32] + hi_in[32:] + lo[32:])[:32]
+    high = Mux(sat, INT32_MAX, Cat(lo[31], hi[:31]).as_signed())
     high_r = stage(m, en, high, signed(32), name=f"{name}_high")
     right = stage(m, en, right, name=f"{name}_right4")
-    # S6: arithmetic right shift, remainder and threshold.
+    # S6: arithmetic right shift, remainder and threshold (RoundingDivideByPOT).
     mask = (Const(1, unsigned(33)) << right) - 1
     rem = high_r.as_unsigned() & mask[:32]
     threshold = (mask[:32] >> 1) + high_r[-1]

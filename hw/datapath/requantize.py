@@ -5,7 +5,7 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .pipeline import MBQM_LATENCY, delay, mbqm, stage
+from .pipeline import delay, mbqm, mbqm_latency, stage
 
 __all__ = ["RequantLayout", "Requantizer"]
 
@@ -39,9 +39,14 @@ class Requantizer(wiring.Component):
 
     Bit-exact with :func:`onda.sim.golden.fixedpoint.requantize` (TFLite's
     ``reference_integer_ops::ConvPerChannel`` epilogue). Fully pipelined: one result per
-    cycle, latency :attr:`LATENCY` cycles when the output is never stalled. The per-channel
+    cycle, latency :attr:`latency` cycles when the output is never stalled. The per-channel
     parameters travel with each accumulator (the producer looks them up by channel); the
     per-layer ones are static ports, to be held constant while a layer runs.
+
+    Parameters
+    ----------
+    mul_style : "dsp" | "lut"
+        Where the 32x32 multiply's four 16x16 partial products go (see ``pipeline.product16``).
 
     Members
     -------
@@ -56,13 +61,16 @@ class Requantizer(wiring.Component):
     condition, ``o.valid`` a register (it never depends on ``o.ready``).
     """
 
-    LATENCY = 1 + MBQM_LATENCY + 2
-
-    i: In(stream.Signature(RequantLayout()))
-    o: Out(stream.Signature(signed(8)))
-    out_zero_point: In(signed(8))
-    act_min: In(signed(8))
-    act_max: In(signed(8))
+    def __init__(self, mul_style: str = "dsp"):
+        self.mul_style = mul_style
+        self.latency = 1 + mbqm_latency(mul_style) + 2
+        super().__init__({
+            "i": In(stream.Signature(RequantLayout())),
+            "o": Out(stream.Signature(signed(8))),
+            "out_zero_point": In(signed(8)),
+            "act_min": In(signed(8)),
+            "act_max": In(signed(8)),
+        })
 
     def elaborate(self, platform):
         m = Module()
@@ -74,13 +82,13 @@ class Requantizer(wiring.Component):
         acc = stage(m, en, (p.acc + p.bias)[:32].as_signed(), signed(32), name="acc_bias")
         mult = stage(m, en, p.multiplier, name="mult0")
         shift = stage(m, en, p.shift, name="shift0")
-        scaled = mbqm(m, en, acc, mult, shift, name="mbqm")
+        scaled = mbqm(m, en, acc, mult, shift, name="mbqm", mul_style=self.mul_style)
         # Output zero point (33-bit: int32 + int8 cannot wrap), then the clamp.
         biased = stage(m, en, scaled + self.out_zero_point, signed(34), name="zp_add")
         lo, hi = self.act_min, self.act_max
         low = Mux(biased < lo, lo, biased)  # min(max(x, lo), hi), as fixedpoint.clamp
         out = stage(m, en, Mux(low > hi, hi, low)[:8].as_signed(), signed(8), name="clamped")
 
-        valid = delay(m, en, self.i.valid, self.LATENCY, name="valid")
+        valid = delay(m, en, self.i.valid, self.latency, name="valid")
         m.d.comb += [self.o.payload.eq(out), self.o.valid.eq(valid)]
         return m

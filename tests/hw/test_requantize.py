@@ -9,7 +9,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from onda.hw.datapath.pipeline import MBQM_LATENCY, delay, mbqm
+from onda.hw.datapath.pipeline import delay, mbqm, mbqm_latency
 
 from onda.hw.datapath.requantize import Requantizer
 from onda.sim.golden import fixedpoint as fp
@@ -49,8 +49,8 @@ def edge_cases(rng: np.random.Generator, n: int):
     return acc, bias, mult, shift
 
 
-def run_requantizer(items, out_zp, act_min, act_max, seed, idle=0.3, stall=0.3):
-    dut = Requantizer()
+def run_requantizer(items, out_zp, act_min, act_max, seed, idle=0.3, stall=0.3, mul_style="dsp"):
+    dut = Requantizer(mul_style)
     rng = random.Random(seed)
     got = []
 
@@ -71,16 +71,16 @@ def run_requantizer(items, out_zp, act_min, act_max, seed, idle=0.3, stall=0.3):
     return np.array(got, dtype=np.int64)
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_requantizer_matches_golden(seed):
+@pytest.mark.parametrize("seed,mul_style", [(1, "dsp"), (2, "dsp"), (3, "lut")])
+def test_requantizer_matches_golden(seed, mul_style):
     rng = np.random.default_rng(seed)
     n = 300
     acc, bias, mult, shift = edge_cases(rng, n)
     out_zp = int(rng.choice([-128, 127, int(rng.integers(-128, 128))]))
-    act_min, act_max = (-128, 127) if seed == 1 else (out_zp, 127)  # no activation / ReLU
+    act_min, act_max = (-128, 127) if seed != 2 else (out_zp, 127)  # no activation / ReLU
     items = [dict(acc=int(a), bias=int(b), multiplier=int(mu), shift=int(s))
              for a, b, mu, s in zip(acc, bias, mult, shift)]
-    got = run_requantizer(items, out_zp, act_min, act_max, seed)
+    got = run_requantizer(items, out_zp, act_min, act_max, seed, mul_style=mul_style)
     want = fp.requantize(fp.wrap_int32(acc + bias), mult, shift, out_zp, act_min, act_max)
     mismatch = np.nonzero(got != want)[0]
     assert mismatch.size == 0, [(items[i], int(got[i]), int(want[i])) for i in mismatch[:5]]
@@ -112,28 +112,33 @@ def test_requantizer_throughput_one_per_cycle():
     sim.add_testbench(producer)
     sim.add_testbench(consumer)
     sim.run()
-    assert cycles["t"] == n + Requantizer.LATENCY
+    assert cycles["t"] == n + dut.latency
 
 
 class MBQMHarness(wiring.Component):
     """``pipeline.mbqm`` alone, so its full int32 result is visible (the requantizer's clamp
     hides most of it)."""
 
-    i: In(stream.Signature(data.StructLayout({"x": signed(32), "multiplier": signed(32),
-                                               "shift": signed(6)})))
-    o: Out(stream.Signature(signed(32)))
+    def __init__(self, mul_style):
+        self.mul_style = mul_style
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({"x": signed(32), "multiplier": signed(32),
+                                                        "shift": signed(6)}))),
+            "o": Out(stream.Signature(signed(32))),
+        })
 
     def elaborate(self, platform):
         m = Module()
         en = Signal()
         m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
         p = self.i.payload
-        m.d.comb += [self.o.payload.eq(mbqm(m, en, p.x, p.multiplier, p.shift)),
-                     self.o.valid.eq(delay(m, en, self.i.valid, MBQM_LATENCY))]
+        m.d.comb += [self.o.payload.eq(mbqm(m, en, p.x, p.multiplier, p.shift, mul_style=self.mul_style)),
+                     self.o.valid.eq(delay(m, en, self.i.valid, mbqm_latency(self.mul_style)))]
         return m
 
 
-def test_mbqm_matches_golden():
+@pytest.mark.parametrize("mul_style", ["dsp", "lut"])
+def test_mbqm_matches_golden(mul_style):
     rng = np.random.default_rng(7)
     n = 400
     x = rng.integers(-2**31, 2**31, n)
@@ -142,7 +147,7 @@ def test_mbqm_matches_golden():
     x[:8] = [fp.INT32_MIN, fp.INT32_MIN, fp.INT32_MAX, -1, 1, 2**15, -2**15, 3]
     mult[:8] = [fp.INT32_MIN, 2**30, fp.INT32_MIN, 2**30, 2**30, 2**15, 2**15, 2**30]
     shift[:8] = [0, 0, 0, -1, -1, 0, 0, -1]
-    dut = MBQMHarness()
+    dut = MBQMHarness(mul_style)
     items = [dict(x=int(a), multiplier=int(b), shift=int(c)) for a, b, c in zip(x, mult, shift)]
     got = []
 

