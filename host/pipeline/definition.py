@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -254,7 +255,7 @@ class ModelDefinition:
                     return z.read(name)
                 except KeyError:
                     raise PipelineError(f"{path}: {what} file {name!r} is missing from the zip") from None
-                except (zipfile.BadZipFile, OSError, ValueError) as e:  # CRC errors, truncated data
+                except (zipfile.BadZipFile, OSError, ValueError, zlib.error) as e:  # CRC, truncated, inflate errors
                     raise PipelineError(f"{path}: corrupt zip member {name!r} ({e})") from None
             try:
                 manifest = json.loads(read(MANIFEST, "manifest"))

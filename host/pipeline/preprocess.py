@@ -96,11 +96,11 @@ class ImagePreprocessing:
         """Resize the short side to ``resize_short`` (bilinear), then the central ``crop`` square: uint8 RGB."""
         w, h = im.size
         s = self.resize_short / min(w, h)
-        rw, rh = w * s, h * s
-        # The crop window in resized coordinates, then back in source coordinates.
-        x0 = (rw - self.crop) / 2
-        y0 = (rh - self.crop) / 2
-        box = (x0 / s, y0 / s, (x0 + self.crop) / s, (y0 + self.crop) / s)
+        rw, rh = max(self.crop, round(w * s)), max(self.crop, round(h * s))  # the resized size, as TF rounds it
+        # The crop window on the integer pixel grid of the resized image, then in source coordinates.
+        x0, y0 = (rw - self.crop) // 2, (rh - self.crop) // 2
+        sx, sy = w / rw, h / rh
+        box = (x0 * sx, y0 * sy, (x0 + self.crop) * sx, (y0 + self.crop) * sy)
         out = im.resize((self.crop, self.crop), Image.BILINEAR, box=box)
         return np.asarray(out, dtype=np.uint8)
 
