@@ -62,8 +62,15 @@ class VecFunc(enum.IntEnum):
     REQUANT = 5  # int8 -> int8 rescale (QUANTIZE)
 
 
+class Epilogue(enum.IntEnum):
+    """The GEMM's requantizer: how (bias + accumulator) becomes int8."""
+
+    FIXED = 0  # CONV_2D: out_zp + MultiplyByQuantizedMultiplier(acc, M0, shift); words (bias, M0, shift)
+    DOUBLE = 1  # FULLY_CONNECTED: out_zp + round(double(acc) * scale); words (bias, scale lo32, scale hi32)
+
+
 # Records in the parameter buffer, as int32 words (little-endian).
-GEMM_PARAM_WORDS = 3  # per output channel: bias (zero-point correction folded in), multiplier, shift
+GEMM_PARAM_WORDS = 3  # per output channel: bias (zero-point correction folded in), then the Epilogue's two words
 ADD_PARAM_WORDS = 9  # zp1, zp2, m1, s1, m2, s2, m_out, s_out, out_zp
 RESCALE_PARAM_WORDS = 4  # in_zp, multiplier, shift, out_zp
 
@@ -114,6 +121,7 @@ LAYOUTS: dict[Opcode, list[tuple[str, int, bool]]] = {
         ("out_zp", 8, True),
         ("act_min", 8, True),
         ("act_max", 8, True),
+        ("epilogue", 2, False),  # Epilogue: how the accumulator is scaled to int8
     ],
     Opcode.VEC: [
         ("func", 4, False),  # VecFunc
@@ -257,6 +265,6 @@ def field_range(opcode: Opcode, name: str) -> tuple[int, int]:
     raise ISAError(f"{opcode.name} has no field {name!r}")
 
 
-__all__ = ["ADD_PARAM_WORDS", "Buffer", "GEMM_PARAM_WORDS", "INSTRUCTION_BYTES", "ISAError", "Instruction",
+__all__ = ["ADD_PARAM_WORDS", "Buffer", "Epilogue", "GEMM_PARAM_WORDS", "INSTRUCTION_BYTES", "ISAError", "Instruction",
            "LAYOUTS", "Module", "Opcode", "RESCALE_PARAM_WORDS", "TOKEN_FIELDS", "VecFunc", "decode",
            "decode_program", "encode", "encode_program", "field_names", "field_range", "make"]

@@ -23,7 +23,7 @@ import numpy as np
 from onda.hw import container as ctr
 from onda.hw import isa
 from onda.hw.config import EngineConfig
-from onda.hw.isa import ADD_PARAM_WORDS, GEMM_PARAM_WORDS, RESCALE_PARAM_WORDS, Buffer, Opcode, VecFunc
+from onda.hw.isa import ADD_PARAM_WORDS, GEMM_PARAM_WORDS, RESCALE_PARAM_WORDS, Buffer, Epilogue, Opcode, VecFunc
 from onda.sim.golden import params as P
 from onda.sim.ir import Graph, Op, OpKind, Padding
 
@@ -279,7 +279,15 @@ class Lowering:
         bias = p.bias.astype(np.int64) - p.in_zero_point * wmat.astype(np.int64).sum(axis=1)
         if np.any(np.abs(bias) >= 2**31):
             raise CompileError(f"{self._name(op)}: folded bias overflows int32")
-        prm = np.stack([bias, p.multiplier, p.shift], axis=1).astype("<i4")
+        if op.kind == OpKind.FULLY_CONNECTED:
+            # LiteRT's reference FULLY_CONNECTED scales in double: carry the IEEE bits per channel.
+            epilogue = Epilogue.DOUBLE
+            bits = np.asarray(p.double_scale, dtype="<f8").view("<i8")
+            prm = np.stack([bias, bits & 0xFFFFFFFF, (bits >> 32) & 0xFFFFFFFF], axis=1).astype("<u8")
+            prm = prm.astype("<u4").view("<i4")
+        else:
+            epilogue = Epilogue.FIXED
+            prm = np.stack([bias, p.multiplier, p.shift], axis=1).astype("<i4")
         waddr = self.weight_data(wmat.tobytes())
         paddr = self.weight_data(prm.tobytes())
         xaddr, oaddr = self.dram(op.inputs[0]), self.dram(op.outputs[0])
@@ -328,7 +336,7 @@ class Lowering:
                 param_addr=state["wslot"] * pslot, out_addr=oslot_i * oslot,
                 in_rows=geo.band_rows(rows), in_cols=geo.in_cols, channels=c, out_rows=rows, out_cols=ow,
                 out_channels=n, kh=kh, kw=kw, stride_h=sh, stride_w=sw, dilation_h=dh, dilation_w=dw,
-                out_zp=p.out_zero_point, act_min=p.act_min, act_max=p.act_max))
+                out_zp=p.out_zero_point, act_min=p.act_min, act_max=p.act_max, epilogue=epilogue))
             tile.stores.append(isa.make(Opcode.STORE, buffer=Buffer.OUT, sram_addr=oslot_i * oslot,
                                         dram_addr=oaddr + oy0 * ow * cout + co0, y_size=rows * ow, x_size=n,
                                         dram_stride=cout))

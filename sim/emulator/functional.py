@@ -17,7 +17,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from onda.hw.config import EngineConfig
-from onda.hw.isa import Buffer, Instruction, Module, Opcode, VecFunc
+from onda.hw.isa import Buffer, Epilogue, Instruction, Module, Opcode, VecFunc
 from onda.sim.golden import fixedpoint as fp
 from onda.sim.golden import kernels as K
 from onda.sim.golden.params import AddParams, RequantParams
@@ -188,7 +188,13 @@ class Machine:
         w = self.wgt[self._span(self.wgt, f["wgt_addr"], ct * k, "GEMM wgt")].reshape(ct, k)
         prm = self.words(f["param_addr"], ct * 3).reshape(ct, 3)
         acc = K.exact_int8_matmul(cols, w.T) + prm[:, 0]
-        y = fp.requantize(acc, prm[:, 1], prm[:, 2], f["out_zp"], f["act_min"], f["act_max"])
+        if f["epilogue"] == Epilogue.FIXED:
+            y = fp.requantize(acc, prm[:, 1], prm[:, 2], f["out_zp"], f["act_min"], f["act_max"])
+        elif f["epilogue"] == Epilogue.DOUBLE:
+            scale = ((prm[:, 1] & 0xFFFFFFFF) | (prm[:, 2] << 32)).astype(np.int64).view(np.float64)
+            y = fp.clamp(fp.scale_round_double(acc, scale) + f["out_zp"], f["act_min"], f["act_max"]).astype(np.int8)
+        else:
+            raise EmulatorError(f"GEMM: unknown epilogue {f['epilogue']}")
         s = self._span(self.out, f["out_addr"], orow * ocol * ct, "GEMM out")
         self.out[:, s] = y.reshape(n, -1)
 
