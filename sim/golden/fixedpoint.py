@@ -35,28 +35,34 @@ def wrap_int32(x) -> np.ndarray:
 def saturating_rounding_doubling_high_mul(a, b) -> np.ndarray:
     """gemmlowp's SaturatingRoundingDoublingHighMul for int32 operands.
 
-    Returns the high 32 bits of ``2*a*b`` rounded half away from zero; the one overflowing
-    case, ``a == b == INT32_MIN``, saturates to INT32_MAX.
+    The high 32 bits of ``2*a*b`` with gemmlowp's nudge (+0.5 rounds up, -0.5 rounds up too);
+    the one overflowing case, ``a == b == INT32_MIN``, saturates to INT32_MAX.
+    C's ``(ab + nudge) / 2^31`` (truncating, nudge = 2^30 or 1 - 2^30 by the sign of ab) equals
+    the arithmetic shift ``(ab + 2^30) >> 31`` for both signs, which is what is computed.
     """
     a, b = _i64(a), _i64(b)
-    overflow = (a == b) & (a == INT32_MIN)
-    ab = a * b  # |ab| <= 2^62: exact in int64
-    nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
-    s = ab + nudge
-    # C integer division truncates toward zero.
-    high = np.where(s >= 0, s >> 31, -((-s) >> 31))
-    return np.where(overflow, INT32_MAX, high)
+    out = a * b  # |ab| <= 2^62: exact in int64
+    out += 1 << 30
+    out >>= 31
+    if np.any(b == INT32_MIN):
+        out = np.where((a == INT32_MIN) & (b == INT32_MIN), INT32_MAX, out)
+    return out
 
 
 def rounding_divide_by_pot(x, exponent) -> np.ndarray:
-    """gemmlowp's RoundingDivideByPOT: ``x / 2**exponent`` rounded half away from zero."""
+    """gemmlowp's RoundingDivideByPOT: ``x / 2**exponent`` rounded half away from zero.
+
+    gemmlowp's ``(x >> e) + (remainder > threshold)`` equals ``(x + 2^(e-1) - (x < 0)) >> e``
+    for e >= 1, and x for e == 0.
+    """
     x, exponent = _i64(x), _i64(exponent)
     if np.any((exponent < 0) | (exponent > 31)):
         raise ValueError("rounding_divide_by_pot: exponent must be in 0..31")
-    mask = (np.int64(1) << exponent) - 1
-    remainder = x & mask
-    threshold = (mask >> 1) + (x < 0)
-    return (x >> exponent) + (remainder > threshold)
+    half = ((np.int64(1) << exponent) - 1) >> 1  # 2^(e-1) - 1, or 0 for e == 0
+    out = x + half
+    out += (x >= 0) & (exponent > 0)
+    out >>= exponent
+    return out
 
 
 def multiply_by_quantized_multiplier(x, multiplier, shift) -> np.ndarray:
@@ -67,10 +73,10 @@ def multiply_by_quantized_multiplier(x, multiplier, shift) -> np.ndarray:
     high multiply, a negative one as a rounding right shift after it.
     """
     shift = _i64(shift)
-    left = np.maximum(shift, 0)
-    right = np.maximum(-shift, 0)
-    shifted = wrap_int32(_i64(x) << left)
-    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, multiplier), right)
+    x = _i64(x)
+    if np.any(shift > 0):
+        x = wrap_int32(x << np.maximum(shift, 0))
+    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(x, multiplier), np.maximum(-shift, 0))
 
 
 def quantize_multiplier(real_multiplier: float) -> tuple[int, int]:

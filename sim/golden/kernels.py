@@ -58,6 +58,30 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: tuple[int, int], dilation: t
     return cols.reshape(n * oh * ow, kh * kw * c), oh, ow
 
 
+# Elementwise fixed-point work is done in row blocks of about this many elements, so the
+# int64 temporaries of a block stay in cache (NumPy is memory-bound on whole tensors).
+BLOCK_ELEMENTS = 1 << 15
+
+
+def _row_step(cols: int) -> int:
+    return max(1, BLOCK_ELEMENTS // max(cols, 1))
+
+
+def _gemm_correction(p: GemmParams, w: np.ndarray, k: int) -> np.ndarray:
+    """Per-output-channel constant of ``bias + sum((x - zx) * w)`` expanded as
+    ``sum(x w) - zx sum(w) + bias`` (weights symmetric: zw == 0 for the common case)."""
+    corr = p.bias - p.in_zero_point * w.sum(axis=1, dtype=np.float64).astype(np.int64)
+    return corr + k * p.in_zero_point * p.weight_zero_point
+
+
+def _gemm_block(cols: np.ndarray, w_t: np.ndarray, corr: np.ndarray, p: GemmParams) -> np.ndarray:
+    acc = exact_int8_matmul(cols, w_t)
+    acc += corr
+    if p.weight_zero_point:
+        acc -= p.weight_zero_point * cols.sum(axis=1, dtype=np.float64).astype(np.int64)[:, None]
+    return acc
+
+
 def conv_accumulators(x: np.ndarray, p: GemmParams, stride, dilation, padding: Padding) -> np.ndarray:
     """int32 accumulators ``bias + sum((x - x_zp) * w)`` of a conv, shape [N, OH, OW, Cout].
 
@@ -67,21 +91,22 @@ def conv_accumulators(x: np.ndarray, p: GemmParams, stride, dilation, padding: P
     cout, kh, kw, cin = p.weights.shape
     cols, oh, ow = im2col(x, kh, kw, stride, dilation, padding, p.in_zero_point)
     w = p.weights.reshape(cout, kh * kw * cin).astype(np.float32)
-    acc = exact_int8_matmul(cols, w.T)
-    # sum((x - zx) * (w - zw)) = sum(x w) - zx sum(w) - zw sum(x) + K zx zw
-    k = kh * kw * cin
-    acc -= p.in_zero_point * w.sum(axis=1, dtype=np.float64).astype(np.int64)
-    if p.weight_zero_point:
-        acc -= p.weight_zero_point * cols.sum(axis=1, dtype=np.float64).astype(np.int64)[:, None]
-        acc += k * p.in_zero_point * p.weight_zero_point
-    acc += p.bias
+    acc = _gemm_block(cols, w.T, _gemm_correction(p, w, kh * kw * cin), p)
     return acc.reshape(x.shape[0], oh, ow, cout)
 
 
 def conv2d(x: np.ndarray, p: GemmParams, stride, dilation, padding: Padding) -> np.ndarray:
-    """TFLite's reference_integer_ops::ConvPerChannel."""
-    acc = conv_accumulators(x, p, stride, dilation, padding)
-    return fp.requantize(acc, p.multiplier, p.shift, p.out_zero_point, p.act_min, p.act_max)
+    """TFLite's reference_integer_ops::ConvPerChannel: accumulate, then requantize per channel."""
+    cout, kh, kw, cin = p.weights.shape
+    cols, oh, ow = im2col(x, kh, kw, stride, dilation, padding, p.in_zero_point)
+    w = p.weights.reshape(cout, kh * kw * cin).astype(np.float32)
+    w_t, corr = np.ascontiguousarray(w.T), _gemm_correction(p, w, kh * kw * cin)
+    out = np.empty((cols.shape[0], cout), dtype=np.int8)
+    step = max(256, _row_step(cout))  # enough rows for BLAS to run at speed
+    for r in range(0, cols.shape[0], step):
+        acc = _gemm_block(cols[r:r + step], w_t, corr, p)
+        out[r:r + step] = fp.requantize(acc, p.multiplier, p.shift, p.out_zero_point, p.act_min, p.act_max)
+    return out.reshape(x.shape[0], oh, ow, cout)
 
 
 def fully_connected_accumulators(x: np.ndarray, p: GemmParams) -> np.ndarray:
@@ -99,7 +124,15 @@ def fully_connected(x: np.ndarray, p: GemmParams) -> np.ndarray:
 
 
 def add(a: np.ndarray, b: np.ndarray, p: AddParams) -> np.ndarray:
-    return fp.add(a, p.zp1, b, p.zp2, p.rescale, p.out_zero_point, p.act_min, p.act_max)
+    """TFLite's reference int8 ADD, in cache-sized blocks when the shapes match."""
+    if a.shape != b.shape:
+        return fp.add(a, p.zp1, b, p.zp2, p.rescale, p.out_zero_point, p.act_min, p.act_max)
+    fa, fb = a.reshape(-1), b.reshape(-1)
+    out = np.empty(fa.shape, dtype=np.int8)
+    for i in range(0, fa.size, BLOCK_ELEMENTS):
+        j = i + BLOCK_ELEMENTS
+        out[i:j] = fp.add(fa[i:j], p.zp1, fb[i:j], p.zp2, p.rescale, p.out_zero_point, p.act_min, p.act_max)
+    return out.reshape(a.shape)
 
 
 def _pool_windows(x: np.ndarray, filt, stride, padding: Padding, pad_value: int):
