@@ -43,6 +43,8 @@ class ConvTile(wiring.Component):
     ----------
     lanes, width, acc_width : int
         As :class:`MacArray`.
+    mul_style : "dsp" | "lut"
+        As :class:`Requantizer`.
 
     Members
     -------
@@ -55,10 +57,10 @@ class ConvTile(wiring.Component):
         The layer's static parameters.
     """
 
-    def __init__(self, lanes: int = 8, width: int = 16, acc_width: int = 32):
+    def __init__(self, lanes: int = 8, width: int = 16, acc_width: int = 32, mul_style: str = "dsp"):
         self.lanes, self.width, self.acc_width = lanes, width, acc_width
         self.mac = MacArray(lanes, width, acc_width)
-        self.requant = Requantizer()
+        self.requant = Requantizer(mul_style)
         super().__init__({
             "i": In(stream.Signature(MacBeatLayout(lanes, width))),
             "o": Out(stream.Signature(signed(8))),

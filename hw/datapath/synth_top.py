@@ -26,16 +26,18 @@ class DatapathSynthTop(wiring.Component):
         The MAC array's dimensions.
     depth : int
         Words per buffer bank (activations: ``width`` int8 a word; weights: ``lanes x width``).
+    mul_style : "dsp" | "lut"
+        The requantizer's multiplier style.
     """
 
-    def __init__(self, lanes: int, width: int, depth: int = 512):
-        self.lanes, self.width, self.depth = lanes, width, depth
+    def __init__(self, lanes: int, width: int, depth: int = 512, mul_style: str = "dsp"):
+        self.lanes, self.width, self.depth, self.mul_style = lanes, width, depth, mul_style
         super().__init__({})
 
     def elaborate(self, platform):
         m = Module()
         lanes, width, depth = self.lanes, self.width, self.depth
-        m.submodules.tile = tile = ConvTile(lanes, width)
+        m.submodules.tile = tile = ConvTile(lanes, width, mul_style=self.mul_style)
         xshape = data.ArrayLayout(signed(8), width)
         wshape = data.ArrayLayout(data.ArrayLayout(signed(8), width), lanes)
         m.submodules.abuf = abuf = DoubleBuffer(xshape, depth)
@@ -49,9 +51,7 @@ class DatapathSynthTop(wiring.Component):
 
         load = Signal()
         if platform is not None:
-            m.d.comb += load.eq(platform.request("button_fire" if "button_fire" in
-                                                 [r.name for r in platform.resources.values()]
-                                                 else "button", 0).i)
+            m.d.comb += load.eq(platform.request("button", 0).i)
         waddr = Signal(range(depth))
         m.d.sync += waddr.eq(waddr + 1)
         m.d.comb += [
