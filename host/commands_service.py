@@ -81,7 +81,7 @@ def cmd_models(args) -> int:
 def cmd_deploy(args) -> int:
     ws = _workspace(args)
     if args.model.endswith(".zip") and Path(args.model).is_file():
-        m = ws.register_model(args.model, args.name)
+        m = ws.register_model(args.model, Path(args.model).stem)
         name, version = m.name, m.version
         print(f"registered {name}:{version}", file=sys.stderr)
     else:

@@ -50,7 +50,10 @@ class PredictionClient:
         self.last: ScoreResult | None = None
         target = f"{address}:{port}"
         options = [("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                   ("grpc.max_send_message_length", 64 * 1024 * 1024)]
+                   ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                   # Reconnect soon after a service restarts (gRPC's default backoff starts at 1 s, grows to 120 s).
+                   ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
+                   ("grpc.max_reconnect_backoff_ms", 5000)]
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))
         if use_ssl or root_certificates is not None:

@@ -1,0 +1,151 @@
+"""The workspace: models (versioned), services as real local processes, keys, status, logs; Brainwave's Python
+API end to end; the CLI; a killed service process gives UNAVAILABLE and shows as down."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from onda.host.workspace import LocalWorkspace, WorkspaceError
+
+
+def test_models_are_versioned_and_errors_are_clear(tmp_path, pipeline_zips):
+    ws = LocalWorkspace(tmp_path / "ws")
+    assert ws.register_model(pipeline_zips["tiny"], "tiny").version == 1
+    assert ws.register_model(pipeline_zips["features"], "tiny", "second").version == 2
+    assert [(m.name, m.version) for m in ws.models()] == [("tiny", 1), ("tiny", 2)]
+    assert ws.get_model("tiny").version == 2 and ws.get_model("tiny", 1).description == ""
+    with pytest.raises(WorkspaceError, match=r"no model tiny:3 .*registered: tiny:1, tiny:2"):
+        ws.get_model("tiny", 3)
+    with pytest.raises(WorkspaceError, match="invalid model name"):
+        ws.register_model(pipeline_zips["tiny"], "../escape")
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"PK not really")
+    with pytest.raises(WorkspaceError, match="not a valid zip"):
+        ws.register_model(bad, "bad")
+    with pytest.raises(WorkspaceError, match="no model nope"):
+        ws.deploy("svc", "nope")
+    ws.delete_model("tiny", 1)
+    assert [(m.name, m.version) for m in ws.models()] == [("tiny", 2)]
+    assert not (tmp_path / "ws" / "models" / "tiny" / "1").exists()
+    assert LocalWorkspace(tmp_path / "ws").get_model("tiny").version == 2  # persisted in SQLite
+
+
+def test_brainwave_style_script_end_to_end(tmp_path, tiny_tflite, tiny_classifier, tls_files, photos, reference):
+    """What a Brainwave notebook did (stages, save, register, deploy with SSL, run, keys, delete), with the
+    imports changed to onda's."""
+    from onda.host.client import PredictionClient
+    from onda.host.pipeline import BrainWaveStage, ImagePreprocessStage, KerasStage, ModelDefinition
+    from onda.host.workspace import Model, Webservice, Workspace
+
+    ws = Workspace.from_config(tmp_path / "workspace")
+    model_def = ModelDefinition()
+    model_def.pipeline.append(ImagePreprocessStage())
+    model_def.pipeline.append(BrainWaveStage(tiny_tflite.read_bytes()))
+    model_def.pipeline.append(KerasStage(tiny_classifier))
+    model_def_path = model_def.save(tmp_path / "model_def.zip")
+
+    registered_model = Model.register(ws, model_def_path, "tiny-bw", description="a small pipeline")
+    cert, key = tls_files
+    config = Webservice.deploy_configuration(ssl_enabled=True, ssl_cert_pem_file=str(cert), ssl_key_pem_file=str(key))
+    service = Webservice.deploy_from_model(ws, "bw-service", [registered_model], None, config)
+    try:
+        service.wait_for_deployment(True)
+        assert service.state == "running" and service.ssl_enabled
+        cat = photos["chelsea.jpg"]
+        expected = reference.scores_images([cat])[0]
+        path = tmp_path / "cat.jpg"
+        path.write_bytes(cat)
+        np.testing.assert_allclose(service.run(str(path)), expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(service.run(cat), expected, rtol=1e-5, atol=1e-6)
+        x = reference.pre(cat)[None]
+        np.testing.assert_allclose(service.run(x), reference.scores_float(x), rtol=1e-5, atol=1e-6)
+
+        primary, secondary = service.get_keys()
+        assert primary != secondary and len(primary) >= 40
+        client = PredictionClient(service.ipAddress, service.port, use_ssl=True, access_token=secondary,
+                                  root_certificates=cert.read_bytes(), retry_delays=())
+        np.testing.assert_allclose(client.score_image(path), expected, rtol=1e-5, atol=1e-6)
+        service.regen_key("Secondary")
+        with pytest.raises(grpc.RpcError) as e:
+            client.score_image(path)
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        new_secondary = service.get_keys()[1]
+        assert new_secondary != secondary and service.get_keys()[0] == primary
+        client = PredictionClient(service.ipAddress, service.port, use_ssl=True, access_token=new_secondary,
+                                  root_certificates=cert.read_bytes(), retry_delays=())
+        np.testing.assert_allclose(client.score_image(path), expected, rtol=1e-5, atol=1e-6)
+        no_key = PredictionClient(service.ipAddress, service.port, use_ssl=True, root_certificates=cert.read_bytes(),
+                                  retry_delays=())
+        with pytest.raises(grpc.RpcError) as e:
+            no_key.score_image(path)
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "listening on" in service.get_logs()
+        with pytest.raises(WorkspaceError, match="used by service"):
+            registered_model.delete()
+        assert [s.name for s in Webservice.list(ws)] == ["bw-service"]
+    finally:
+        service.delete()
+    registered_model.delete()
+    assert ws.services() == [] and ws.models() == []
+
+
+def test_cli_deploy_score_keys_kill_restart_delete(tmp_path, pipeline_zips, photos, capsys):
+    """The CLI over a plaintext service (keys still enforced); then the process is killed: clients get
+    UNAVAILABLE, the workspace shows it down; a restart brings it back on the same port."""
+    from onda.host.cli import main
+    from onda.host.client import PredictionClient
+
+    ws_dir = str(tmp_path / "ws")
+    image = tmp_path / "rocket.jpg"
+    image.write_bytes(photos["rocket.jpg"])
+    assert main(["deploy", "svc", "--model", str(pipeline_zips["tiny"]), "--workspace", ws_dir]) == 0
+    out = capsys.readouterr().out
+    assert "service svc: running on 127.0.0.1:" in out and "(plaintext)" in out
+    ws = LocalWorkspace(ws_dir)
+    s = ws.get_service("svc")
+    primary = ws.keys("svc")["primary"]
+    try:
+        assert main(["score", f"127.0.0.1:{s.port}", str(image), "--key", primary]) == 0
+        out = capsys.readouterr().out
+        assert f"{image}: " in out and " ms" in out
+        assert len([ln for ln in out.splitlines() if "class " in ln]) == 5
+        assert main(["score", f"127.0.0.1:{s.port}", str(image), "--retries", "0"]) == 1
+        assert "UNAUTHENTICATED: missing key" in capsys.readouterr().err
+
+        assert main(["keys", "svc", "--regen", "primary", "--workspace", ws_dir]) == 0
+        new = ws.keys("svc")["primary"]
+        assert new != primary and new in capsys.readouterr().out
+        assert main(["score", f"127.0.0.1:{s.port}", str(image), "--key", primary, "--retries", "0"]) == 1
+        assert "invalid key" in capsys.readouterr().err
+
+        assert main(["services", "--workspace", ws_dir]) == 0
+        assert "running" in capsys.readouterr().out
+
+        os.kill(s.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while ws.status("svc")["state"] != "down" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ws.status("svc")["state"] == "down"
+        client = PredictionClient("127.0.0.1", s.port, access_token=new, retry_delays=(0.05, 0.1))
+        with pytest.raises(grpc.RpcError) as e:
+            client.score_image(image, timeout=5)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert main(["services", "svc", "--workspace", ws_dir]) == 0
+        assert "down (process" in capsys.readouterr().out
+
+        assert main(["services", "svc", "--restart", "--workspace", ws_dir]) == 0
+        assert "state     running" in capsys.readouterr().out
+        assert ws.get_service("svc").port == s.port
+        client.retry_delays = (0.3, 0.6, 1.2)  # the same client reconnects
+        assert client.score_image(image).shape == (10,)
+    finally:
+        assert main(["delete", "svc", "--workspace", ws_dir]) == 0
+    assert main(["services", "svc", "--workspace", ws_dir]) == 1
+    assert "no service svc" in capsys.readouterr().err
+    assert main(["delete", "tiny", "--model", "--workspace", ws_dir]) == 0
