@@ -53,7 +53,7 @@ class PredictionClient:
                    ("grpc.max_send_message_length", 64 * 1024 * 1024),
                    # Reconnect soon after a service restarts (gRPC's default backoff starts at 1 s, grows to 120 s).
                    ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
-                   ("grpc.max_reconnect_backoff_ms", 5000)]
+                   ("grpc.max_reconnect_backoff_ms", 1000)]
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))
         if use_ssl or root_certificates is not None:

@@ -142,7 +142,7 @@ def test_cli_deploy_score_keys_kill_restart_delete(tmp_path, pipeline_zips, phot
         assert main(["services", "svc", "--restart", "--workspace", ws_dir]) == 0
         assert "state     running" in capsys.readouterr().out
         assert ws.get_service("svc").port == s.port
-        client.retry_delays = (0.3, 0.6, 1.2)  # the same client reconnects
+        client.retry_delays = (0.5, 1, 2)  # the same client reconnects (its reconnect backoff is at most 1 s)
         assert client.score_image(image).shape == (10,)
     finally:
         assert main(["delete", "svc", "--workspace", ws_dir]) == 0
