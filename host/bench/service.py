@@ -1,0 +1,184 @@
+"""Scoring-service bench: p50/p99 latency and throughput at 1, 8 and 32 concurrent clients, backend compute apart.
+
+A real server process (TLS, keys on) on the default backend scores a 224x224 JPEG (a shipped sample photo)
+sent by PredictionClient threads. Each answer carries the backend's compute time for its batch
+(``x-onda-compute-ms``), so the service's own overhead (decode, preprocess, quantize, queueing, RPC, TLS,
+classifier) is latency minus compute. At concurrency 1 that overhead is the figure the target (<= 5 ms p50)
+is about. ``--model small`` (default) is a small int8 CNN on the same 224x224x3 input, so the service, not
+the simulated engine, dominates; ``--model resnet50`` uses the default ResNet50 pipeline (slow on a
+simulated backend). Writes build/bench/service.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+OUT = Path("build") / "bench"
+
+
+def small_pipeline(path: Path) -> Path:
+    if path.is_file():
+        return path
+    import keras
+
+    from ..pipeline import FeaturizerStage, ImagePreprocessing, ImagePreprocessStage, KerasStage, ModelDefinition
+    from ..pipeline.resnet50 import calibration_set
+    from ..quantize import quantize
+
+    keras.utils.set_random_seed(0)
+    featurizer = keras.Sequential([keras.Input((224, 224, 3)), keras.layers.Conv2D(8, 3, strides=4, activation="relu"),
+                                   keras.layers.Conv2D(32, 3, strides=2, activation="relu"),
+                                   keras.layers.GlobalAveragePooling2D()], name="small_featurizer")
+    classifier = keras.Sequential([keras.Input((32,)), keras.layers.Dense(1000, activation="softmax")])
+    md = ModelDefinition("small")
+    md.pipeline += [ImagePreprocessStage(), FeaturizerStage(quantize(featurizer, calibration_set(
+        ImagePreprocessing(), 2, 0), progress=lambda s: None)), KerasStage(classifier)]
+    return md.save(path)
+
+
+def jpeg_224() -> bytes:
+    from PIL import Image
+
+    from ..pipeline.resnet50 import sample_images
+
+    im = Image.open(next(p for p in sample_images() if p.name == "chelsea.jpg")).convert("RGB")
+    w, h = im.size
+    s = min(w, h)
+    im = im.crop(((w - s) // 2, (h - s) // 2, (w + s) // 2, (h + s) // 2)).resize((224, 224), Image.BILINEAR)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def preprocess_alone(data: bytes, n: int = 200) -> float:
+    from ..pipeline import ImagePreprocessing, quantize_input
+
+    pre = ImagePreprocessing()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        quantize_input(pre(data), 0.9, -10)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def start_server(model_zip: Path, backend: str, workdir: Path) -> tuple[subprocess.Popen, int, Path, str]:
+    from ..service.keys import write_keys
+    from ..service.tls import write_self_signed
+
+    cert, key = write_self_signed(workdir / "tls")
+    write_keys(workdir / "keys.json", {"primary": "bench-key", "secondary": "unused"})
+    port_file = workdir / "port"
+    port_file.unlink(missing_ok=True)
+    log = open(workdir / "server.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "onda.host.service", "--model", f"bench={model_zip}",
+                             "--backend", backend, "--tls-cert", str(cert), "--tls-key", str(key),
+                             "--keys-file", str(workdir / "keys.json"), "--port-file", str(port_file),
+                             "--max-batch", "8", "--max-wait-ms", "5"], stdout=log, stderr=subprocess.STDOUT)
+    t_end = time.monotonic() + 300
+    while not port_file.is_file():
+        if proc.poll() is not None or time.monotonic() > t_end:
+            raise SystemExit(f"bench: server did not start; see {workdir / 'server.log'}")
+        time.sleep(0.1)
+    return proc, int(port_file.read_text()), cert, "bench-key"
+
+
+def run_level(port: int, cert: Path, key: str, data: bytes, concurrency: int, requests: int) -> dict:
+    from ..client import PredictionClient
+
+    clients = [PredictionClient("localhost", port, use_ssl=True, access_token=key, root_certificates=cert,
+                                retry_delays=()) for _ in range(concurrency)]
+    for c in clients:  # warm-up: channels, TLS handshakes
+        c.score_file(data)
+    records: list[tuple[float, float, int]] = []
+    lock = threading.Lock()
+    counter = iter(range(requests))
+
+    def worker(c):
+        while True:
+            with lock:
+                if next(counter, None) is None:
+                    return
+            c.score_file(data)
+            with lock:
+                records.append((c.last.latency_s, c.last.compute_s, c.last.batch_images))
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    for c in clients:
+        c.close()
+    lat = np.array([r[0] for r in records]) * 1e3
+    comp = np.array([r[1] for r in records]) * 1e3
+    return {"concurrency": concurrency, "requests": len(records), "p50_ms": float(np.percentile(lat, 50)),
+            "p99_ms": float(np.percentile(lat, 99)), "throughput_per_s": len(records) / wall,
+            "compute_p50_ms": float(np.percentile(comp, 50)),
+            "mean_batch": float(np.mean([r[2] for r in records])),
+            "overhead_p50_ms": float(np.percentile(lat - comp, 50))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..runtime import default_backend
+
+    p = argparse.ArgumentParser(prog="python -m onda.host.bench.service", description=__doc__.splitlines()[0])
+    p.add_argument("--model", choices=["small", "resnet50"], default="small")
+    p.add_argument("--backend", default=None)
+    p.add_argument("--levels", default="1,8,32")
+    p.add_argument("--requests", type=int, default=0, help="requests per level (default: max(32, 3 x concurrency))")
+    args = p.parse_args(argv)
+    backend = args.backend or default_backend()
+    OUT.mkdir(parents=True, exist_ok=True)
+    if args.model == "small":
+        model_zip = small_pipeline(OUT / "small.zip")
+    else:
+        from ..pipeline.resnet50 import build_resnet50
+
+        model_zip, _ = build_resnet50(Path("build") / "demo" / "resnet50.zip", say=print)
+    data = jpeg_224()
+    pre_ms = preprocess_alone(data) * 1e3
+    proc, port, cert, key = start_server(model_zip, backend, OUT)
+    rows = []
+    try:
+        for c in [int(x) for x in args.levels.split(",")]:
+            n = args.requests or max(32, 3 * c)
+            rows.append(run_level(port, cert, key, data, c, n))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    title = (f"scoring service: model {args.model}, backend {backend}, TLS + key, 224x224 JPEG "
+             f"({len(data)} bytes), max batch 8, max wait 5 ms")
+    print(title)
+    print(f"preprocessing alone (decode, resize, crop, mean, quantize): {pre_ms:.2f} ms median")
+    head = (f"{'clients':>7} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} {'img/s':>8} {'backend p50 ms':>15} "
+            f"{'mean batch':>10} {'overhead p50 ms':>16}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['concurrency']:>7} {r['requests']:>8} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+              f"{r['throughput_per_s']:>8.1f} {r['compute_p50_ms']:>15.2f} {r['mean_batch']:>10.2f} "
+              f"{r['overhead_p50_ms']:>16.2f}")
+    print("overhead = latency - backend compute of the request's batch (decode, preprocess, queue, RPC, TLS, "
+          "classifier); target <= 5 ms p50 at 1 client")
+    (OUT / "service.json").write_text(json.dumps({"title": title, "preprocess_ms": pre_ms, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
