@@ -33,6 +33,7 @@ test-slow: setup
 bench: setup
 	$(PY) -m onda.host.bench.numeric
 	$(PY) -m onda.host.bench.service
+	$(PY) -m onda.host.bench.compile_report
 
 # The main command: build the default ResNet50 pipeline (cached in build/demo), deploy it, score the sample
 # photos over TLS with a key, remove the service.
