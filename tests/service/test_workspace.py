@@ -149,3 +149,31 @@ def test_cli_deploy_score_keys_kill_restart_delete(tmp_path, pipeline_zips, phot
     assert main(["services", "svc", "--workspace", ws_dir]) == 1
     assert "no service svc" in capsys.readouterr().err
     assert main(["delete", "tiny", "--model", "--workspace", ws_dir]) == 0
+
+
+def test_onda_serve_foreground_answers_then_drains_on_sigterm(tmp_path, pipeline_zips, photos, reference):
+    """`onda serve` in its own process: answers (also a call without a deadline), stops cleanly on SIGTERM."""
+    import subprocess
+    import sys
+
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    from .test_server import output, string_request
+
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen([sys.executable, "-m", "onda.host.cli", "serve", "--model", f"tiny={pipeline_zips['tiny']}",
+                             "--key", "k", "--port-file", str(port_file)], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not port_file.is_file():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        with grpc.insecure_channel(f"127.0.0.1:{int(port_file.read_text())}") as ch:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+            r = stub.Predict(string_request([photos["coffee.jpg"]]), metadata=[("authorization", "k")])
+        np.testing.assert_allclose(output(r), reference.scores_images([photos["coffee.jpg"]]), rtol=1e-5, atol=1e-6)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert "keys travel in plaintext" in err and "draining" in err and "stopped" in err
