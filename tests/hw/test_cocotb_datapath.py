@@ -56,11 +56,12 @@ def edge_params(rng, lanes: int, kh: int, cin: int, x_zp: int, out_zp: int, relu
                       act_min=max(act_min, -128), act_max=127)
 
 
-SIMS = ["icarus", "verilator"]
+SIMS = ["icarus", pytest.param("verilator", marks=pytest.mark.slow)]
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("sim", SIMS)
+@pytest.mark.slow
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
 def test_resnet50_conv3x3_tile(sim):
     """8 output channels x 6x6 pixels of conv2_block1_2_conv (K = 576) on lanes=8, width=16."""
     lanes, width = 8, 16

@@ -1,0 +1,1 @@
+"""Formal proofs (SymbiYosys, through yowasp-sby) of the datapath blocks' stream handshakes."""
