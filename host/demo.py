@@ -47,7 +47,7 @@ def main(workspace: str | None = None, weights: str = "auto") -> int:
         if labels is None:
             say("note: no ImageNet label file is available offline (Keras downloads it); showing class indices")
         with PredictionClient(service.ipAddress, service.port, use_ssl=True, access_token=primary,
-                              root_certificates=cert.read_bytes()) as client:
+                              root_certificates=cert.read_bytes(), timeout=300) as client:  # simulated engines are slow
             client.score_image(sample_images()[0])  # warm-up: first-call channel and TLS set-up
             for image in sample_images():
                 scores = client.score_image(image)

@@ -3,6 +3,8 @@
 from .definition import (BrainWaveStage, FeaturizerStage, ImagePreprocessStage, KerasStage, ModelDefinition,
                          PipelineError)
 from .preprocess import ImageError, ImagePreprocessing, dequantize, quantize_input
+from .tf_stage import TensorflowStage, brainwave_preprocessing
 
 __all__ = ["BrainWaveStage", "FeaturizerStage", "ImageError", "ImagePreprocessStage", "ImagePreprocessing",
-           "KerasStage", "ModelDefinition", "PipelineError", "dequantize", "quantize_input"]
+           "KerasStage", "ModelDefinition", "PipelineError", "TensorflowStage", "brainwave_preprocessing", "dequantize",
+           "quantize_input"]

@@ -192,7 +192,7 @@ def _keras_bytes(model) -> bytes:
 
 # -- the definition ----------------------------------------------------------------------------------------
 class ModelDefinition:
-    """A pipeline of stages: [ImagePreprocessStage], FeaturizerStage, [KerasStage]."""
+    """A pipeline of stages: [ImagePreprocessStage | TensorflowStage], FeaturizerStage, [KerasStage]."""
 
     def __init__(self, name: str = "model", labels: list[str] | None = None):
         self.name = name
@@ -223,14 +223,16 @@ class ModelDefinition:
         kinds = [s.type for s in self.pipeline]
         if kinds.count("featurizer") != 1:
             raise PipelineError(f"a pipeline needs exactly one featurizer stage, got {kinds.count('featurizer')}")
-        order = {"image_preprocess": 0, "featurizer": 1, "keras_classifier": 2}
+        order = {"image_preprocess": 0, "tensorflow_preprocess": 0, "featurizer": 1, "keras_classifier": 2}
         ranks = [order[k] for k in kinds]
         if ranks != sorted(ranks) or len(set(ranks)) != len(ranks):
-            raise PipelineError(f"stages must be [image_preprocess], featurizer, [keras_classifier]; got {kinds}")
+            raise PipelineError("stages must be [image_preprocess | tensorflow_preprocess], featurizer, "
+                                f"[keras_classifier]; got {kinds}")
 
     @property
-    def preprocess(self) -> ImagePreprocessStage | None:
-        return next((s for s in self.pipeline if s.type == "image_preprocess"), None)
+    def preprocess(self):
+        """The preprocessing stage (ImagePreprocessStage or TensorflowStage), or None."""
+        return next((s for s in self.pipeline if s.type in ("image_preprocess", "tensorflow_preprocess")), None)
 
     @property
     def featurizer(self) -> FeaturizerStage:
@@ -276,6 +278,15 @@ class ModelDefinition:
                         md.pipeline.append(ImagePreprocessStage(ImagePreprocessing.from_json(entry.get("params", {}))))
                     except (TypeError, ValueError) as e:
                         raise PipelineError(f"{path}: stage {i} (image_preprocess): {e}") from None
+                elif kind == "tensorflow_preprocess":
+                    from .tf_stage import TensorflowStage
+
+                    prefix = entry.get("saved_model_dir", "")
+                    names = [n for n in z.namelist() if n.startswith(prefix) and not n.endswith("/")]
+                    if not prefix or not any(n.endswith("saved_model.pb") for n in names):
+                        raise PipelineError(f"{path}: tensorflow_preprocess SavedModel file "
+                                            f"'{prefix}saved_model.pb' is missing from the zip")
+                    md.pipeline.append(TensorflowStage(files={n[len(prefix):]: read(n, "SavedModel") for n in names}))
                 elif kind == "featurizer":
                     md.pipeline.append(FeaturizerStage(read(entry["model_path"], "featurizer model")))
                 elif kind == "keras_classifier":

@@ -36,8 +36,9 @@ class ServedModel:
                              f"got {self.input_spec.dtype} -> {self.output_spec.dtype}")
         self.image_shape = tuple(int(d) for d in self.input_spec.shape[1:])
         stage = definition.preprocess
-        self.preprocess = stage.params if stage is not None else None
-        if self.preprocess is not None and (self.preprocess.crop, self.preprocess.crop, 3) != self.image_shape:
+        self.preprocess = getattr(stage, "params", stage)  # ImagePreprocessing, or a TensorflowStage
+        crop = getattr(self.preprocess, "crop", None)
+        if crop is not None and (crop, crop, 3) != self.image_shape:
             raise ValueError(f"model {name!r}: preprocessing crops {self.preprocess.crop}x{self.preprocess.crop}x3 "
                              f"but the featurizer takes {'x'.join(map(str, self.image_shape))}")
         self.classifier = definition.classifier
@@ -53,9 +54,13 @@ class ServedModel:
         s, zp = self.input_spec.scale, self.input_spec.zero_point
         for i, data in enumerate(images):
             try:
-                out[i] = quantize_input(self.preprocess(data), s, zp)
+                x = self.preprocess(data)
             except ImageError as e:
                 raise InputError(f"images[{i}]: {e}") from None
+            if x.shape != self.image_shape:
+                raise InputError(f"images[{i}]: preprocessing gave shape {list(x.shape)}, the featurizer takes "
+                                 f"{list(self.image_shape)}")
+            out[i] = quantize_input(x, s, zp)
         return out
 
     def from_floats(self, x: np.ndarray) -> np.ndarray:

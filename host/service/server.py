@@ -309,8 +309,10 @@ async def serve(config: ServerConfig, port_file: str | None = None, grace: float
     server.load()
     port = await server.start()
     mode = "TLS" if server.tls else "plaintext"
-    log.info("listening on %s:%d (%s), models %s, backend %s, keys %s", config.host, port, mode,
-             ", ".join(server.models), config.backend, "on" if server.keys.enabled else "off")
+    device = next(iter(server.models.values())).backend.describe()
+    log.info("listening on %s:%d (%s), models %s, backend %s (%s), %d device(s), keys %s", config.host, port, mode,
+             ", ".join(server.models), config.backend, device.get("device", "?"), config.devices,
+             "on" if server.keys.enabled else "off")
     if port_file:
         tmp = Path(port_file).with_suffix(".tmp")
         tmp.write_text(str(port))

@@ -156,3 +156,41 @@ def test_pipeline_structure_errors(tiny_tflite):
         md.validate()
     with pytest.raises(PipelineError, match="not a .tflite flatbuffer"):
         FeaturizerStage(b"not a model at all")
+
+
+def test_tensorflow_stage_brainwave_graph_agrees_with_pil_path(photos):
+    """Brainwave's TF preprocessing graph and onda's PIL path compute the same thing (up to JPEG decoders
+    and, when shrinking, PIL's antialiasing)."""
+    from onda.host.pipeline import TensorflowStage, brainwave_preprocessing
+
+    tf_stage = TensorflowStage(brainwave_preprocessing())
+    pre = ImagePreprocessing()
+    for name, data in photos.items():  # short side 256 already: decode + crop + mean only
+        a, b = tf_stage(data), pre(data)
+        assert a.shape == b.shape == (224, 224, 3)
+        assert np.abs(a - b).mean() < 1.5, name
+    smooth = np.asarray(Image.open(io.BytesIO(photos["coffee.jpg"])).resize((900, 600), Image.BICUBIC))
+    big = encode(smooth, "PNG")  # shrunk to a short side of 256 by both
+    assert np.abs(tf_stage(big) - pre(big)).mean() < 2.0
+    with pytest.raises(ImageError, match="preprocessing failed"):
+        tf_stage(b"not an image")
+
+
+def test_tensorflow_stage_round_trip_and_errors(tmp_path, tiny_tflite, photos):
+    from onda.host.pipeline import TensorflowStage, brainwave_preprocessing
+
+    md = ModelDefinition("tfpre")
+    md.pipeline += [TensorflowStage(brainwave_preprocessing()), FeaturizerStage(tiny_tflite.read_bytes())]
+    path = md.save(tmp_path / "tfpre.zip")
+    back = ModelDefinition.load(path)
+    assert back.preprocess.type == "tensorflow_preprocess"
+    data = photos["rocket.jpg"]
+    np.testing.assert_array_equal(back.preprocess(data), TensorflowStage(brainwave_preprocessing())(data))
+    broken = _rewrite(path, tmp_path / "broken.zip", drop=["preprocess_savedmodel/saved_model.pb"])
+    with pytest.raises(PipelineError, match="SavedModel file 'preprocess_savedmodel/saved_model.pb' is missing"):
+        ModelDefinition.load(broken)
+    two = ModelDefinition()
+    two.pipeline += [ImagePreprocessStage(), TensorflowStage(brainwave_preprocessing()),
+                     FeaturizerStage(tiny_tflite.read_bytes())]
+    with pytest.raises(PipelineError, match="stages must be"):
+        two.validate()

@@ -307,3 +307,25 @@ def test_client_does_not_retry_invalid_argument(client_factory):
     finally:
         mod.time.sleep = real
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and sleeps == []
+
+
+def test_pipeline_with_tensorflow_preprocessing_is_served(tmp_path, tiny_tflite, tiny_classifier, photos, reference):
+    from onda.host.client import PredictionClient
+    from onda.host.pipeline import FeaturizerStage, KerasStage, ModelDefinition, TensorflowStage, brainwave_preprocessing
+    from onda.host.service import ServerConfig, ServerThread
+
+    md = ModelDefinition("tfpre")
+    md.pipeline += [TensorflowStage(brainwave_preprocessing()), FeaturizerStage(tiny_tflite.read_bytes()),
+                    KerasStage(tiny_classifier)]
+    server = ServerThread(ServerConfig(models={"tfpre": md.save(tmp_path / "tfpre.zip")}))
+    try:
+        client = PredictionClient("127.0.0.1", server.port, retry_delays=())
+        tf_pre = TensorflowStage(brainwave_preprocessing())
+        for data in photos.values():
+            expected = reference.scores_float(tf_pre(data)[None])[0]
+            np.testing.assert_allclose(client.score_file(data), expected, rtol=1e-5, atol=1e-6)
+        with pytest.raises(grpc.RpcError) as e:
+            client.score_file(b"garbage bytes")
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "images[0]: preprocessing failed" in e.value.details()
+    finally:
+        server.stop()
