@@ -31,11 +31,11 @@ REPO = Path(__file__).resolve().parents[2]
 # requantizer (iCE40UP5K: its 8 DSPs all go to the MAC array, the requantizer's partial
 # products go to LUTs).
 BOARDS = {
-    "ulx3s-85f": dict(platform="amaranth_boards.ulx3s:ULX3S_85F_Platform", lanes=8, width=16,
+    "ulx3s-85f": dict(platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
                       depth=512, target_mhz=100.0, mul_style="dsp", synth_opts="",
                       dsp_cell="MULT18X18D", bram_cell="DP16KD", lut_cell="TRELLIS_COMB",
                       ff_cell="TRELLIS_FF", min_macs=128),
-    "icebreaker": dict(platform="amaranth_boards.icebreaker:ICEBreakerPlatform", lanes=2, width=4,
+    "icebreaker": dict(platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
                        depth=256, target_mhz=30.0, mul_style="lut", synth_opts="-dsp",
                        dsp_cell="ICESTORM_DSP", bram_cell="ICESTORM_RAM", lut_cell="ICESTORM_LC",
                        ff_cell=None, min_macs=8),
@@ -66,8 +66,14 @@ def _yosys_ffs(log: str) -> int:
         sum(int(n) for cell, n in re.findall(r"^\s+(SB_DFF\w*)\s+(\d+)", stats, re.M))
 
 
-def synthesize(board: str, out_dir: Path | None = None) -> dict:
-    spec = BOARDS[board]
+def synthesize(board: str, out_dir: Path | None = None, lanes: int | None = None,
+               width: int | None = None) -> dict:
+    """Build the board's datapath; ``lanes``/``width`` default to the engine configuration
+    ``hw/configs/<board>.yaml`` (the same numbers the compiler and emulator use)."""
+    from onda.hw.config import load_config
+
+    cfg = load_config(board)
+    spec = dict(BOARDS[board], lanes=lanes or cfg.lanes, width=width or cfg.width)
     _tools()
     out_dir = out_dir or REPO / "bitstreams" / board
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -163,8 +169,10 @@ def _table(r: dict) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--board", choices=sorted(BOARDS), required=True)
+    ap.add_argument("--lanes", type=int, help="override the configuration's lanes")
+    ap.add_argument("--width", type=int, help="override the configuration's width")
     args = ap.parse_args(argv)
-    r = synthesize(args.board)
+    r = synthesize(args.board, lanes=args.lanes, width=args.width)
     print(_table(r))
     if r["critical_path"] and not r["meets_target"]:
         print("critical path (last steps):\n  " + "\n  ".join(r["critical_path"]))

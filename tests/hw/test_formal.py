@@ -21,7 +21,7 @@ def test_stream_handshake_proved(name):
 @pytest.mark.parametrize("name", sorted(BLOCKS))
 def test_no_output_without_input_bmc(name):
     factory, depth = BLOCKS[name]
-    ok, seconds, tail = prove(f"{name}-causality", lambda: factory("causality"), 2 * depth, mode="bmc")
+    ok, seconds, tail = prove(f"{name}-causality", lambda: factory("causality"), depth + 6, mode="bmc")
     assert ok, f"{name}: bounded check failed\n{tail}"
 
 
