@@ -90,7 +90,7 @@ class ConvTiling:
         return f"{self.rows}r x {self.channels}c, {self.order}-resident"
 
 
-def choose_tiling(cfg: EngineConfig, g: ConvGeometry, name: str) -> ConvTiling:
+def choose_tiling(cfg: EngineConfig, g: ConvGeometry, name: str, prev_cycles: int = 0) -> ConvTiling:
     aslot, wslot, oslot, pslot = cfg.slot("act"), cfg.slot("wgt"), cfg.slot("out"), cfg.slot("param")
     row_bytes = g.in_cols * g.c
     if g.ekh * row_bytes > aslot:
@@ -112,27 +112,45 @@ def choose_tiling(cfg: EngineConfig, g: ConvGeometry, name: str) -> ConvTiling:
     for ct in cands:
         if ct * g.k > wslot or ct * GEMM_PARAM_WORDS * 4 > pslot or g.ow * ct > oslot:
             continue
-        th = min(g.oh, oslot // (g.ow * ct))
-        while th > 1 and g.band_rows(th) * row_bytes > aslot:
-            th -= 1
-        nb, nt = math.ceil(g.cout / ct), math.ceil(g.oh / th)
-        band_bytes = sum(min(g.h, g.band_rows(min(th, g.oh - t * th))) for t in range(nt)) * g.w * g.c
-        compute = sum(gemm_cycles(cfg, g, min(th, g.oh - t * th), min(ct, g.cout - b * ct))
-                      for t in range(nt) for b in range(nb))
-        for order in ("act", "wgt"):
-            if order == "act":
-                moved = band_bytes + (w_bytes if nb == 1 else nt * w_bytes) + out_bytes
-            else:
-                moved = w_bytes + (band_bytes if nt == 1 else nb * band_bytes) + out_bytes
-            tiles = nb * nt
-            transfers = tiles * 2 + (nt if order == "act" else nb)
-            mem = moved / cfg.mem_bytes_per_cycle + transfers * cfg.mem_latency_cycles
-            first_load = dma_cycles(cfg, min(th * g.sh + g.ekh, g.h) * g.w * g.c + ct * g.k)
-            last = gemm_cycles(cfg, g, th, ct) + dma_cycles(cfg, th * g.ow * ct)
-            est = int(max(compute, mem) + first_load + last)
-            cand = ConvTiling(th, ct, order, est, int(moved))
-            if best is None or (est, moved) < (best.est_cycles, best.bytes_moved):
+        th_max = min(g.oh, oslot // (g.ow * ct))
+        while th_max > 1 and g.band_rows(th_max) * row_bytes > aslot:
+            th_max -= 1
+        # Smaller bands than the largest that fits pipeline better (shorter fill and drain).
+        for th in sorted({th_max} | {math.ceil(g.oh / k) for k in range(2, 17)} - {0}):
+            if th > th_max:
+                continue
+            cand = _estimate(cfg, g, th, ct, in_bytes, w_bytes, out_bytes, prev_cycles)
+            if best is None or (cand.est_cycles, cand.bytes_moved) < (best.est_cycles, best.bytes_moved):
                 best = cand
     if best is None:
         raise TilingError(f"{name}: no tile fits the engine's buffers")
+    return best
+
+
+def _estimate(cfg: EngineConfig, g: ConvGeometry, th: int, ct: int, in_bytes: int, w_bytes: int,
+              out_bytes: int, prev_cycles: int = 0) -> ConvTiling:
+    """The better loop order for (th, ct) and its estimated cycles: max(compute, memory) plus the
+    pipeline fill (the first band; the first weights are prefetched during the previous layer) and
+    drain (the last tile's GEMM and store)."""
+    row_bytes = g.w * g.c
+    nb, nt = math.ceil(g.cout / ct), math.ceil(g.oh / th)
+    band_bytes = sum(min(g.h, g.band_rows(min(th, g.oh - t * th))) for t in range(nt)) * row_bytes
+    compute = sum(gemm_cycles(cfg, g, min(th, g.oh - t * th), min(ct, g.cout - b * ct))
+                  for t in range(nt) for b in range(nb))
+    best = None
+    for order in ("act", "wgt"):
+        if order == "act":
+            moved = band_bytes + (w_bytes if nb == 1 else nt * w_bytes) + out_bytes
+            transfers = nt + nb * nt * 3
+        else:
+            moved = w_bytes + (band_bytes if nt == 1 else nb * band_bytes) + out_bytes
+            transfers = nb * 2 + nb * nt * 2
+        mem = moved / cfg.mem_bytes_per_cycle + transfers * cfg.mem_latency_cycles
+        first_w = dma_cycles(cfg, ct * g.k + ct * GEMM_PARAM_WORDS * 4)
+        fill = dma_cycles(cfg, min(g.h, g.band_rows(th)) * row_bytes) + max(0, first_w - prev_cycles)
+        drain = gemm_cycles(cfg, g, th, ct) + dma_cycles(cfg, th * g.ow * ct)
+        est = int(max(compute, mem) + fill + drain)
+        cand = ConvTiling(th, ct, order, est, int(moved))
+        if best is None or (est, moved) < (best.est_cycles, best.bytes_moved):
+            best = cand
     return best

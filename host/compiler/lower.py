@@ -31,6 +31,7 @@ from .conv_tiling import ConvGeometry, TilingError, choose_tiling
 from .program import ProgramBuilder, Tile
 
 ALIGN = 64
+MIN_TILES = 8  # vector layers are split at least this finely, so their DMA overlaps the vector unit
 
 
 class CompileError(ValueError):
@@ -70,6 +71,10 @@ class WeightImage:
         return b"".join(self.chunks)
 
 
+def isa_bytes(ins: isa.Instruction) -> int:
+    return ins.fields["y_size"] * ins.fields["x_size"] if ins.opcode in (Opcode.LOAD, Opcode.STORE) else 0
+
+
 def _words(*vals) -> bytes:
     return np.asarray(vals, dtype="<i4").tobytes()
 
@@ -98,6 +103,8 @@ class Lowering:
         self.alias: dict[int, int] = {}  # RESHAPE output -> the tensor whose bytes it shares
         self.addr: dict[int, int] = {}  # activation tensor -> offset in the activation region
         self.act_size = 0
+        self.wslot = 1  # the weight/parameter slot last loaded (alternates across layers)
+        self.prev_est = 0  # estimated cycles of the previous layer (hides the next one's first weights)
 
     # -- memory ------------------------------------------------------------------------------
     def root(self, tid: int) -> int:
@@ -206,18 +213,23 @@ class Lowering:
                        leave=False)
             it = bar
         for op in it:
-            first = len(self.prog)
             try:
                 desc, macs = self._lower(op)
             except TilingError as e:
                 raise CompileError(f"engine {self.cfg.name!r}: {e}") from None
             if desc is None:
                 continue
-            self.prog.barrier()
+            n0 = len(self.prog.instructions) + sum(len(t.loads) + len(t.computes) + len(t.stores)
+                                                   for t in self.prog._pending)
+            dma = sum(isa_bytes(i) for t in self.prog._pending for i in t.loads + t.stores)
+            first, last = self.prog.end_layer()
+            self.prev_est = self._last_tiling_est if op.kind in (OpKind.CONV_2D, OpKind.FULLY_CONNECTED) \
+                else int(dma / self.cfg.mem_bytes_per_cycle)
+            del n0
             out = op.outputs[0]
             self.layers.append(Layer(op.index, op.kind.value, self.g.tensor(out).name, out,
                                      [i for i in op.inputs if i >= 0 and not self.g.tensor(i).is_constant],
-                                     first, len(self.prog) - 1, macs, desc))
+                                     first, last, macs, desc))
         if bar is not None:
             bar.close()
 
@@ -273,7 +285,7 @@ class Lowering:
         geo = ConvGeometry(h, w, c, oh, ow, cout, kh, kw, sh, sw, dh, dw, pt, pl)
         if max(kh, kw, sh, sw, dh, dw) > 15:
             raise CompileError(f"{self._name(op)}: kernel/stride/dilation above 15 not encodable")
-        tiling = choose_tiling(cfg, geo, self._name(op))
+        tiling = choose_tiling(cfg, geo, self._name(op), self.prev_est)
         kdim = geo.k
         wmat = np.ascontiguousarray(p.weights.reshape(cout, kdim)).astype(np.int8)
         bias = p.bias.astype(np.int64) - p.in_zero_point * wmat.astype(np.int64).sum(axis=1)
@@ -295,7 +307,7 @@ class Lowering:
         nt, nb = math.ceil(oh / th), math.ceil(cout / ct)
         aslot, wslot, oslot, pslot = cfg.slot("act"), cfg.slot("wgt"), cfg.slot("out"), cfg.slot("param")
         row_bytes = w * c
-        state = {"act": None, "wgt": None, "aslot": 1, "wslot": 1, "t": 0}
+        state = {"act": None, "wgt": None, "aslot": 1, "t": 0}
 
         def load_act(t: int) -> isa.Instruction:
             oy0 = t * th
@@ -312,28 +324,40 @@ class Lowering:
         def load_wgt(b: int) -> list[isa.Instruction]:
             co0 = b * ct
             n = min(ct, cout - co0)
-            state["wslot"] ^= 1
-            return [isa.make(Opcode.LOAD, buffer=Buffer.WGT, sram_addr=state["wslot"] * wslot,
+            self.wslot ^= 1
+            return [isa.make(Opcode.LOAD, buffer=Buffer.WGT, sram_addr=self.wslot * wslot,
                              dram_addr=waddr + co0 * kdim, y_size=1, x_size=n * kdim, dram_stride=n * kdim),
-                    isa.make(Opcode.LOAD, buffer=Buffer.PARAM, sram_addr=state["wslot"] * pslot,
+                    isa.make(Opcode.LOAD, buffer=Buffer.PARAM, sram_addr=self.wslot * pslot,
                              dram_addr=paddr + co0 * GEMM_PARAM_WORDS * 4, y_size=1,
                              x_size=n * GEMM_PARAM_WORDS * 4, dram_stride=n * GEMM_PARAM_WORDS * 4)]
 
-        def emit(t: int, b: int) -> None:
+        wslot_of: dict[int, int] = {}  # weight block -> the slot it was loaded into
+
+        def emit(t: int, b: int, prefetch: int | None = None) -> None:
             tile = Tile()
             if state["act"] != t:
                 tile.loads.append(load_act(t))
                 state["act"] = t
-            if state["wgt"] != b:
-                tile.loads += load_wgt(b)
-                state["wgt"] = b
+            def resident(blk: int) -> None:
+                tile.loads.extend(load_wgt(blk))
+                for other in [k for k, v in wslot_of.items() if v == self.wslot]:
+                    del wslot_of[other]  # evicted: its slot was just overwritten
+                wslot_of[blk] = self.wslot
+
+            if b not in wslot_of:
+                resident(b)
+            if prefetch is not None and prefetch not in wslot_of:
+                # Weight-resident order: block b+1 streams in during block b (its slot was last read
+                # by block b-1's final tile, which the slot rule of this tile's loads waits for).
+                resident(prefetch)
+            ws = wslot_of[b]
             oy0, co0 = t * th, b * ct
             rows, n = min(th, oh - oy0), min(ct, cout - co0)
             oslot_i = state["t"] % 2
             state["t"] += 1
             tile.computes.append(isa.make(
-                Opcode.GEMM, act_addr=state["aslot"] * aslot, wgt_addr=state["wslot"] * wslot,
-                param_addr=state["wslot"] * pslot, out_addr=oslot_i * oslot,
+                Opcode.GEMM, act_addr=state["aslot"] * aslot, wgt_addr=ws * wslot,
+                param_addr=ws * pslot, out_addr=oslot_i * oslot,
                 in_rows=geo.band_rows(rows), in_cols=geo.in_cols, channels=c, out_rows=rows, out_cols=ow,
                 out_channels=n, kh=kh, kw=kw, stride_h=sh, stride_w=sw, dilation_h=dh, dilation_w=dw,
                 out_zp=p.out_zero_point, act_min=p.act_min, act_max=p.act_max, epilogue=epilogue))
@@ -349,7 +373,8 @@ class Lowering:
         else:
             for b in range(nb):
                 for t in range(nt):
-                    emit(t, b)
+                    emit(t, b, b + 1 if t == 1 and b + 1 < nb else None)
+        self._last_tiling_est = tiling.est_cycles
         return tiling.describe(), geo.macs
 
     # -- vector ops --------------------------------------------------------------------------
@@ -360,7 +385,7 @@ class Lowering:
         if band(1) * row_in > aslot or row_out > oslot:
             raise TilingError(f"{name}: one row (input {band(1) * row_in} B, output {row_out} B) exceeds the "
                               f"activation ({aslot} B) or output ({oslot} B) slot")
-        r = min(n_rows, oslot // row_out)
+        r = min(n_rows, oslot // row_out, max(1, -(-n_rows // MIN_TILES)))
         while r > 1 and band(r) * row_in > aslot:
             r -= 1
         return r
@@ -368,9 +393,12 @@ class Lowering:
     def _param_record(self, data: bytes) -> int:
         return self.weight_data(data)
 
-    def _param_load(self, addr: int, nbytes: int) -> isa.Instruction:
-        return isa.make(Opcode.LOAD, buffer=Buffer.PARAM, sram_addr=0, dram_addr=addr, y_size=1,
-                        x_size=nbytes, dram_stride=nbytes)
+    def _param_load(self, addr: int, nbytes: int) -> tuple[isa.Instruction, int]:
+        """A vector op's parameter record into the next parameter slot (resident for the layer)."""
+        self.wslot ^= 1
+        slot_addr = self.wslot * self.cfg.slot("param")
+        return isa.make(Opcode.LOAD, buffer=Buffer.PARAM, sram_addr=slot_addr, dram_addr=addr, y_size=1,
+                        x_size=nbytes, dram_stride=nbytes), slot_addr
 
     def _elementwise(self, op: Op, func: VecFunc, srcs: list[int], record: bytes, act_range: tuple[int, int]) -> str:
         """ADD / REQUANT over whole rows: each tile loads the operands' rows, one VEC, one STORE."""
@@ -386,20 +414,20 @@ class Lowering:
         paddr = self._param_record(record)
         aslot, oslot = self.cfg.slot("act"), self.cfg.slot("out")
         out = self.dram(op.outputs[0])
+        pload, pslot_addr = self._param_load(paddr, len(record))
         for t in range(math.ceil(h / th)):
             r0, rows = t * th, min(th, h - t * th)
             slot = t % 2
             tile = Tile()
             if t == 0:
-                # The parameter record stays resident for the layer (the PARAM slot 0).
-                tile.loads.append(self._param_load(paddr, len(record)))
+                tile.loads.append(pload)
             for i, s in enumerate(srcs):
                 tile.loads.append(isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=slot * aslot + i * rows * row,
                                            dram_addr=self.dram(s) + r0 * row, y_size=1, x_size=rows * row,
                                            dram_stride=rows * row))
             tile.computes.append(isa.make(
                 Opcode.VEC, func=func, src_addr=slot * aslot, src2_addr=slot * aslot + rows * row,
-                dst_addr=slot * oslot, param_addr=0, in_rows=rows, in_cols=w, channels=c, out_rows=rows,
+                dst_addr=slot * oslot, param_addr=pslot_addr, in_rows=rows, in_cols=w, channels=c, out_rows=rows,
                 out_cols=w, kh=1, kw=1, stride_h=1, stride_w=1, act_min=act_range[0], act_max=act_range[1]))
             tile.stores.append(isa.make(Opcode.STORE, buffer=Buffer.OUT, sram_addr=slot * oslot,
                                         dram_addr=out + r0 * row, y_size=1, x_size=rows * row,
@@ -480,22 +508,23 @@ class Lowering:
         paddr = self._param_record(rec)
         h, w, c = _hwc(x.shape)
         aslot, oslot = self.cfg.slot("act"), self.cfg.slot("out")
-        cc = c
+        cc = max(1, -(-c // MIN_TILES))
         while cc > 1 and (h * w * cc > aslot or cc > oslot):
             cc = -(-cc // 2)
         if h * w * cc > aslot:
             raise TilingError(f"{self._name(op)}: {h}x{w} pixels of one channel exceed the activation slot")
         xaddr, oaddr = self.dram(op.inputs[0]), self.dram(op.outputs[0])
+        pload, pslot_addr = self._param_load(paddr, len(rec))
         for i, c0 in enumerate(range(0, c, cc)):
             n = min(cc, c - c0)
             slot = i % 2
             tile = Tile()
             if i == 0:
-                tile.loads.append(self._param_load(paddr, len(rec)))
+                tile.loads.append(pload)
             tile.loads.append(isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=slot * aslot,
                                        dram_addr=xaddr + c0, y_size=h * w, x_size=n, dram_stride=c))
             tile.computes.append(isa.make(Opcode.VEC, func=func, src_addr=slot * aslot, dst_addr=slot * oslot,
-                                          in_rows=h, in_cols=w, channels=n, out_rows=1, out_cols=1, kh=h, kw=w,
+                                          param_addr=pslot_addr, in_rows=h, in_cols=w, channels=n, out_rows=1, out_cols=1, kh=h, kw=w,
                                           stride_h=1, stride_w=1, act_min=-128, act_max=127))
             tile.stores.append(isa.make(Opcode.STORE, buffer=Buffer.OUT, sram_addr=slot * oslot,
                                         dram_addr=oaddr + c0, y_size=1, x_size=n, dram_stride=n))

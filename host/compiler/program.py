@@ -10,10 +10,14 @@ each new load, and the output buffer on each tile, so:
   ``t - 2`` has drained the output slot); the last compute pushes COMPUTE->LOAD and COMPUTE->STORE;
 * the first store pops COMPUTE->STORE, the last pushes STORE->COMPUTE.
 
-Between layers a barrier makes the next layer's loads wait for the previous layer's stores (its
-output is the next layer's input, through memory) and drains the outstanding tokens, so every
-layer starts from empty queues. Program order is itself a legal sequential execution: every pop's
-matching push comes earlier in the program.
+Between layers a barrier makes the next layer's activation loads wait for the previous layer's
+stores (its output is the next layer's input, through memory) and drains the outstanding tokens,
+so every layer's tiles start from empty queues. The next layer's first weight and parameter loads
+do not depend on the previous layer's output: they are issued *before* the barrier, as if they
+were one more tile of the previous layer (into the weight slot that layer no longer reads), so
+they stream in while the previous layer finishes.
+
+Program order is itself a legal sequential execution: every pop's matching push comes earlier.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from onda.hw import isa
-from onda.hw.isa import Instruction, Module, Opcode
+from onda.hw.isa import Buffer, Instruction, Module, Opcode
 
 
 @dataclass
@@ -31,15 +35,38 @@ class Tile:
     stores: list[Instruction] = field(default_factory=list)
 
 
+_QUEUES = {
+    Module.LOAD: (None, "c2l", None, "l2c"),
+    Module.COMPUTE: ("l2c", "s2c", "c2l", "c2s"),
+    Module.STORE: ("c2s", None, "s2c", None),
+}
+
+
 class ProgramBuilder:
     def __init__(self):
         self.instructions: list[Instruction] = []
-        self._t = 0  # tile index within the current layer
+        self._t = 0  # tiles emitted since the last barrier
+        self._pending: list[Tile] = []
+        self.pushed = dict.fromkeys(("l2c", "c2l", "c2s", "s2c"), 0)
+        self.popped = dict.fromkeys(self.pushed, 0)
 
     def __len__(self) -> int:
         return len(self.instructions)
 
+    def _emit(self, ins: Instruction) -> None:
+        q = _QUEUES[ins.module]
+        for flag, name in zip(("pop_prev", "pop_next", "push_prev", "push_next"), q):
+            if getattr(ins, flag):
+                if name is None:
+                    raise AssertionError(f"{ins.opcode.name}: no queue for {flag}")
+                (self.popped if flag.startswith("pop") else self.pushed)[name] += 1
+        self.instructions.append(ins)
+
     def tile(self, tile: Tile) -> None:
+        """Queue a tile of the layer being built (emitted by ``end_layer``)."""
+        self._pending.append(tile)
+
+    def _tile(self, tile: Tile) -> None:
         t = self._t
         loads = tile.loads or [isa.make(Opcode.NOP, module=Module.LOAD)]
         computes = tile.computes or [isa.make(Opcode.NOP, module=Module.COMPUTE)]
@@ -53,23 +80,46 @@ class ProgramBuilder:
         computes[-1].push_next = True
         stores[0].pop_prev = True
         stores[-1].push_prev = True
-        self.instructions += loads + computes + stores
+        for ins in loads + computes + stores:
+            self._emit(ins)
         self._t += 1
 
-    def barrier(self) -> None:
-        """End a layer: later loads wait for every store so far; token queues end empty."""
-        n = min(self._t, 2)
-        if self._t == 0:
+    def _barrier(self) -> None:
+        """Later loads wait for every store so far; the token queues end empty."""
+        if self._t == 0 and self.pushed == self.popped:
             return
+        n = max(1, self.pushed["s2c"] - self.popped["s2c"])
         for i in range(n):
-            nop = isa.make(Opcode.NOP, module=Module.COMPUTE, pop_next=True)
+            nop = isa.make(Opcode.NOP, module=Module.COMPUTE)
+            nop.pop_next = self.pushed["s2c"] > self.popped["s2c"]
             nop.push_prev = i == n - 1
-            self.instructions.append(nop)
-        for _ in range(n + 1):
-            self.instructions.append(isa.make(Opcode.NOP, module=Module.LOAD, pop_next=True))
+            self._emit(nop)
+        while self.pushed["c2l"] > self.popped["c2l"]:
+            self._emit(isa.make(Opcode.NOP, module=Module.LOAD, pop_next=True))
         self._t = 0
 
+    def end_layer(self) -> tuple[int, int]:
+        """Emit the queued tiles as one layer; returns its (first, last) instruction indices."""
+        tiles, self._pending = self._pending, []
+        first = len(self.instructions)
+        if not tiles:
+            return first, first - 1
+        pre = [ins for ins in tiles[0].loads
+               if ins.opcode == Opcode.LOAD and ins.fields["buffer"] in (Buffer.WGT, Buffer.PARAM)]
+        if pre:
+            tiles[0].loads = [ins for ins in tiles[0].loads if not any(ins is p for p in pre)]
+            if self._t >= 2:
+                pre[0].pop_next = True  # as tile n of the previous layer: compute n - 2 is done
+            for ins in pre:
+                self._emit(ins)
+        self._barrier()
+        for tile in tiles:
+            self._tile(tile)
+        return first, len(self.instructions) - 1
+
     def finish(self) -> list[Instruction]:
-        self.barrier()
-        self.instructions.append(isa.make(Opcode.FINISH))
+        if self._pending:
+            self.end_layer()
+        self._barrier()
+        self._emit(isa.make(Opcode.FINISH))
         return self.instructions

@@ -10,8 +10,8 @@ Its duration comes from the engine configuration:
   fills it while the port streams);
 * ``GEMM``: per output pixel and lane group one pass over K, ``width`` elements per cycle along
   each kernel row: ``pixels * ceil(ct / lanes) * kh * ceil(kw * C / width)`` plus the pipeline;
-* ``VEC``: ``ceil(elements / vector_lanes)`` plus the pipeline, elements being the window taps
-  for pools and the inputs for add, copy, rescale and mean;
+* ``VEC``: ``ceil(elements / vector_lanes)`` plus the pipeline, elements being the input pixels
+  x channels (pools stream each input once through line buffers; ADD reads both operands at once);
 * ``NOP``, ``FINISH``: one cycle.
 
 Instruction fetch is assumed to keep the three command queues filled (they are deep enough for
@@ -59,9 +59,10 @@ def instruction_cycles(cfg: EngineConfig, ins: Instruction) -> int:
     if op == Opcode.VEC:
         func = VecFunc(f["func"])
         if func in (VecFunc.MAX_POOL, VecFunc.AVG_POOL):
-            elems = f["out_rows"] * f["out_cols"] * f["channels"] * f["kh"] * f["kw"]
+            # Line buffers: each input pixel is read once, the window reduced as rows stream by.
+            elems = max(f["in_rows"] * f["in_cols"], f["out_rows"] * f["out_cols"]) * f["channels"]
         else:
-            elems = f["in_rows"] * f["in_cols"] * f["channels"] * (2 if func == VecFunc.ADD else 1)
+            elems = f["in_rows"] * f["in_cols"] * f["channels"]  # ADD reads its two operands in parallel
         return math.ceil(elems / cfg.vector_lanes) + cfg.vec_pipeline_cycles
     return 1
 
@@ -117,14 +118,15 @@ def simulate(program: list[Instruction], cfg: EngineConfig) -> CycleTrace:
                     ready = max(ready, pushes[q][popped[q]])
             if not ok:
                 continue
+            request = ready  # when it asks for the port: the port serves requests in that order
             if ins.opcode in (Opcode.LOAD, Opcode.STORE):
                 ready = max(ready, port_free)
-            if best is None or ready < best[0]:
-                best = (ready, m, k)
+            if best is None or (ready, request) < best[0]:
+                best = ((ready, request), m, k)
         if best is None:
             stuck = {m.name: streams[m][ptr[m]] for m in Module if ptr[m] < len(streams[m])}
             raise EmulatorError(f"deadlock: every module waits for a token (next instructions {stuck})")
-        t0, m, k = best
+        (t0, _), m, k = best
         ins = program[k]
         for flag, q in zip(("pop_prev", "pop_next"), qnames[m][:2]):
             if getattr(ins, flag):
