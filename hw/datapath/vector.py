@@ -216,9 +216,11 @@ class DivideRound(wiring.Component):
             m.d.sync += self.o.valid.eq(0)
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [busy.eq(1), step.eq(0), count.eq(self.i.payload.count)]
-        with m.If(busy):
+        work = Signal()  # dividing; never while a result waits (keeps the output stable)
+        m.d.comb += work.eq(busy & ~self.o.valid)
+        with m.If(work):
             m.d.sync += step.eq(step + 1)
-            with m.If(step == 8):
+            with m.If(step >= 8):
                 m.d.sync += [busy.eq(0), self.o.valid.eq(1)]
         for l in range(self.lanes):
             s = self.i.payload.sum[l]
@@ -230,7 +232,7 @@ class DivideRound(wiring.Component):
             q = Signal(8, name=f"q{l}")
             with m.If(self.i.valid & self.i.ready):
                 m.d.sync += [mag.eq(Mux(num < 0, -num, num)), neg.eq(num < 0), q.eq(0)]
-            with m.If(busy):
+            with m.If(work):
                 with m.If(step == 0):
                     m.d.sync += sat.eq(mag >= (count << 8))
                 with m.Elif(step <= 8):
@@ -238,7 +240,7 @@ class DivideRound(wiring.Component):
                     trial = count << bit
                     with m.If(mag >= trial):
                         m.d.sync += [mag.eq(mag - trial), q.eq(q | (Const(1, 8) << bit))]
-                with m.If(step == 8):
+                with m.If(step >= 8):
                     # Resolve with this cycle's quotient bit 0 (its register update lands only
                     # next cycle).
                     qf = q | (mag >= count)
