@@ -92,12 +92,17 @@ def cocotb_sim(sim: str, lanes: int, width: int, job: dict) -> dict:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--lanes", type=int, default=8)
-    ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--config", default="ulx3s-85f", help="engine configuration for lanes x width")
+    ap.add_argument("--lanes", type=int, help="override the configuration's lanes")
+    ap.add_argument("--width", type=int, help="override the configuration's width")
     ap.add_argument("--pixels", type=int, default=4, help="tile side (pixels) for the HDL simulators")
-    ap.add_argument("--amaranth-beats", type=int, default=216, help="beats for Amaranth's simulator")
+    ap.add_argument("--amaranth-beats", type=int, default=288, help="beats for Amaranth's simulator")
     ap.add_argument("--json", type=Path, default=REPO / "build" / "bench_datapath.json")
     args = ap.parse_args(argv)
+    from onda.hw.config import load_config
+
+    cfg = load_config(args.config)
+    args.lanes, args.width = args.lanes or cfg.lanes, args.width or cfg.width
     job = _workload(args.lanes, args.width, args.pixels)
     rows = {}
     rows["amaranth"] = amaranth_sim(args.lanes, args.width, job, args.amaranth_beats)
