@@ -14,6 +14,9 @@ Its duration comes from the engine configuration:
   x channels (pools stream each input once through line buffers; ADD reads both operands at once);
 * ``NOP``, ``FINISH``: one cycle.
 
+The timed schedule is then checked for races (``check_hazards``): the functional emulator runs
+the program in order, so this is what shows the tokens make the overlapped execution equivalent.
+
 Instruction fetch is assumed to keep the three command queues filled (they are deep enough for
 a tile's instructions; the program is 32 bytes per instruction, negligible next to the data).
 """
@@ -84,7 +87,9 @@ class CycleTrace:
         return int(self.cycles[lo:hi][sel].sum())
 
 
-def simulate(program: list[Instruction], cfg: EngineConfig) -> CycleTrace:
+def simulate(program: list[Instruction], cfg: EngineConfig, check: bool = True) -> CycleTrace:
+    """Time every instruction; with ``check``, also prove the timed schedule free of buffer and
+    memory races (``check_hazards``): the overlap the tokens allow never reorders conflicting accesses."""
     n = len(program)
     start = np.zeros(n, dtype=np.int64)
     end = np.zeros(n, dtype=np.int64)
@@ -141,4 +146,74 @@ def simulate(program: list[Instruction], cfg: EngineConfig) -> CycleTrace:
                 pushes[q].append(t1)
         ptr[m] += 1
         remaining -= 1
-    return CycleTrace(start, end, cyc, nbytes, mods)
+    trace = CycleTrace(start, end, cyc, nbytes, mods)
+    if check:
+        check_hazards(program, trace)
+    return trace
+
+
+class HazardError(EmulatorError):
+    """Two instructions touching the same bytes (one writing) overlap in time in the cycle model:
+    the program's dependency tokens do not protect a buffer or memory region."""
+
+
+def _accesses(ins: Instruction) -> list[tuple[str, int, int, bool]]:
+    """(resource, lo, hi, writes) byte ranges an instruction touches; resources are the buffers and
+    "MEM" (the memory port's address space)."""
+    from onda.hw.isa import Buffer
+
+    f = ins.fields
+    op = ins.opcode
+    if op == Opcode.LOAD:
+        size = (f["pad_top"] + f["y_size"] + f["pad_bottom"]) * (f["pad_left"] + f["x_size"] + f["pad_right"])
+        out = [(Buffer(f["buffer"]).name, f["sram_addr"], f["sram_addr"] + size, True)]
+        if f["y_size"]:
+            out.append(("MEM", f["dram_addr"], f["dram_addr"] + (f["y_size"] - 1) * f["dram_stride"] + f["x_size"], False))
+        return out
+    if op == Opcode.STORE:
+        size = f["y_size"] * f["x_size"]
+        return [(Buffer(f["buffer"]).name, f["sram_addr"], f["sram_addr"] + size, False),
+                ("MEM", f["dram_addr"], f["dram_addr"] + (f["y_size"] - 1) * f["dram_stride"] + f["x_size"], True)]
+    if op == Opcode.GEMM:
+        k = f["kh"] * f["kw"] * f["channels"]
+        ct = f["out_channels"]
+        return [("ACT", f["act_addr"], f["act_addr"] + f["in_rows"] * f["in_cols"] * f["channels"], False),
+                ("WGT", f["wgt_addr"], f["wgt_addr"] + ct * k, False),
+                ("PARAM", f["param_addr"], f["param_addr"] + ct * 12, False),
+                ("OUT", f["out_addr"], f["out_addr"] + f["out_rows"] * f["out_cols"] * ct, True)]
+    if op == Opcode.VEC:
+        func = VecFunc(f["func"])
+        size = f["in_rows"] * f["in_cols"] * f["channels"]
+        out = [("ACT", f["src_addr"], f["src_addr"] + size, False),
+               ("OUT", f["dst_addr"], f["dst_addr"] + f["out_rows"] * f["out_cols"] * f["channels"], True)]
+        if func == VecFunc.ADD:
+            out += [("ACT", f["src2_addr"], f["src2_addr"] + size, False), ("PARAM", f["param_addr"], f["param_addr"] + 36, False)]
+        elif func in (VecFunc.MEAN, VecFunc.REQUANT):
+            out.append(("PARAM", f["param_addr"], f["param_addr"] + 16, False))
+        return out
+    return []
+
+
+def check_hazards(program: list[Instruction], trace: CycleTrace) -> int:
+    """Raise HazardError if any two conflicting accesses (same bytes, at least one write) of
+    instructions i < j in program order have j starting before i ends. Returns the number of
+    access pairs compared."""
+    # An access that ends before every later instruction starts can conflict with none of them.
+    horizon = np.minimum.accumulate(trace.start[::-1])[::-1] if len(program) else trace.start
+    hist: dict[str, list[tuple[int, int, int, bool, int]]] = {}
+    checked = 0
+    for j, ins in enumerate(program):
+        start = int(trace.start[j])
+        for res, lo, hi, writes in _accesses(ins):
+            if hi <= lo:
+                continue
+            h = [e for e in hist.get(res, ()) if e[2] > horizon[j]]
+            checked += len(h)
+            for elo, ehi, eend, ewr, i in h:
+                if elo < hi and ehi > lo and (ewr or writes) and eend > start:
+                    raise HazardError(f"{res} [{lo}, {hi}): instruction {j} ({ins.opcode.name}) starts at cycle "
+                                      f"{start} before instruction {i} ({program[i].opcode.name}, "
+                                      f"{'write' if ewr else 'read'} of [{elo}, {ehi})) ends at {eend}")
+            h.append((lo, hi, int(trace.end[j]), writes, j))
+            hist[res] = h
+    return checked
