@@ -321,35 +321,51 @@ class Lowering:
                             dram_stride=row_bytes, pad_top=r0 - p0, pad_bottom=p1 - r1,
                             pad_left=pl * c, pad_right=geo.pad_right * c, pad_value=p.in_zero_point)
 
-        def load_wgt(b: int) -> list[isa.Instruction]:
+        def load_wgt(b: int, pieces: int = 1) -> list[isa.Instruction]:
+            """Block b's weights (in ``pieces`` DMAs of whole rows) and parameters, into the next slot."""
             co0 = b * ct
             n = min(ct, cout - co0)
             self.wslot ^= 1
-            return [isa.make(Opcode.LOAD, buffer=Buffer.WGT, sram_addr=self.wslot * wslot,
-                             dram_addr=waddr + co0 * kdim, y_size=1, x_size=n * kdim, dram_stride=n * kdim),
-                    isa.make(Opcode.LOAD, buffer=Buffer.PARAM, sram_addr=self.wslot * pslot,
-                             dram_addr=paddr + co0 * GEMM_PARAM_WORDS * 4, y_size=1,
-                             x_size=n * GEMM_PARAM_WORDS * 4, dram_stride=n * GEMM_PARAM_WORDS * 4)]
+            out = []
+            step = -(-n // pieces)
+            for r0 in range(0, n, step):
+                rows = min(step, n - r0)
+                out.append(isa.make(Opcode.LOAD, buffer=Buffer.WGT, sram_addr=self.wslot * wslot + r0 * kdim,
+                                    dram_addr=waddr + (co0 + r0) * kdim, y_size=1, x_size=rows * kdim,
+                                    dram_stride=rows * kdim))
+            out.append(isa.make(Opcode.LOAD, buffer=Buffer.PARAM, sram_addr=self.wslot * pslot,
+                                dram_addr=paddr + co0 * GEMM_PARAM_WORDS * 4, y_size=1,
+                                x_size=n * GEMM_PARAM_WORDS * 4, dram_stride=n * GEMM_PARAM_WORDS * 4))
+            return out
 
         wslot_of: dict[int, int] = {}  # weight block -> the slot it was loaded into
+
+        pending: list[isa.Instruction] = []  # the next block's weight pieces still to issue
 
         def emit(t: int, b: int, prefetch: int | None = None) -> None:
             tile = Tile()
             if state["act"] != t:
                 tile.loads.append(load_act(t))
                 state["act"] = t
-            def resident(blk: int) -> None:
-                tile.loads.extend(load_wgt(blk))
+
+            def resident(blk: int, pieces: int = 1) -> list[isa.Instruction]:
+                ins = load_wgt(blk, pieces)
                 for other in [k for k, v in wslot_of.items() if v == self.wslot]:
                     del wslot_of[other]  # evicted: its slot was just overwritten
                 wslot_of[blk] = self.wslot
+                return ins
 
             if b not in wslot_of:
-                resident(b)
+                tile.loads += resident(b)
             if prefetch is not None and prefetch not in wslot_of:
-                # Weight-resident order: block b+1 streams in during block b (its slot was last read
-                # by block b-1's final tile, which the slot rule of this tile's loads waits for).
-                resident(prefetch)
+                # Weight-resident order: block b+1 streams in during block b, one piece per tile after
+                # the first (its slot was last read by block b-1's final tile, which the slot rule of
+                # this tile's first load waits for).
+                pending.extend(resident(prefetch, max(1, nt - 1)))
+            if pending:
+                share = -(-len(pending) // max(1, nt - t))
+                tile.tail += pending[:share]
+                del pending[:share]
             ws = wslot_of[b]
             oy0, co0 = t * th, b * ct
             rows, n = min(th, oh - oy0), min(ct, cout - co0)

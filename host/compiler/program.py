@@ -31,6 +31,9 @@ from onda.hw.isa import Buffer, Instruction, Module, Opcode
 @dataclass
 class Tile:
     loads: list[Instruction] = field(default_factory=list)
+    # Loads for a later tile, issued after this tile's own (which signal compute) and so not
+    # delaying it; they write a slot the slot rule of this tile's first load has freed.
+    tail: list[Instruction] = field(default_factory=list)
     computes: list[Instruction] = field(default_factory=list)
     stores: list[Instruction] = field(default_factory=list)
 
@@ -80,7 +83,7 @@ class ProgramBuilder:
         computes[-1].push_next = True
         stores[0].pop_prev = True
         stores[-1].push_prev = True
-        for ins in loads + computes + stores:
+        for ins in loads + tile.tail + computes + stores:
             self._emit(ins)
         self._t += 1
 
