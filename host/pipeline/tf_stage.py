@@ -69,7 +69,8 @@ class TensorflowStage:
                 self.files = {str(p.relative_to(d)): p.read_bytes() for p in Path(d).rglob("*") if p.is_file()}
         return self.files
 
-    def _loaded(self):
+    def load(self):
+        """The callable function (restored from the SavedModel on first use)."""
         if self.function is None:
             import tensorflow as tf
 
@@ -87,7 +88,7 @@ class TensorflowStage:
         if not data:
             raise ImageError("empty image (0 bytes)")
         try:
-            return self._loaded()(tf.constant(data)).numpy()
+            return self.load()(tf.constant(data)).numpy()
         except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
             first = (e.message or str(e)).strip().splitlines()[0]
             raise ImageError(f"preprocessing failed: {first}") from None

@@ -37,6 +37,8 @@ class ServedModel:
         self.image_shape = tuple(int(d) for d in self.input_spec.shape[1:])
         stage = definition.preprocess
         self.preprocess = getattr(stage, "params", stage)  # ImagePreprocessing, or a TensorflowStage
+        if hasattr(self.preprocess, "load"):
+            self.preprocess.load()  # restore a TensorFlow stage now, not in racing request threads
         crop = getattr(self.preprocess, "crop", None)
         if crop is not None and (crop, crop, 3) != self.image_shape:
             raise ValueError(f"model {name!r}: preprocessing crops {self.preprocess.crop}x{self.preprocess.crop}x3 "

@@ -91,6 +91,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         except RpcFailure as f:
             log.info("request %s: %s: %s", rid, f.code.name, f.message)
             await context.abort(f.code, f.message)
+        except Exception as e:  # noqa: BLE001 - a bug fails this request, never the server
+            log.exception("request %s: internal error", rid)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(e).__name__}); request {rid}")
         context.set_trailing_metadata((
             ("x-onda-compute-ms", f"{info.compute_s * 1e3:.3f}"),
             ("x-onda-batch", str(info.batch_images)),

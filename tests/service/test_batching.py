@@ -158,10 +158,38 @@ class BrokenBackend(SlowBackend):
         return model
 
 
+class WrongShapeBackend(SlowBackend):
+    """Answers with an output of the wrong shape: the classifier fails (a bug, not the request's fault)."""
+
+    name = "test-wrong-shape"
+    delay = 0.0
+
+    def load(self, path):
+        model = super().load(path)
+        model.run = lambda xs: [np.zeros((xs[0].shape[0], 3), np.int8)]
+        return model
+
+
 @pytest.fixture
 def fake_backends(monkeypatch):
     monkeypatch.setitem(backend_module._BACKENDS, "test-slow", f"{__name__}:SlowBackend")
     monkeypatch.setitem(backend_module._BACKENDS, "test-broken", f"{__name__}:BrokenBackend")
+    monkeypatch.setitem(backend_module._BACKENDS, "test-wrong-shape", f"{__name__}:WrongShapeBackend")
+
+
+def test_internal_error_fails_the_request_only(fake_backends, pipeline_zips, photos):
+    from onda.host.client import PredictionClient
+    from onda.host.service import ServerConfig, ServerThread
+
+    server = ServerThread(ServerConfig(models={"tiny": pipeline_zips["tiny"]}, backend="test-wrong-shape"))
+    try:
+        client = PredictionClient("127.0.0.1", server.port, retry_delays=())
+        for _ in range(2):
+            with pytest.raises(grpc.RpcError) as e:
+                client.score_file(photos["coffee.jpg"])
+            assert e.value.code() == grpc.StatusCode.INTERNAL and "internal error (ValueError)" in e.value.details()
+    finally:
+        server.stop()
 
 
 def test_backend_failure_is_unavailable_and_server_lives_on(fake_backends, pipeline_zips, photos):
