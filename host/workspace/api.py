@@ -159,7 +159,7 @@ class Webservice:
             r = self._record
             self._client = PredictionClient(self.ipAddress, r.port, use_ssl=r.tls, access_token=key,
                                             root_certificates=Path(r.tls_cert).read_bytes() if r.tls else None,
-                                            retry_delays=(0.5, 1))
+                                            retry_delays=(0.5, 1), timeout=300)  # simulated engines are slow
             self._client_key = key
         return self._client
 
