@@ -45,6 +45,8 @@ class ConvTile(wiring.Component):
         As :class:`MacArray`.
     mul_style : "dsp" | "lut"
         As :class:`Requantizer`.
+    lut_lanes : int
+        As :class:`MacArray`.
 
     Members
     -------
@@ -57,9 +59,10 @@ class ConvTile(wiring.Component):
         The layer's static parameters.
     """
 
-    def __init__(self, lanes: int = 8, width: int = 16, acc_width: int = 32, mul_style: str = "dsp"):
+    def __init__(self, lanes: int = 8, width: int = 16, acc_width: int = 32, mul_style: str = "dsp",
+                 lut_lanes: int = 0):
         self.lanes, self.width, self.acc_width = lanes, width, acc_width
-        self.mac = MacArray(lanes, width, acc_width)
+        self.mac = MacArray(lanes, width, acc_width, lut_lanes)
         self.requant = Requantizer(mul_style)
         super().__init__({
             "i": In(stream.Signature(MacBeatLayout(lanes, width))),

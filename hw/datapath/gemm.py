@@ -4,7 +4,7 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .pipeline import delay, stage
+from .pipeline import delay, product_lut_signed, stage
 
 __all__ = ["MacArray", "MacBeatLayout"]
 
@@ -57,6 +57,9 @@ class MacArray(wiring.Component):
         K-elements consumed per cycle per lane.
     acc_width : int
         Accumulator width; 32 is TFLite's int32 (sums wrap modulo ``2**acc_width``).
+    lut_lanes : int
+        Lanes whose multipliers are shift-and-add trees in LUTs rather than DSPs (on the
+        iCE40UP5K, so that 8 MACs and the requantizer's four 16x16 products share 8 SB_MAC16).
 
     Members
     -------
@@ -70,13 +73,15 @@ class MacArray(wiring.Component):
     accumulator; it advances on ``~o.valid | o.ready`` (``i.ready``), so one beat a cycle.
     """
 
-    def __init__(self, lanes: int = 8, width: int = 16, acc_width: int = 32):
+    def __init__(self, lanes: int = 8, width: int = 16, acc_width: int = 32, lut_lanes: int = 0):
         for name, v in (("lanes", lanes), ("width", width)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"MacArray: {name} must be a positive integer, got {v!r}")
         if not isinstance(acc_width, int) or acc_width < 17:
             raise ValueError(f"MacArray: acc_width must be an integer >= 17, got {acc_width!r}")
-        self.lanes, self.width, self.acc_width = lanes, width, acc_width
+        if not isinstance(lut_lanes, int) or not 0 <= lut_lanes <= lanes:
+            raise ValueError(f"MacArray: lut_lanes must be an integer in 0..lanes, got {lut_lanes!r}")
+        self.lanes, self.width, self.acc_width, self.lut_lanes = lanes, width, acc_width, lut_lanes
         self.tree_stages = max(1, ((width - 1).bit_length() + 1) // 2)
         self.latency = 3 + self.tree_stages  # beat in -> accumulators out, when not stalled
         super().__init__({
@@ -96,8 +101,12 @@ class MacArray(wiring.Component):
         ws = [[stage(m, en, p.w[l][k], signed(8), name=f"w{l}_{k}") for k in range(self.width)]
               for l in range(self.lanes)]
         ctl = stage(m, en, p.first | (p.last << 1) | (self.i.valid << 2), 3, name="ctl1")
-        # S2: products (17-bit signed).
-        sums = [[stage(m, en, xs[k] * ws[l][k], signed(17), name=f"p{l}_{k}")
+        # S2: products (17-bit signed); the first `lut_lanes` lanes' from LUTs.
+        def product(l, k):
+            if l < self.lut_lanes:
+                return product_lut_signed(xs[k], ws[l][k])
+            return xs[k] * ws[l][k]
+        sums = [[stage(m, en, product(l, k), signed(17), name=f"p{l}_{k}")
                  for k in range(self.width)] for l in range(self.lanes)]
         ctl = stage(m, en, ctl, name="ctl2")
         # Adder tree: two levels of pairwise sums per registered stage.

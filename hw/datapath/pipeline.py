@@ -62,6 +62,32 @@ def delay(m, en, value, n, name="dly"):
     return value
 
 
+CLAMP_LATENCY = 2
+
+
+def clamp_stages(m, en, x, lo, hi, name="clamp"):
+    """``min(max(x, lo), hi)`` (``fixedpoint.clamp``) to int8 in ``CLAMP_LATENCY`` stages: both
+    comparisons of the wide ``x`` in parallel, then an 8-bit select (one carry chain per stage)."""
+    below = stage(m, en, x < lo, name=f"{name}_below")
+    above = stage(m, en, x > hi, name=f"{name}_above")
+    low8 = stage(m, en, x[:8].as_signed(), signed(8), name=f"{name}_x")
+    lo_r = stage(m, en, Mux(lo > hi, hi, lo), signed(8), name=f"{name}_lo")
+    hi_r = stage(m, en, hi, signed(8), name=f"{name}_hi")
+    return stage(m, en, Mux(below, lo_r, Mux(above, hi_r, low8)), signed(8), name=f"{name}_out")
+
+
+def product_lut_signed(x, w):
+    """``x * w`` for small signed operands as a shift-and-add tree (no ``$mul`` cell, so no DSP):
+    rows ``w[i] * (x << i)``, the sign bit's row subtracted. Combinational."""
+    n = len(w)
+    width = len(x) + n
+    rows = [Mux(w[i], (x << i), 0) for i in range(n - 1)]
+    rows.append(-Mux(w[n - 1], (x << (n - 1)), 0))
+    while len(rows) > 1:
+        rows = [rows[k] + rows[k + 1] if k + 1 < len(rows) else rows[k] for k in range(0, len(rows), 2)]
+    return rows[0][:width].as_signed()
+
+
 def mbqm(m, en, x, multiplier, shift, name="mbqm", mul_style="dsp"):
     """TFLite's ``MultiplyByQuantizedMultiplier(x, multiplier, shift)`` as a pipeline of
     ``mbqm_latency(mul_style)`` enabled stages; returns the int32 result register.

@@ -1,11 +1,11 @@
 """The requantizer: TFLite's conv / fully-connected epilogue on one int32 accumulator a cycle."""
 
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .pipeline import delay, mbqm, mbqm_latency, stage
+from .pipeline import CLAMP_LATENCY, clamp_stages, delay, mbqm, mbqm_latency, stage
 
 __all__ = ["RequantLayout", "Requantizer"]
 
@@ -63,7 +63,7 @@ class Requantizer(wiring.Component):
 
     def __init__(self, mul_style: str = "dsp"):
         self.mul_style = mul_style
-        self.latency = 1 + mbqm_latency(mul_style) + 2
+        self.latency = 1 + mbqm_latency(mul_style) + 1 + CLAMP_LATENCY
         super().__init__({
             "i": In(stream.Signature(RequantLayout())),
             "o": Out(stream.Signature(signed(8))),
@@ -85,9 +85,7 @@ class Requantizer(wiring.Component):
         scaled = mbqm(m, en, acc, mult, shift, name="mbqm", mul_style=self.mul_style)
         # Output zero point (33-bit: int32 + int8 cannot wrap), then the clamp.
         biased = stage(m, en, scaled + self.out_zero_point, signed(34), name="zp_add")
-        lo, hi = self.act_min, self.act_max
-        low = Mux(biased < lo, lo, biased)  # min(max(x, lo), hi), as fixedpoint.clamp
-        out = stage(m, en, Mux(low > hi, hi, low)[:8].as_signed(), signed(8), name="clamped")
+        out = clamp_stages(m, en, biased, self.act_min, self.act_max)
 
         valid = delay(m, en, self.i.valid, self.latency, name="valid")
         m.d.comb += [self.o.payload.eq(out), self.o.valid.eq(valid)]

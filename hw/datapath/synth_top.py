@@ -28,16 +28,20 @@ class DatapathSynthTop(wiring.Component):
         Words per buffer bank (activations: ``width`` int8 a word; weights: ``lanes x width``).
     mul_style : "dsp" | "lut"
         The requantizer's multiplier style.
+    lut_lanes : int
+        MAC-array lanes built in LUTs.
     """
 
-    def __init__(self, lanes: int, width: int, depth: int = 512, mul_style: str = "dsp"):
+    def __init__(self, lanes: int, width: int, depth: int = 512, mul_style: str = "dsp",
+                 lut_lanes: int = 0):
         self.lanes, self.width, self.depth, self.mul_style = lanes, width, depth, mul_style
+        self.lut_lanes = lut_lanes
         super().__init__({})
 
     def elaborate(self, platform):
         m = Module()
         lanes, width, depth = self.lanes, self.width, self.depth
-        m.submodules.tile = tile = ConvTile(lanes, width, mul_style=self.mul_style)
+        m.submodules.tile = tile = ConvTile(lanes, width, mul_style=self.mul_style, lut_lanes=self.lut_lanes)
         xshape = data.ArrayLayout(signed(8), width)
         wshape = data.ArrayLayout(data.ArrayLayout(signed(8), width), lanes)
         m.submodules.abuf = abuf = DoubleBuffer(xshape, depth)

@@ -27,16 +27,18 @@ from .synth_top import DatapathSynthTop
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Board -> platform, engine configuration, target clock and the multiplier style of the
-# requantizer (iCE40UP5K: its 8 DSPs all go to the MAC array, the requantizer's partial
-# products go to LUTs).
+# Board -> platform, target clock and where the multipliers go. iCE40UP5K: 8 SB_MAC16 for
+# 8 MACs and the requantizer's four 16x16 partial products: half the MAC lanes are built in
+# LUTs (small 9x8 shift-and-add trees), the requantizer keeps its DSPs (a 32x32 product in LUTs
+# costs about half the device).
 BOARDS = {
     "ulx3s-85f": dict(platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
                       depth=512, target_mhz=100.0, mul_style="dsp", synth_opts="",
                       dsp_cell="MULT18X18D", bram_cell="DP16KD", lut_cell="TRELLIS_COMB",
                       ff_cell="TRELLIS_FF", min_macs=128),
     "icebreaker": dict(platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
-                       depth=256, target_mhz=30.0, mul_style="lut", synth_opts="-dsp",
+                       depth=256, target_mhz=30.0, mul_style="dsp", lut_lanes_fraction=0.5,
+                       synth_opts="-dsp",
                        dsp_cell="ICESTORM_DSP", bram_cell="ICESTORM_RAM", lut_cell="ICESTORM_LC",
                        ff_cell=None, min_macs=8),
 }
@@ -81,7 +83,9 @@ def synthesize(board: str, out_dir: Path | None = None, lanes: int | None = None
     if build_dir.exists():
         shutil.rmtree(build_dir)
     platform = _platform(spec)
-    top = DatapathSynthTop(spec["lanes"], spec["width"], spec["depth"], mul_style=spec["mul_style"])
+    lut_lanes = int(spec["lanes"] * spec.get("lut_lanes_fraction", 0))
+    top = DatapathSynthTop(spec["lanes"], spec["width"], spec["depth"], mul_style=spec["mul_style"],
+                           lut_lanes=lut_lanes)
     t0 = time.monotonic()
     platform.build(top, name="datapath", build_dir=str(build_dir), do_program=False,
                    synth_opts=spec["synth_opts"],
@@ -110,6 +114,7 @@ def synthesize(board: str, out_dir: Path | None = None, lanes: int | None = None
         "board": board,
         "config": {"lanes": spec["lanes"], "width": spec["width"], "macs": macs,
                    "buffer_depth": spec["depth"], "requant_mul_style": spec["mul_style"],
+                   "lut_mac_lanes": lut_lanes,
                    "target_mhz": spec["target_mhz"]},
         "fmax_mhz": round(clock["achieved"], 2),
         "meets_target": clock["achieved"] >= spec["target_mhz"] and macs >= spec["min_macs"],

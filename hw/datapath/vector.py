@@ -20,7 +20,7 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .pipeline import delay, mbqm, mbqm_latency, stage
+from .pipeline import CLAMP_LATENCY, clamp_stages, delay, mbqm, mbqm_latency, stage
 
 __all__ = ["AddLayout", "ResidualAdd", "PoolBeatLayout", "MaxPool", "SumPool", "SumLayout",
            "DivideRound"]
@@ -59,7 +59,7 @@ class ResidualAdd(wiring.Component):
 
     def __init__(self, mul_style: str = "dsp"):
         self.mul_style = mul_style
-        self.latency = 1 + 2 * mbqm_latency(mul_style) + 1 + 2
+        self.latency = 1 + 2 * mbqm_latency(mul_style) + 1 + 1 + CLAMP_LATENCY
         super().__init__({
             "i": In(stream.Signature(AddLayout())),
             "o": Out(stream.Signature(signed(8))),
@@ -83,8 +83,7 @@ class ResidualAdd(wiring.Component):
         raw = stage(m, en, (sa + sb)[:32].as_signed(), signed(32), name="raw")
         scaled = mbqm(m, en, raw, self.m_out, self.s_out, name="mbqm_out", mul_style=self.mul_style)
         biased = stage(m, en, scaled + self.out_zero_point, signed(34), name="zp_add")
-        out = stage(m, en, _clamp(biased, self.act_min, self.act_max)[:8].as_signed(), signed(8),
-                    name="clamped")
+        out = clamp_stages(m, en, biased, self.act_min, self.act_max)
         m.d.comb += [self.o.payload.eq(out),
                      self.o.valid.eq(delay(m, en, self.i.valid, self.latency, name="valid"))]
         return m

@@ -40,8 +40,8 @@ def beats_of(x_row: np.ndarray, w: np.ndarray, width: int) -> list[dict]:
     return beats
 
 
-def run_mac(lanes, width, x_zp, jobs, seed, idle=0.3, stall=0.3):
-    dut = MacArray(lanes=lanes, width=width)
+def run_mac(lanes, width, x_zp, jobs, seed, idle=0.3, stall=0.3, lut_lanes=0):
+    dut = MacArray(lanes=lanes, width=width, lut_lanes=lut_lanes)
     beats = [b for x_row, w in jobs for b in beats_of(x_row, w, width)]
     got = []
 
@@ -61,8 +61,9 @@ def run_mac(lanes, width, x_zp, jobs, seed, idle=0.3, stall=0.3):
     return np.array(got, dtype=np.int64)
 
 
-@pytest.mark.parametrize("lanes,width,x_zp", [(4, 8, 17), (3, 5, -128), (2, 1, 127), (8, 16, -5)])
-def test_mac_array_matches_golden(lanes, width, x_zp):
+@pytest.mark.parametrize("lanes,width,x_zp,lut_lanes", [(4, 8, 17, 0), (3, 5, -128, 0), (2, 1, 127, 0),
+                                                       (8, 16, -5, 0), (4, 2, -128, 2), (2, 3, 127, 2)])
+def test_mac_array_matches_golden(lanes, width, x_zp, lut_lanes):
     rng = np.random.default_rng(lanes * 100 + width)
     jobs = []
     for j in range(12):
@@ -76,7 +77,7 @@ def test_mac_array_matches_golden(lanes, width, x_zp):
         # zero-padding of partial beats must use x = x_zp so it contributes nothing; here the
         # padding weight is 0 instead, which is also exact.
         jobs.append((x_row, w))
-    got = run_mac(lanes, width, x_zp, jobs, seed=lanes + width)
+    got = run_mac(lanes, width, x_zp, jobs, seed=lanes + width, lut_lanes=lut_lanes)
     want = np.stack([golden_acc(x[None, :], w, x_zp)[0] for x, w in jobs])
     assert np.array_equal(got, want), (got, want)
 
