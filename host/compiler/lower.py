@@ -118,14 +118,14 @@ class Lowering:
     def allocate(self) -> None:
         """First-fit allocation of activation tensors over their live ranges (op positions)."""
         g = self.g
-        for op in g.ops:
+        for op in self.ops:
             if op.kind == OpKind.RESHAPE:
                 self.alias[op.outputs[0]] = op.inputs[0]
         start: dict[int, int] = {}
         end: dict[int, int] = {}
-        for t in g.inputs:
+        for t in self.engine_inputs:
             start[self.root(t)] = -1
-        for pos, op in enumerate(g.ops):
+        for pos, op in enumerate(self.ops):
             for t in op.outputs:
                 r = self.root(t)
                 start.setdefault(r, pos)
@@ -134,8 +134,8 @@ class Lowering:
                 if t >= 0 and not g.tensor(t).is_constant:
                     r = self.root(t)
                     end[r] = max(end.get(r, pos), pos)
-        for t in g.outputs + g.inputs:
-            end[self.root(t)] = len(g.ops)
+        for t in self.engine_outputs + self.engine_inputs:
+            end[self.root(t)] = len(self.ops)
         live: list[tuple[int, int, int]] = []  # (offset, size, end)
         for r in sorted(start, key=lambda r: (start[r], r)):
             s = start[r]
@@ -159,10 +159,12 @@ class Lowering:
     # -- lowering ----------------------------------------------------------------------------
     def run(self, source: bytes | None) -> ctr.Container:
         g = self.g
-        for t in g.inputs + g.outputs:
+        self._split_host_ops()
+        for t in self.engine_inputs + self.engine_outputs:
             if g.tensor(t).dtype != "int8":
                 raise CompileError(f"tensor {g.tensor(t).name!r} is {g.tensor(t).dtype}: the engine takes and "
-                                   f"returns int8 (quantize and dequantize on the host)")
+                                   f"returns int8 (only a float QUANTIZE at an input and a DEQUANTIZE at an "
+                                   f"output run on the host)")
         self.allocate()
         self.wbase = _align(self.act_size, 4096)
         self._emit_all()
@@ -177,18 +179,51 @@ class Lowering:
         memmap = {
             "act_base": 0, "act_size": self.act_size, "weights_base": self.wbase, "weights_size": weights_size,
             "program_base": program_base, "program_size": len(program),
-            "inputs": list(g.inputs), "outputs": list(g.outputs), "name": g.name,
+            "inputs": list(self.engine_inputs), "outputs": list(self.engine_outputs), "name": g.name,
+            "host_inputs": list(g.inputs), "host_outputs": list(g.outputs), "host_ops": self.host_ops,
             "tensors": {str(t): self._tensor_entry(t) for t in self._activation_ids()},
+            **{"host_tensors": {str(h[k]): self._host_tensor_entry(h[k]) for h in self.host_ops
+                                for k in ("input", "output") if h[k] not in self._activation_ids()}},
             "layers": [vars(layer) for layer in self.layers],
         }
         return ctr.Container(config=self.cfg.as_dict(), fingerprint=self.cfg.fingerprint, program=program,
                              weights=self.wimg.bytes(), memmap=memmap, source=source)
 
     def _activation_ids(self) -> list[int]:
-        ids = list(self.g.inputs)
-        for op in self.g.ops:
+        ids = list(self.engine_inputs)
+        for op in self.ops:
             ids += list(op.outputs)
         return ids
+
+    def _host_tensor_entry(self, t: int) -> dict:
+        tt = self.g.tensor(t)
+        q = tt.quant
+        producer = next((f"#{op.index} {op.kind.value} (host)" for op in self.g.ops if t in op.outputs), "input")
+        return {"name": tt.name, "shape": list(tt.shape), "dtype": tt.dtype, "addr": None, "alias_of": None,
+                "scale": q.s if q is not None and not q.per_channel else None,
+                "zero_point": q.zp if q is not None else None, "producer": producer}
+
+    def _split_host_ops(self) -> None:
+        """A float QUANTIZE of a graph input and a DEQUANTIZE to a graph output run on the host
+        (as Brainwave's host does); the engine program takes and returns their int8 sides."""
+        g = self.g
+        self.host_ops: list[dict] = []
+        self.ops = []
+        self.engine_inputs = list(g.inputs)
+        self.engine_outputs = list(g.outputs)
+        for op in g.ops:
+            x = g.tensor(op.inputs[0])
+            if op.kind == OpKind.QUANTIZE and x.dtype == "float32" and op.inputs[0] in g.inputs:
+                q = g.tensor(op.outputs[0]).quant
+                self.engine_inputs[self.engine_inputs.index(op.inputs[0])] = op.outputs[0]
+                self.host_ops.append({"kind": "QUANTIZE", "stage": "pre", "input": op.inputs[0],
+                                      "output": op.outputs[0], "scale": q.s, "zero_point": q.zp})
+            elif op.kind == OpKind.DEQUANTIZE and op.outputs[0] in g.outputs:
+                self.engine_outputs[self.engine_outputs.index(op.outputs[0])] = op.inputs[0]
+                self.host_ops.append({"kind": "DEQUANTIZE", "stage": "post", "input": op.inputs[0],
+                                      "output": op.outputs[0], "scale": x.quant.s, "zero_point": x.quant.zp})
+            else:
+                self.ops.append(op)
 
     def _tensor_entry(self, t: int) -> dict:
         tt = self.g.tensor(t)
@@ -204,7 +239,7 @@ class Lowering:
                 "zero_point": q.zp if q is not None else None, "producer": producer}
 
     def _emit_all(self) -> None:
-        ops = self.g.ops
+        ops = self.ops
         it = ops
         bar = None
         if self.progress:

@@ -43,8 +43,12 @@ class EmulatedModel:
         except isa.ISAError as e:
             raise ctr.ContainerError(f"{origin}: bad program: {e}") from None
         self.tensors = {int(k): v for k, v in self.memmap["tensors"].items()}
-        self.inputs = [self._spec(t) for t in self.memmap["inputs"]]
-        self.outputs = [self._spec(t) for t in self.memmap["outputs"]]
+        self.tensors.update({int(k): v for k, v in self.memmap.get("host_tensors", {}).items()})
+        self.host_ops = self.memmap.get("host_ops", [])
+        self.input_ids = self.memmap.get("host_inputs", self.memmap["inputs"])
+        self.output_ids = self.memmap.get("host_outputs", self.memmap["outputs"])
+        self.inputs = [self._spec(t) for t in self.input_ids]
+        self.outputs = [self._spec(t) for t in self.output_ids]
         self.layers = self.memmap["layers"]
         self._trace: CycleTrace | None = None
 
@@ -105,17 +109,28 @@ class EmulatedModel:
         return values
 
     def _batched(self, inputs: list[np.ndarray], capture: bool) -> dict[int, np.ndarray]:
+        from onda.sim.golden import kernels as K
+
         inputs = check_inputs(self.inputs, inputs)
-        n = inputs[0].shape[0]
-        parts = [self._run_pass([x[i:i + MAX_BATCH_PER_PASS] for x in inputs], capture)
+        host = dict(zip(self.input_ids, inputs))
+        for h in self.host_ops:  # float -> int8 on the host, before the engine
+            if h["stage"] == "pre":
+                host[h["output"]] = K.quantize(host[h["input"]], h["scale"], h["zero_point"])
+        engine_in = [host[t] for t in self.memmap["inputs"]]
+        n = engine_in[0].shape[0]
+        parts = [self._run_pass([x[i:i + MAX_BATCH_PER_PASS] for x in engine_in], capture)
                  for i in range(0, n, MAX_BATCH_PER_PASS)]
-        if len(parts) == 1:
-            return parts[0]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        values = parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        for h in self.host_ops:  # int8 -> float on the host, after the engine
+            if h["stage"] == "post":
+                values[h["output"]] = K.dequantize(values[h["input"]], h["scale"], h["zero_point"])
+        if capture:
+            values.update(host)
+        return values
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         values = self._batched(inputs, capture=False)
-        return [values[t] for t in self.memmap["outputs"]]
+        return [values[t] for t in self.output_ids]
 
     def run_all(self, inputs: list[np.ndarray]) -> dict[int, np.ndarray]:
         """Inputs and every tensor a layer of the program writes, by the source model's tensor id."""

@@ -1,6 +1,6 @@
 """ResNet50 (seeded random weights, int8) compiled for ulx3s-85f and large: the emulator executes the
 program bit-exact with the golden model and with TFLite's reference kernels, every tensor, on 2 images;
-the cycle model never beats the roofline; iCEBreaker refuses it naming the buffer that is too small."""
+the cycle model never beats the bounds of one port and one MAC array; iCEBreaker refuses it naming the buffer that is too small."""
 
 import json
 
@@ -59,9 +59,12 @@ def test_resnet50_bit_exact(engine, resnet50_tflite, r50_inputs, r50_golden, r50
     assert (out_dir / "utilization.png").stat().st_size > 10_000
     layers = rep["layers"]
     assert len(layers) == 73
-    for layer in layers:
-        assert layer["cycles"] >= layer["roofline"] - 1, layer
+    for layer in layers:  # a layer's GEMMs run within its span (weights may stream in earlier)
+        assert layer["cycles"] >= layer["compute_cycles"], layer
     total = rep["summary"]["total_cycles"]
+    # one memory port and one MAC array: no schedule beats either bound of the whole network
+    assert total >= rep["summary"]["bytes_moved"] / rep["summary"]["bytes_per_cycle"]
+    assert total >= rep["summary"]["total_macs"] / rep["summary"]["macs_per_cycle"]
     assert 0 <= total - sum(layer["cycles"] for layer in layers) <= 2
     assert sum(layer["macs"] for layer in layers) == rep["summary"]["total_macs"] > 3.8e9
 
