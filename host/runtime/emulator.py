@@ -164,9 +164,12 @@ class EmulatorBackend:
             cfg = self._config(self.engine or DEFAULT_ENGINE)
             key = (hashlib.sha256(data).hexdigest(), cfg.fingerprint)
             if key not in _COMPILED:
-                from onda.host.compiler import compile_graph
+                from onda.host.compiler import CompileError, compile_graph
                 from onda.host.frontend import read_tflite
-                _COMPILED[key] = compile_graph(read_tflite(path), cfg, source=data)
+                try:
+                    _COMPILED[key] = compile_graph(read_tflite(path), cfg, source=data)
+                except CompileError as e:
+                    raise BackendError(f"{path}: cannot compile for engine {cfg.name!r}: {e}") from None
             return EmulatedModel(_COMPILED[key], str(path))
         raise BackendError(f"{path}: neither a compiled .onda program nor a .tflite model")
 

@@ -113,3 +113,18 @@ def test_cli_run_and_verify(onda_bytes, tmp_path, capsys):
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), golden.run([x])[0])
     assert main(["verify", str(p), "--backend", "emulator", "--images", "2"]) == 0
     assert "0 mismatches: bit-exact" in capsys.readouterr().out
+
+
+def test_backend_compiles_tflite_at_load():
+    """The serving path: the default backend takes a .tflite and compiles it for its engine once."""
+    from onda.host.runtime import default_backend, get_backend
+    from onda.host.runtime.golden import GoldenBackend
+
+    assert default_backend() == "emulator"
+    a = get_backend("emulator").load(digits.TFLITE)
+    b = get_backend("emulator").load(digits.TFLITE)
+    assert a.config.name == "ulx3s-85f" and a.container is b.container  # cached, not recompiled
+    assert a.source_tflite == digits.TFLITE.read_bytes()
+    x = np.random.default_rng(1).integers(-128, 128, (9,) + a.inputs[0].shape[1:], dtype=np.int8)
+    np.testing.assert_array_equal(a.run([x])[0], GoldenBackend().load(digits.TFLITE).run([x])[0])
+    assert a.producers() and a.tensor_names()
