@@ -17,9 +17,10 @@ MUL_STYLES = ("dsp", "lut")
 
 
 def mbqm_latency(mul_style: str = "dsp") -> int:
-    """Pipeline depth of :func:`mbqm`: left shift, partial products (1 stage on DSPs, 4 in
-    LUTs), middle sum, two 32-bit halves of the 64-bit sum, right-shift split, rounding add."""
-    return 6 + _product_stages(mul_style)
+    """Pipeline depth of :func:`mbqm`: left shift, partial products (1 stage on DSPs, 2 in
+    LUTs), middle sum, two 32-bit halves of the 64-bit sum, right shift and remainder, compare,
+    rounding add: at most one carry chain per stage."""
+    return 7 + _product_stages(mul_style)
 
 
 def _product_stages(mul_style: str) -> int:
@@ -102,8 +103,8 @@ def mbqm(m, en, x, multiplier, shift, name="mbqm", mul_style="dsp"):
 
     The signed 32x32 product is four unsigned 16x16 partial products (one MULT18X18D or
     SB_MAC16 each) with a sign correction ``-2**32 * (a<0 ? b : 0 + b<0 ? a : 0)`` (mod 2**64),
-    registered, then summed as two 32-bit halves in successive stages, so no stage has a carry
-    chain longer than 34 bits.
+    registered, then summed as two 32-bit halves in successive stages; no stage has more than
+    one carry chain (of at most 34 bits).
     """
     # S1: wrapping left shift, right exponent.
     left = Mux(shift[-1], 0, shift.as_unsigned()[:5])
@@ -123,28 +124,36 @@ def mbqm(m, en, x, multiplier, shift, name="mbqm", mul_style="dsp"):
     corr = delay(m, en, corr_v[:32], n, name=f"{name}_corr")
     sat = delay(m, en, (a == INT32_MIN) & (b == INT32_MIN), n, name=f"{name}_sat1")
     right = delay(m, en, right, n, name=f"{name}_rightp")
-    # S3: middle sum; the outer partial products do not overlap: concatenate them, with the
-    # sign correction folded into the high word (everything is modulo 2**64).
+    # S3: middle sum; the outer partial products do not overlap, so the low word takes the
+    # rounding nudge 2**30 and the high word the sign correction (everything modulo 2**64).
     mid = stage(m, en, p_lh + p_hl, unsigned(33), name=f"{name}_mid")
-    outer = stage(m, en, Cat(p_ll, (p_hh - corr)[:32]), unsigned(64), name=f"{name}_outer")
+    outer_lo = stage(m, en, p_ll + (1 << 30), unsigned(33), name=f"{name}_outlo")
+    outer_hi = stage(m, en, (p_hh - corr)[:32], unsigned(32), name=f"{name}_outhi")
     sat = stage(m, en, sat, name=f"{name}_sat2")
     right = stage(m, en, right, name=f"{name}_right2")
-    # S4: low half of outer + (mid << 16) + 2**30, keeping the carry (0..2).
+    # S4: the two halves of outer + (mid << 16), side by side; the low one keeps its carry (0..2).
     mid_s = Cat(Const(0, 16), mid)  # 49 bits
-    lo = stage(m, en, outer[:32] + mid_s[:32] + (1 << 30), unsigned(34), name=f"{name}_lo")
-    hi_in = stage(m, en, Cat(outer[32:], mid_s[32:]), name=f"{name}_hiin")
+    lo = stage(m, en, outer_lo + mid_s[:32], unsigned(34), name=f"{name}_lo")
+    hi_part = stage(m, en, (outer_hi + mid_s[32:])[:32], unsigned(32), name=f"{name}_hipart")
     sat = stage(m, en, sat, name=f"{name}_sat3")
     right = stage(m, en, right, name=f"{name}_right3")
-    # S5: high half with the carry; bits 31..62 of the product are the rounded high word.
-    hi = (hi_in[:32] + hi_in[32:] + lo[32:])[:32]
+    # S5: high half with the carry; bits 31..62 of the product are the rounded high word. The
+    # rounding divide's mask and thresholds depend only on the exponent: decoded here, without
+    # carry chains (mask = ~(-1 << right); threshold (mask >> 1) + 1 = 1 << (right - 1)).
+    hi = (hi_part + lo[32:])[:32]
     high = Mux(sat, INT32_MAX, Cat(lo[31], hi[:31]).as_signed())
     high_r = stage(m, en, high, signed(32), name=f"{name}_high")
+    mask = stage(m, en, ~(Const(0xFFFFFFFF, 32) << right)[:32], unsigned(32), name=f"{name}_mask")
+    thr0 = stage(m, en, (~(Const(0xFFFFFFFF, 32) << right))[1:32], unsigned(31), name=f"{name}_thr0")
+    thr1 = stage(m, en, Mux(right == 0, 1, (Const(1, 33) << right)[1:33]), unsigned(32), name=f"{name}_thr1")
     right = stage(m, en, right, name=f"{name}_right4")
-    # S6: arithmetic right shift, remainder and threshold (RoundingDivideByPOT).
-    mask = (Const(1, unsigned(33)) << right) - 1
-    rem = high_r.as_unsigned() & mask[:32]
-    threshold = (mask[:32] >> 1) + high_r[-1]
+    # S6: arithmetic right shift, remainder, and the threshold chosen by the sign
+    # (RoundingDivideByPOT: round up when remainder > (mask >> 1) + (x < 0)).
     quot = stage(m, en, high_r >> right, signed(32), name=f"{name}_quot")
-    up = stage(m, en, rem > threshold, name=f"{name}_up")
-    # S7: rounding add (cannot overflow: quot <= INT32_MAX >> right, up only when right > 0).
+    rem = stage(m, en, high_r.as_unsigned() & mask, unsigned(32), name=f"{name}_rem")
+    thr = stage(m, en, Mux(high_r[-1], thr1, thr0), unsigned(32), name=f"{name}_thr")
+    # S7: the comparison.
+    up = stage(m, en, rem > thr, name=f"{name}_up")
+    quot = stage(m, en, quot, name=f"{name}_quot2")
+    # S8: rounding add (cannot overflow: quot <= INT32_MAX >> right, up only when right > 0).
     return stage(m, en, quot + up, signed(32), name=f"{name}_out")
