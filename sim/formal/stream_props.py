@@ -130,15 +130,15 @@ def blocks():
     from onda.hw.datapath.vector import DivideRound, MaxPool, ResidualAdd, SumPool
 
     return [
-        ("mac_array", lambda check: StreamHarness(MacArray(2, 3), completes=lambda p: p.last, static=["x_zp"], check=check), 10),
+        ("mac_array", lambda check: StreamHarness(MacArray(2, 3, lut_lanes=1), completes=lambda p: p.last, static=["x_zp"], check=check), 10),
         ("requantizer", lambda check: StreamHarness(Requantizer(),
-                                              static=["out_zero_point", "act_min", "act_max"], check=check), 14),
+                                              static=["out_zero_point", "act_min", "act_max"], check=check), 16),
         ("conv_tile", lambda check: StreamHarness(ConvTile(2, 2), completes=lambda p: p.last, per_result=2,
                                             static=["x_zp", "out_zero_point", "act_min", "act_max"],
-                                            width=7, check=check), 24),
+                                            width=7, check=check), 26),
         ("residual_add", lambda check: StreamHarness(ResidualAdd(), width=6,
                                                static=["zp1", "zp2", "m1", "s1", "m2", "s2", "m_out",
-                                                       "s_out", "out_zero_point", "act_min", "act_max"], check=check), 22),
+                                                       "s_out", "out_zero_point", "act_min", "act_max"], check=check), 25),
         ("max_pool", lambda check: StreamHarness(MaxPool(2), completes=lambda p: p.last,
                                            static=["act_min", "act_max"], check=check), 4),
         ("sum_pool", lambda check: StreamHarness(SumPool(2), completes=lambda p: p.last, check=check), 4),
