@@ -99,11 +99,14 @@ def start_server(model_zip: Path, backend: str, workdir: Path) -> tuple[subproce
 def run_level(port: int, cert: Path, key: str, data: bytes, concurrency: int, requests: int) -> dict:
     from ..client import PredictionClient
 
+    import grpc
+
     clients = [PredictionClient("localhost", port, use_ssl=True, access_token=key, root_certificates=cert,
-                                retry_delays=()) for _ in range(concurrency)]
+                                retry_delays=(), timeout=900) for _ in range(concurrency)]
     for c in clients:  # warm-up: channels, TLS handshakes
         c.score_file(data)
     records: list[tuple[float, float, int]] = []
+    errors: list[str] = []
     lock = threading.Lock()
     counter = iter(range(requests))
 
@@ -112,7 +115,12 @@ def run_level(port: int, cert: Path, key: str, data: bytes, concurrency: int, re
             with lock:
                 if next(counter, None) is None:
                     return
-            c.score_file(data)
+            try:
+                c.score_file(data)
+            except grpc.RpcError as e:
+                with lock:
+                    errors.append(f"{e.code().name}: {e.details()}")
+                continue
             with lock:
                 records.append((c.last.latency_s, c.last.compute_s, c.last.batch_images))
 
@@ -125,9 +133,11 @@ def run_level(port: int, cert: Path, key: str, data: bytes, concurrency: int, re
     wall = time.perf_counter() - t0
     for c in clients:
         c.close()
+    if not records:
+        raise SystemExit(f"bench: every request at concurrency {concurrency} failed: {errors[0]}")
     lat = np.array([r[0] for r in records]) * 1e3
     comp = np.array([r[1] for r in records]) * 1e3
-    return {"concurrency": concurrency, "requests": len(records), "p50_ms": float(np.percentile(lat, 50)),
+    return {"concurrency": concurrency, "requests": len(records), "errors": len(errors), "p50_ms": float(np.percentile(lat, 50)),
             "p99_ms": float(np.percentile(lat, 99)), "throughput_per_s": len(records) / wall,
             "compute_p50_ms": float(np.percentile(comp, 50)),
             "mean_batch": float(np.mean([r[2] for r in records])),
@@ -171,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     print(head)
     print("-" * len(head))
     for r in rows:
+        if r["errors"]:
+            print(f"  ({r['errors']} failed requests at {r['concurrency']} clients)")
         print(f"{r['concurrency']:>7} {r['requests']:>8} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
               f"{r['throughput_per_s']:>8.1f} {r['compute_p50_ms']:>15.2f} {r['mean_batch']:>10.2f} "
               f"{r['overhead_p50_ms']:>16.2f}")
