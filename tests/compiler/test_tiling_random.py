@@ -1,0 +1,91 @@
+"""Random layer geometries on hand-built graphs, compiled for small and large engines: the emulator
+equals the golden model. Odd sizes, strides, dilations, paddings and channel counts that are not
+multiples of the lanes exercise the tiler's edges (many bands, many weight blocks, both loop orders)."""
+
+import numpy as np
+import pytest
+
+from onda.host.compiler import CompileError, compile_graph
+from onda.host.runtime.emulator import EmulatedModel
+from onda.hw.config import load_config
+from onda.sim.golden.model import GoldenModel
+from onda.sim.golden.params import conv_output_size
+from onda.sim.ir import (Activation, AddAttrs, Conv2DAttrs, Graph, MeanAttrs, Op, OpKind, PadAttrs, Padding,
+                         Pool2DAttrs, Quant, Tensor)
+
+
+def _q(rng, per_channel=0):
+    if per_channel:
+        return Quant(rng.uniform(0.002, 0.02, per_channel).astype(np.float32), np.zeros(per_channel, np.int64))
+    return Quant(np.array([rng.uniform(0.01, 0.1)], np.float32), np.array([rng.integers(-20, 20)], np.int64))
+
+
+def random_graph(seed: int) -> Graph:
+    rng = np.random.default_rng(seed)
+    h, w, c = int(rng.integers(1, 14)), int(rng.integers(1, 14)), int(rng.integers(1, 24))
+    kh, kw = (int(v) for v in rng.choice([1, 2, 3, 5], 2))
+    sh, sw = (int(v) for v in rng.integers(1, 4, 2))
+    dh, dw = (int(v) for v in rng.choice([1, 1, 2], 2))
+    padding = Padding.SAME if rng.random() < 0.5 or h < (kh - 1) * dh + 1 or w < (kw - 1) * dw + 1 else Padding.VALID
+    cout = int(rng.integers(1, 40))
+    oh, ow = conv_output_size(h, kh, sh, dh, padding), conv_output_size(w, kw, sw, dw, padding)
+    act = Activation(rng.choice(["NONE", "RELU", "RELU6"]))
+    T = {}
+
+    def t(tid, shape, quant=None, data=None, dtype="int8"):
+        T[tid] = Tensor(tid, f"t{tid}", tuple(shape), dtype, quant, data)
+        return tid
+
+    x = t(0, (1, h, w, c), _q(rng))
+    wt = t(1, (cout, kh, kw, c), _q(rng, cout), rng.integers(-127, 128, (cout, kh, kw, c)).astype(np.int8))
+    b = t(2, (cout,), None, rng.integers(-3000, 3000, cout).astype(np.int32), "int32")
+    y = t(3, (1, oh, ow, cout), _q(rng))
+    ops = [Op(0, OpKind.CONV_2D, (x, wt, b), (y,), Conv2DAttrs((sh, sw), (dh, dw), padding, act))]
+    # a second conv on the same input: ADD of the two (residual), then pad, pool, mean
+    wt2 = t(4, (cout, 1, 1, c), _q(rng, cout), rng.integers(-127, 128, (cout, 1, 1, c)).astype(np.int8))
+    b2 = t(5, (cout,), None, rng.integers(-3000, 3000, cout).astype(np.int32), "int32")
+    y2 = t(6, (1, oh, ow, cout), _q(rng))
+    ops.append(Op(1, OpKind.CONV_2D, (x, wt2, b2), (y2,),
+                  Conv2DAttrs((sh, sw), (1, 1), Padding.SAME if padding == Padding.SAME else Padding.VALID,
+                              Activation.NONE)))
+    if conv_output_size(h, 1, sh, 1, ops[1].attrs.padding) != oh or conv_output_size(w, 1, sw, 1, ops[1].attrs.padding) != ow:
+        ops.pop()
+        T.pop(6)
+        y2 = y
+    else:
+        s = t(7, (1, oh, ow, cout), _q(rng))
+        ops.append(Op(2, OpKind.ADD, (y, y2), (s,), AddAttrs(Activation(rng.choice(["NONE", "RELU"])))))
+        y = s
+    pt, pb, pl, pr = (int(v) for v in rng.integers(0, 3, 4))
+    p = t(8, (1, oh + pt + pb, ow + pl + pr, cout), T[y].quant)
+    ops.append(Op(3, OpKind.PAD, (y,), (p,), PadAttrs(((0, 0), (pt, pb), (pl, pr), (0, 0)))))
+    fh, fw = (int(v) for v in rng.integers(1, 4, 2))
+    ps = int(rng.integers(1, 3))
+    ppad = Padding.SAME if rng.random() < 0.5 else Padding.VALID
+    ph, pw = T[p].shape[1:3]
+    if ppad == Padding.VALID and (ph < fh or pw < fw):
+        ppad = Padding.SAME
+    kind = OpKind.MAX_POOL_2D if rng.random() < 0.5 else OpKind.AVERAGE_POOL_2D
+    po = t(9, (1, conv_output_size(ph, fh, ps, 1, ppad), conv_output_size(pw, fw, ps, 1, ppad), cout), T[p].quant)
+    ops.append(Op(4, kind, (p,), (po,), Pool2DAttrs((fh, fw), (ps, ps), ppad, Activation.NONE)))
+    m = t(10, (1, cout), _q(rng))
+    ops.append(Op(5, OpKind.MEAN, (po, -1), (m,), MeanAttrs((1, 2), False)))
+    for i, op in enumerate(ops):
+        op.index = i
+    return Graph(f"random{seed}", T, ops, [x], [m])
+
+
+@pytest.mark.parametrize("engine", ["icebreaker", "ulx3s-85f"])
+@pytest.mark.parametrize("seed", range(30))
+def test_random_layers(engine, seed):
+    g = random_graph(seed)
+    try:
+        model = EmulatedModel(compile_graph(g, load_config(engine)), g.name)
+    except CompileError as e:  # only a layer too big for the iCEBreaker's buffers may be refused
+        assert engine == "icebreaker" and "exceeds" in str(e), str(e)
+        return
+    x = np.random.default_rng(seed + 100).integers(-128, 128, (2,) + g.tensor(0).shape[1:], dtype=np.int8)
+    got = model.run_all([x])
+    want = GoldenModel(g).run_all([x])
+    for tid, v in want.items():
+        np.testing.assert_array_equal(got[tid], v, err_msg=f"seed {seed}, tensor {tid} ({g.tensor(tid).name})")
