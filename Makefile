@@ -48,7 +48,7 @@ HW_BENCHES := tests/hw/test_gemm.py tests/hw/test_requantize.py tests/hw/test_ve
 	tests/hw/test_buffers.py tests/hw/test_cocotb_datapath.py
 
 sim: setup
-	$(PY) -m pytest -n $(PYTEST_WORKERS) $(HW_BENCHES)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(HW_BENCHES)
 
 formal: setup
 	$(PY) -m onda.sim.formal.stream_props
