@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..pipeline import ImageError, ModelDefinition, dequantize, quantize_input
+from ..pipeline import ImageError, ImagePreprocessing, ModelDefinition, dequantize, quantize_input
+from ..pipeline.preprocess import QuantizedPreprocessing
 from ..runtime import get_backend
 from .batching import DevicePool
 
@@ -43,6 +44,8 @@ class ServedModel:
         if crop is not None and (crop, crop, 3) != self.image_shape:
             raise ValueError(f"model {name!r}: preprocessing crops {self.preprocess.crop}x{self.preprocess.crop}x3 "
                              f"but the featurizer takes {'x'.join(map(str, self.image_shape))}")
+        self._quantized = (QuantizedPreprocessing(self.preprocess, self.input_spec.scale, self.input_spec.zero_point)
+                           if isinstance(self.preprocess, ImagePreprocessing) else None)
         self.classifier = definition.classifier
         self.labels = definition.labels
         self.pool = DevicePool(loaded, max_batch=max_batch, max_wait_s=max_wait_s, max_queue=max_queue, name=name)
@@ -56,6 +59,9 @@ class ServedModel:
         s, zp = self.input_spec.scale, self.input_spec.zero_point
         for i, data in enumerate(images):
             try:
+                if self._quantized is not None:  # decode, resize, crop, then one table lookup per channel
+                    out[i] = self._quantized(data)
+                    continue
                 x = self.preprocess(data)
             except ImageError as e:
                 raise InputError(f"images[{i}]: {e}") from None

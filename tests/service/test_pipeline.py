@@ -194,3 +194,14 @@ def test_tensorflow_stage_round_trip_and_errors(tmp_path, tiny_tflite, photos):
                      FeaturizerStage(tiny_tflite.read_bytes())]
     with pytest.raises(PipelineError, match="stages must be"):
         two.validate()
+
+
+@pytest.mark.parametrize("order, scale, zero_point", [("BGR", 0.9, -10), ("BGR", 1.7, 3), ("RGB", 0.45, 0)])
+def test_table_lookup_quantization_equals_float_path(photos, order, scale, zero_point):
+    from onda.host.pipeline import quantize_input
+    from onda.host.pipeline.preprocess import QuantizedPreprocessing
+
+    pre = ImagePreprocessing(channel_order=order)
+    fast = QuantizedPreprocessing(pre, scale, zero_point)
+    for name, data in photos.items():
+        np.testing.assert_array_equal(fast(data), quantize_input(pre(data), scale, zero_point), err_msg=name)
