@@ -1,5 +1,5 @@
-"""Small networks (every op the golden model supports) and the trained digits net, compiled for the
-iCEBreaker engine: the emulator equals TFLite's reference kernels and the golden model, tensor by tensor."""
+"""Small networks (every op the golden model supports) compiled for every engine, and the trained digits
+net for the iCEBreaker engine: the emulator equals TFLite's reference kernels and the golden model, tensor by tensor."""
 
 import numpy as np
 import pytest
@@ -30,13 +30,19 @@ def _check(tflite_path, onda_path, engine="icebreaker"):
     return model
 
 
+_QUANTIZED: dict[str, bytes] = {}
+
+
+@pytest.mark.parametrize("engine", ["icebreaker", "ulx3s-85f", "large"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_small_net_on_icebreaker(case, tmp_path):
-    model, calib = build_case(case)
+def test_small_net(case, engine, tmp_path):
+    if case not in _QUANTIZED:  # quantize once, compile for each engine
+        model, calib = build_case(case)
+        _QUANTIZED[case] = quantize(model, calib, progress=lambda s: None)
     path = tmp_path / f"{case}.tflite"
-    path.write_bytes(quantize(model, calib, progress=lambda s: None))
-    emu = _check(path, tmp_path / f"{case}.onda")
-    assert emu.config.name == "icebreaker"
+    path.write_bytes(_QUANTIZED[case])
+    emu = _check(path, tmp_path / f"{case}.onda", engine)
+    assert emu.config.name == engine
     assert emu.cycle_trace().total > 0
 
 
