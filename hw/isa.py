@@ -60,6 +60,7 @@ class VecFunc(enum.IntEnum):
     AVG_POOL = 3
     MEAN = 4  # global mean over H, W: int32 sum, count folded into the multiplier (QuantizedMeanOrSum)
     REQUANT = 5  # int8 -> int8 rescale (QUANTIZE)
+    SPACE_TO_DEPTH = 6  # dst[r, c, (dy*2 + dx)*C + ch] = src[2r + dy, 2c + dx, ch] (a PAD feeding a stride-2 stem)
 
 
 class Epilogue(enum.IntEnum):

@@ -75,8 +75,14 @@ class EmulatedModel:
 
     def _read(self, m: Machine, tid: int) -> np.ndarray:
         t = self.tensors[tid]
+        shape = (m.n,) + tuple(t["shape"][1:])
+        if t.get("space_to_depth"):  # stored as [H/2, W/2, (dy, dx, C)]: back to NHWC
+            hs, ws, c4 = t["space_to_depth"]
+            raw = m.act_mem[:, t["addr"]:t["addr"] + hs * ws * c4].reshape(m.n, hs, ws, 2, 2, c4 // 4)
+            full = raw.transpose(0, 1, 3, 2, 4, 5).reshape(m.n, 2 * hs, 2 * ws, c4 // 4)
+            return np.ascontiguousarray(full[:, :shape[1], :shape[2]]).reshape(shape)
         size = int(np.prod(t["shape"]))
-        return m.act_mem[:, t["addr"]:t["addr"] + size].reshape((m.n,) + tuple(t["shape"][1:])).copy()
+        return m.act_mem[:, t["addr"]:t["addr"] + size].reshape(shape).copy()
 
     def _run_pass(self, inputs: list[np.ndarray], capture: bool) -> dict[int, np.ndarray]:
         n = inputs[0].shape[0]

@@ -188,6 +188,8 @@ def _accesses(ins: Instruction) -> list[tuple[str, int, int, bool]]:
                ("OUT", f["dst_addr"], f["dst_addr"] + f["out_rows"] * f["out_cols"] * f["channels"], True)]
         if func == VecFunc.ADD:
             out += [("ACT", f["src2_addr"], f["src2_addr"] + size, False), ("PARAM", f["param_addr"], f["param_addr"] + 36, False)]
+        elif func == VecFunc.SPACE_TO_DEPTH:
+            out[1] = ("OUT", f["dst_addr"], f["dst_addr"] + size, True)
         elif func in (VecFunc.MEAN, VecFunc.REQUANT):
             out.append(("PARAM", f["param_addr"], f["param_addr"] + 16, False))
         return out

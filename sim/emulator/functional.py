@@ -209,6 +209,11 @@ class Machine:
         lo, hi = f["act_min"], f["act_max"]
         if func == VecFunc.COPY:
             y = x.astype(np.int8)
+        elif func == VecFunc.SPACE_TO_DEPTH:
+            if ir % 2 or ic % 2 or orow * 2 != ir or ocol * 2 != ic:
+                raise EmulatorError("VEC SPACE_TO_DEPTH: needs even input rows/columns and half-size output")
+            y = x.reshape(n, orow, 2, ocol, 2, c).transpose(0, 1, 3, 2, 4, 5).astype(np.int8)
+            c = 4 * c
         elif func == VecFunc.ADD:
             x2 = self.act[:, self._span(self.act, f["src2_addr"], size, "VEC src2")]
             zp1, zp2, m1, s1, m2, s2, mo, so, ozp = (int(v) for v in self.words(f["param_addr"], 9))
@@ -225,7 +230,7 @@ class Machine:
         else:
             raise EmulatorError(f"VEC: function {func.name} not implemented")
         y = y.reshape(n, -1)
-        out_size = orow * ocol * c
+        out_size = orow * ocol * c  # (4C for SPACE_TO_DEPTH)
         if y.shape[1] != out_size:
             raise EmulatorError(f"VEC {func.name}: produced {y.shape[1]} elements, tile says {out_size}")
         self.out[:, self._span(self.out, f["dst_addr"], out_size, "VEC dst")] = y
