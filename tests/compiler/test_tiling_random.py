@@ -89,3 +89,36 @@ def test_random_layers(engine, seed):
     want = GoldenModel(g).run_all([x])
     for tid, v in want.items():
         np.testing.assert_array_equal(got[tid], v, err_msg=f"seed {seed}, tensor {tid} ({g.tensor(tid).name})")
+
+
+@pytest.mark.parametrize("size,k,c,pad", [(17, 7, 3, 3), (16, 7, 3, 3), (15, 5, 2, 2), (12, 3, 4, 1), (9, 4, 1, 0)])
+def test_space_to_depth_stem(size, k, c, pad):
+    """PAD -> stride-2 VALID conv with few channels: the large engine stores the padded tensor as 2x2
+    blocks (odd sizes rounded up with fill) and runs a stride-1 conv; results equal the golden model."""
+    rng = np.random.default_rng(size * 100 + k)
+    cout = 20
+    hp = size + 2 * pad
+    oh = (hp - k) // 2 + 1
+    T = {
+        0: Tensor(0, "x", (1, size, size, c), "int8", _q(rng)),
+        1: Tensor(1, "p", (1, hp, hp, c), "int8", None),
+        2: Tensor(2, "w", (cout, k, k, c), "int8", _q(rng, cout),
+                  rng.integers(-127, 128, (cout, k, k, c)).astype(np.int8)),
+        3: Tensor(3, "b", (cout,), "int32", None, rng.integers(-5000, 5000, cout).astype(np.int32)),
+        4: Tensor(4, "y", (1, oh, oh, cout), "int8", _q(rng)),
+    }
+    T[1].quant = T[0].quant
+    ops = [Op(0, OpKind.PAD, (0,), (1,), PadAttrs(((0, 0), (pad, pad), (pad, pad), (0, 0)))),
+           Op(1, OpKind.CONV_2D, (1, 2, 3), (4,), Conv2DAttrs((2, 2), (1, 1), Padding.VALID, Activation.RELU))]
+    g = Graph("stem", T, ops, [0], [4])
+    x = rng.integers(-128, 128, (3, size, size, c), dtype=np.int8)
+    want = GoldenModel(g).run_all([x])
+    for engine in ("large", "ulx3s-85f", "icebreaker"):
+        cfg = load_config(engine)
+        k2 = -(-k // 2)
+        packed = k2 * -(-(k2 * 4 * c) // cfg.width) < k * -(-(k * c) // cfg.width)  # fewer cycles per pixel
+        model = EmulatedModel(compile_graph(g, cfg), "stem")
+        assert ("space-to-depth" in model.layers[1]["tiling"]) == packed, (engine, model.layers[1]["tiling"])
+        got = model.run_all([x])
+        for tid in (1, 4):
+            np.testing.assert_array_equal(got[tid], want[tid], err_msg=f"{engine} tensor {tid}")
