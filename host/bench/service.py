@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         if r["errors"]:
             print(f"  ({r['errors']} failed requests at {r['concurrency']} clients)")
         print(f"{r['concurrency']:>7} {r['requests']:>8} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-              f"{r['throughput_per_s']:>8.1f} {r['compute_p50_ms']:>15.2f} {r['mean_batch']:>10.2f} "
+              f"{r['throughput_per_s']:>8.2f} {r['compute_p50_ms']:>15.2f} {r['mean_batch']:>10.2f} "
               f"{r['overhead_p50_ms']:>16.2f}")
     print("overhead = latency - backend compute of the request's batch (decode, preprocess, queue, RPC, TLS, "
           "classifier); target <= 5 ms p50 at 1 client")
