@@ -86,9 +86,12 @@ def cmd_deploy(args) -> int:
         print(f"registered {name}:{version}", file=sys.stderr)
     else:
         name, version = _model_ref(args.model)
-    s = ws.deploy(args.name, name, version, host=args.host, port=args.port, backend=args.backend,
-                  tls_cert=args.tls_cert, tls_key=args.tls_key, devices=args.devices, max_batch=args.max_batch,
-                  max_wait_ms=args.max_wait_ms, timeout=args.timeout)
+    if args.update:
+        s = ws.update(args.name, name, version, timeout=args.timeout)
+    else:
+        s = ws.deploy(args.name, name, version, host=args.host, port=args.port, backend=args.backend,
+                      tls_cert=args.tls_cert, tls_key=args.tls_key, devices=args.devices, max_batch=args.max_batch,
+                      max_wait_ms=args.max_wait_ms, timeout=args.timeout)
     keys = ws.keys(s.name)
     print(f"service {s.name}: running on {s.host}:{s.port} ({'TLS' if s.tls else 'plaintext'}), model "
           f"{s.model_name}:{s.model_version}, backend {s.backend}, pid {s.pid}")
@@ -222,6 +225,8 @@ def add_commands(sub) -> None:
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the service to be healthy")
+    p.add_argument("--update", action="store_true",
+                   help="serve this model on an existing service instead (same port and keys)")
     _ws_arg(p)
     p.set_defaults(func=cmd_deploy)
 

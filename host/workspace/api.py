@@ -141,6 +141,13 @@ class Webservice:
         if show_output:
             print(f"service {self.name}: {self.state} on {self.scoring_uri}")
 
+    def update(self, models: list[Model] | None = None, **_ignored) -> None:
+        """Serve ``models[0]`` instead (same address and keys); Azure's other update arguments are ignored."""
+        if models:
+            if len(models) > 1:
+                raise WorkspaceError(f"one model per service, got {len(models)}")
+            self.workspace.update(self.name, models[0].name, models[0].version)
+
     def get_keys(self) -> tuple[str, str]:
         k = self.workspace.keys(self.name)
         return k["primary"], k["secondary"]

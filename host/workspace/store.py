@@ -228,6 +228,15 @@ class LocalWorkspace:
             self.wait_for_deployment(name, timeout, proc)
         return self.get_service(name)
 
+    def update(self, name: str, model_name: str, model_version: int | None = None, timeout: float = 180.0) -> ServiceRecord:
+        """Serve another model (or version) on the same service: same port, same keys; the old process drains."""
+        model = self.get_model(model_name, model_version)
+        with self._db() as db:
+            db.execute("UPDATE services SET model_name = ?, model_version = ? WHERE name = ?",
+                       (model.name, model.version, self.get_service(name).name))
+        self.stop(name)
+        return self.start(name, timeout=timeout)
+
     def wait_for_deployment(self, name: str, timeout: float = 180.0, proc: subprocess.Popen | None = None) -> None:
         s = self.get_service(name)
         port_file = self.service_dir(name) / "port"

@@ -86,6 +86,20 @@ def test_brainwave_style_script_end_to_end(tmp_path, tiny_tflite, tiny_classifie
             no_key.score_image(path)
         assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert "listening on" in service.get_logs()
+
+        features_def = ModelDefinition()
+        features_def.pipeline += [ImagePreprocessStage(), BrainWaveStage(tiny_tflite.read_bytes())]
+        features_model = Model.register(ws, features_def.save(tmp_path / "features.zip"), "tiny-bw")
+        assert features_model.version == 2
+        port = service.port
+        service.update(models=[features_model])  # same address, same keys, now featurizer-only
+        assert service.port == port and service.state == "running"
+        features = service.run(str(path))
+        assert features.shape == (1, 1, 16)
+        np.testing.assert_array_equal(features.reshape(1, 16), reference.features(reference.pre(cat)[None]))
+        service.update(models=[registered_model])
+        np.testing.assert_allclose(service.run(str(path)), expected, rtol=1e-5, atol=1e-6)
+        features_model.delete()
         with pytest.raises(WorkspaceError, match="used by service"):
             registered_model.delete()
         assert [s.name for s in Webservice.list(ws)] == ["bw-service"]
