@@ -6,18 +6,26 @@ For each engine: compile, run the cycle model, print total cycles, ms and images
 the ratio of total cycles to the roofline bound (sum over layers of max(MACs / array, bytes moved
 / bandwidth); target <= 1.25) and the MAC utilization of compute-bound layers (target >= 85%).
 Then the functional emulator's time against the golden model's on the same batch (target: at
-most 3x), as CPU time (robust on a shared machine) and wall time. Writes build/bench/compile_report.json.
+most 3x), as CPU time (robust on a shared machine) and wall time, both with single-threaded BLAS
+(set OPENBLAS_NUM_THREADS to change that). Writes build/bench/compile_report.json.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-import time
-from pathlib import Path
+import os
 
-import numpy as np
+# Both models are timed with single-threaded BLAS unless the caller says otherwise: on a shared
+# machine, threads spinning on many small GEMMs measure the machine's load, not the emulator.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 from .numeric import CACHE, resnet50_model
 
