@@ -1,0 +1,44 @@
+"""The default ResNet50 pipeline, built and served (slow: quantizing ResNet50 takes a minute; `make test-slow`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.mark.slow
+def test_default_resnet50_pipeline_built_and_served(tmp_path, photos):
+    from onda.host.client import PredictionClient
+    from onda.host.pipeline import ImagePreprocessing, ModelDefinition
+    from onda.host.pipeline.resnet50 import build_resnet50
+    from onda.host.runtime import default_backend, get_backend
+    from onda.host.service import ServerConfig, ServerThread
+
+    path, weights = build_resnet50(tmp_path / "resnet50.zip", weights="random", seed=0, say=lambda s: None)
+    assert weights == "random"
+    md = ModelDefinition.load(path)
+    pre = md.preprocess.params
+    assert (pre.resize_short, pre.crop, pre.channel_order) == (256, 224, "BGR")
+    spec = md.featurizer.describe()
+    assert spec["inputs"][0]["shape"] == [1, 224, 224, 3] and spec["outputs"][0]["shape"] == [1, 2048]
+    assert md.classifier.dense[0][0].shape == (2048, 1000) and md.classifier.dense[0][2] == "softmax"
+
+    # Expected: the featurizer run directly on the backend, then the head, on the preprocessed photo.
+    tflite = tmp_path / "featurizer.tflite"
+    tflite.write_bytes(md.featurizer.tflite)
+    model = get_backend(default_backend()).load(tflite)
+    i, o = model.inputs[0], model.outputs[0]
+    x = ImagePreprocessing()(photos["chelsea.jpg"])[None]
+    (q,) = model.run([np.clip(np.rint(x / i.scale) + i.zero_point, -128, 127).astype(np.int8)])
+    w, b, _ = md.classifier.dense[0]
+    logits = ((q.astype(np.float32) - o.zero_point) * o.scale) @ w + b
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+
+    server = ServerThread(ServerConfig(models={"resnet50": path}))
+    try:
+        client = PredictionClient("127.0.0.1", server.port, timeout=600, retry_delays=())
+        scores = client.score_file(photos["chelsea.jpg"])
+    finally:
+        server.stop()
+    assert scores.shape == (1000,) and abs(float(scores.sum()) - 1) < 1e-4
+    np.testing.assert_allclose(scores, expected[0], rtol=1e-4, atol=1e-6)
