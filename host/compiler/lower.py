@@ -209,7 +209,10 @@ class Lowering:
         self.allocate()
         self.wbase = _align(self.act_size, 4096)
         self._emit_all()
-        program = isa.encode_program(self.prog.finish())
+        try:
+            program = isa.encode_program(self.prog.finish())
+        except isa.ISAError as e:
+            raise CompileError(f"engine {self.cfg.name!r}: a tile does not fit the instruction fields: {e}") from None
         weights_size = self.wimg.size
         program_base = _align(self.wbase + weights_size, 4096)
         total = program_base + len(program)
