@@ -180,6 +180,9 @@ def cmd_score(args) -> int:
             compute = f", backend {r.compute_s * 1e3:.1f} ms" if r.compute_s is not None else ""
             print(f"{image}: {r.latency_s * 1e3:.1f} ms{compute} (request {r.request_id})")
             if scores.ndim == 1 and scores.size > 1:
+                if labels is None and scores.size == 1000:
+                    from .pipeline.resnet50 import imagenet_labels
+                    labels = imagenet_labels()
                 for i, label, p in top_k(scores, 5, labels):
                     print(f"  {p:8.4f}  {i:5d}  {label}")
             else:
@@ -262,7 +265,7 @@ def add_commands(sub) -> None:
     p.add_argument("--tls-ca", help="PEM root certificate(s) to trust (e.g. the service's self-signed certificate)")
     p.add_argument("--tls", action="store_true", help="use TLS with the system's root certificates")
     p.add_argument("--model", help="model name (model_spec); default: the server's default model")
-    p.add_argument("--labels", help="a text file of class labels, one a line")
+    p.add_argument("--labels", help="a text file of class labels, one a line (default for 1000 classes: ImageNet's)")
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--retries", type=int, default=4, choices=range(0, 5))
     p.set_defaults(func=cmd_score)

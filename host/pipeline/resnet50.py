@@ -18,7 +18,13 @@ from .definition import FeaturizerStage, ImagePreprocessStage, KerasStage, Model
 from .preprocess import ImagePreprocessing
 
 SAMPLES = Path(__file__).parent / "samples"
-RECIPE_VERSION = 1
+IMAGENET_LABELS = Path(__file__).parent / "imagenet_labels.txt"
+RECIPE_VERSION = 2
+
+
+def imagenet_labels() -> list[str]:
+    """The 1000 ILSVRC-2012 class names in Keras' class-index order (sorted WordNet ids)."""
+    return [line.split(" ", 1)[1] for line in IMAGENET_LABELS.read_text().splitlines()]
 
 
 def sample_images() -> list[Path]:
@@ -73,7 +79,7 @@ def build_resnet50(path: str | Path, weights: str = "auto", seed: int = 0, n_ran
     say(f"pipeline: quantizing the ResNet50 featurizer to int8 ({len(sample_images())} photos + {n_random} "
         "random images to calibrate; about a minute)")
     tflite = quantize(features, calibration_set(pre, n_random, seed), progress=say)
-    md = ModelDefinition(name="resnet50")
+    md = ModelDefinition(name="resnet50", labels=imagenet_labels())
     md.pipeline.append(ImagePreprocessStage(pre))
     md.pipeline.append(FeaturizerStage(tflite))
     md.pipeline.append(KerasStage(classifier))
