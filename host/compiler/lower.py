@@ -90,6 +90,7 @@ class Layer:
     last: int  # last instruction index (inclusive)
     macs: int
     tiling: str
+    min_bytes: int = 0  # compulsory traffic: each input, output and weight byte once
 
 
 class Lowering:
@@ -193,6 +194,7 @@ class Lowering:
         return self.addr[self.root(tid)]
 
     def weight_data(self, data: bytes) -> int:
+        self._layer_weight_bytes += len(data)
         return self.wbase + self.wimg.add(data)
 
     # -- lowering ----------------------------------------------------------------------------
@@ -293,23 +295,23 @@ class Lowering:
                        leave=False)
             it = bar
         for op in it:
+            self._layer_weight_bytes = 0
             try:
                 desc, macs = self._lower(op)
             except TilingError as e:
                 raise CompileError(f"engine {self.cfg.name!r}: {e}") from None
             if desc is None:
                 continue
-            n0 = len(self.prog.instructions) + sum(len(t.loads) + len(t.computes) + len(t.stores)
-                                                   for t in self.prog._pending)
             dma = sum(isa_bytes(i) for t in self.prog._pending for i in t.loads + t.stores)
+            w0 = self.wimg.size
             first, last = self.prog.end_layer()
             self.prev_est = self._last_tiling_est if op.kind in (OpKind.CONV_2D, OpKind.FULLY_CONNECTED) \
                 else int(dma / self.cfg.mem_bytes_per_cycle)
-            del n0
             out = op.outputs[0]
-            self.layers.append(Layer(op.index, op.kind.value, self.g.tensor(out).name, out,
-                                     [i for i in op.inputs if i >= 0 and not self.g.tensor(i).is_constant],
-                                     first, last, macs, desc))
+            ins = [i for i in op.inputs if i >= 0 and not self.g.tensor(i).is_constant]
+            compulsory = sum(self.nbytes(i) for i in set(ins)) + self.nbytes(out) + self._layer_weight_bytes
+            self.layers.append(Layer(op.index, op.kind.value, self.g.tensor(out).name, out, ins, first, last, macs,
+                                     desc, compulsory))
         if bar is not None:
             bar.close()
 
