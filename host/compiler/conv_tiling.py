@@ -106,7 +106,6 @@ def choose_tiling(cfg: EngineConfig, g: ConvGeometry, name: str, prev_cycles: in
         raise TilingError(f"{name}: one output row ({g.ow} x {min_ct} B) exceeds the output slot ({oslot} B)")
     cands = sorted({min(g.cout, cfg.lanes * m) for m in range(1, math.ceil(g.cout / cfg.lanes) + 1)})
     best = None
-    in_bytes = g.h * g.w * g.c
     w_bytes = g.cout * g.k + g.cout * GEMM_PARAM_WORDS * 4
     out_bytes = g.oh * g.ow * g.cout
     for ct in cands:
@@ -119,7 +118,7 @@ def choose_tiling(cfg: EngineConfig, g: ConvGeometry, name: str, prev_cycles: in
         for th in sorted({th_max} | {math.ceil(g.oh / k) for k in range(2, 17)} - {0}):
             if th > th_max:
                 continue
-            cand = _estimate(cfg, g, th, ct, in_bytes, w_bytes, out_bytes, prev_cycles)
+            cand = _estimate(cfg, g, th, ct, w_bytes, out_bytes, prev_cycles)
             if best is None or (cand.est_cycles, cand.bytes_moved) < (best.est_cycles, best.bytes_moved):
                 best = cand
     if best is None:
@@ -127,8 +126,8 @@ def choose_tiling(cfg: EngineConfig, g: ConvGeometry, name: str, prev_cycles: in
     return best
 
 
-def _estimate(cfg: EngineConfig, g: ConvGeometry, th: int, ct: int, in_bytes: int, w_bytes: int,
-              out_bytes: int, prev_cycles: int = 0) -> ConvTiling:
+def _estimate(cfg: EngineConfig, g: ConvGeometry, th: int, ct: int, w_bytes: int, out_bytes: int,
+              prev_cycles: int = 0) -> ConvTiling:
     """The better loop order for (th, ct) and its estimated cycles: max(compute, memory) plus the
     pipeline fill (the first band; the first weights are prefetched during the previous layer) and
     drain (the last tile's GEMM and store)."""

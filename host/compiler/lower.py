@@ -23,7 +23,7 @@ import numpy as np
 from onda.hw import container as ctr
 from onda.hw import isa
 from onda.hw.config import EngineConfig
-from onda.hw.isa import ADD_PARAM_WORDS, GEMM_PARAM_WORDS, RESCALE_PARAM_WORDS, Buffer, Epilogue, Opcode, VecFunc
+from onda.hw.isa import ADD_PARAM_WORDS, GEMM_PARAM_WORDS, Buffer, Epilogue, Opcode, VecFunc
 from onda.sim.golden import params as P
 from onda.sim.ir import Graph, Op, OpKind, Padding
 

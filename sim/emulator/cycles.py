@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from onda.hw.config import EngineConfig
-from onda.hw.isa import Instruction, Module, Opcode, VecFunc
+from onda.hw.isa import ADD_PARAM_WORDS, GEMM_PARAM_WORDS, RESCALE_PARAM_WORDS, Instruction, Module, Opcode, VecFunc
 
 from .functional import EmulatorError, _token_queues
 
@@ -179,7 +179,7 @@ def _accesses(ins: Instruction) -> list[tuple[str, int, int, bool]]:
         ct = f["out_channels"]
         return [("ACT", f["act_addr"], f["act_addr"] + f["in_rows"] * f["in_cols"] * f["channels"], False),
                 ("WGT", f["wgt_addr"], f["wgt_addr"] + ct * k, False),
-                ("PARAM", f["param_addr"], f["param_addr"] + ct * 12, False),
+                ("PARAM", f["param_addr"], f["param_addr"] + ct * GEMM_PARAM_WORDS * 4, False),
                 ("OUT", f["out_addr"], f["out_addr"] + f["out_rows"] * f["out_cols"] * ct, True)]
     if op == Opcode.VEC:
         func = VecFunc(f["func"])
@@ -187,11 +187,11 @@ def _accesses(ins: Instruction) -> list[tuple[str, int, int, bool]]:
         out = [("ACT", f["src_addr"], f["src_addr"] + size, False),
                ("OUT", f["dst_addr"], f["dst_addr"] + f["out_rows"] * f["out_cols"] * f["channels"], True)]
         if func == VecFunc.ADD:
-            out += [("ACT", f["src2_addr"], f["src2_addr"] + size, False), ("PARAM", f["param_addr"], f["param_addr"] + 36, False)]
+            out += [("ACT", f["src2_addr"], f["src2_addr"] + size, False), ("PARAM", f["param_addr"], f["param_addr"] + ADD_PARAM_WORDS * 4, False)]
         elif func == VecFunc.SPACE_TO_DEPTH:
             out[1] = ("OUT", f["dst_addr"], f["dst_addr"] + size, True)
         elif func in (VecFunc.MEAN, VecFunc.REQUANT):
-            out.append(("PARAM", f["param_addr"], f["param_addr"] + 16, False))
+            out.append(("PARAM", f["param_addr"], f["param_addr"] + RESCALE_PARAM_WORDS * 4, False))
         return out
     return []
 

@@ -17,7 +17,8 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from onda.hw.config import EngineConfig
-from onda.hw.isa import Buffer, Epilogue, Instruction, Module, Opcode, VecFunc
+from onda.hw.isa import (ADD_PARAM_WORDS, GEMM_PARAM_WORDS, RESCALE_PARAM_WORDS, Buffer, Epilogue, Instruction, Module,
+                         Opcode, VecFunc)
 from onda.sim.golden import fixedpoint as fp
 from onda.sim.golden import kernels as K
 from onda.sim.golden.params import AddParams, RequantParams
@@ -186,7 +187,7 @@ class Machine:
             win = win[:, : (orow - 1) * sh + 1: sh, : (ocol - 1) * sw + 1: sw, :, ::dh, ::dw]
             cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(n * orow * ocol, k)
         w = self.wgt[self._span(self.wgt, f["wgt_addr"], ct * k, "GEMM wgt")].reshape(ct, k)
-        prm = self.words(f["param_addr"], ct * 3).reshape(ct, 3)
+        prm = self.words(f["param_addr"], ct * GEMM_PARAM_WORDS).reshape(ct, GEMM_PARAM_WORDS)
         acc = K.exact_int8_matmul(cols, w.T) + prm[:, 0]
         if f["epilogue"] == Epilogue.FIXED:
             y = fp.requantize(acc, prm[:, 1], prm[:, 2], f["out_zp"], f["act_min"], f["act_max"])
@@ -216,16 +217,16 @@ class Machine:
             c = 4 * c
         elif func == VecFunc.ADD:
             x2 = self.act[:, self._span(self.act, f["src2_addr"], size, "VEC src2")]
-            zp1, zp2, m1, s1, m2, s2, mo, so, ozp = (int(v) for v in self.words(f["param_addr"], 9))
+            zp1, zp2, m1, s1, m2, s2, mo, so, ozp = (int(v) for v in self.words(f["param_addr"], ADD_PARAM_WORDS))
             p = AddParams(zp1, zp2, (m1, s1, m2, s2, mo, so), ozp, lo, hi)
             y = K.add(x.astype(np.int64), x2.astype(np.int64), p)
         elif func == VecFunc.REQUANT:
-            izp, m, s, ozp = (int(v) for v in self.words(f["param_addr"], 4))
+            izp, m, s, ozp = (int(v) for v in self.words(f["param_addr"], RESCALE_PARAM_WORDS))
             y = K.requantize_tensor(x.astype(np.int64), RequantParams(izp, m, s, ozp))
         elif func in (VecFunc.MAX_POOL, VecFunc.AVG_POOL):
             y = self._pool(func, x.reshape(n, ir, ic, c), f)
         elif func == VecFunc.MEAN:
-            izp, m, s, ozp = (int(v) for v in self.words(f["param_addr"], 4))
+            izp, m, s, ozp = (int(v) for v in self.words(f["param_addr"], RESCALE_PARAM_WORDS))
             y = K.mean(x.reshape(n, ir, ic, c).astype(np.int64), (1, 2), False, RequantParams(izp, m, s, ozp))
         else:
             raise EmulatorError(f"VEC: function {func.name} not implemented")
