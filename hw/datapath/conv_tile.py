@@ -36,8 +36,8 @@ class ConvTile(wiring.Component):
     Each ``last`` beat of the MAC array yields ``lanes`` accumulators; the serializer hands
     them to the requantizer in lane order (lane 0 first) together with that lane's bias,
     multiplier and shift, so ``o`` carries ``lanes`` int8 outputs per dot product. The
-    serializer takes a new accumulator vector as its last lane leaves, so the tile sustains one
-    output a cycle while the dot products are at least ``lanes`` beats long.
+    serializer takes a new accumulator vector the cycle after its last lane leaves, so the MAC
+    array never stalls while the dot products are more than ``lanes`` beats long.
 
     Parameters
     ----------
@@ -97,8 +97,12 @@ class ConvTile(wiring.Component):
         lane = Signal(range(self.lanes))
         busy = Signal()
         done = Signal()  # the last lane leaves this cycle
+        # The MAC array's ready is a register (~busy), not `~busy | done`: its enable fans out to
+        # every MAC pipeline register, so it must not wait on the requantizer's handshake. Cost:
+        # one idle cycle between vectors, hidden whenever a dot product has more than `lanes`
+        # beats (K > lanes * width).
         m.d.comb += [done.eq(busy & rq.i.ready & (lane == self.lanes - 1)),
-                     mac.o.ready.eq(~busy | done),
+                     mac.o.ready.eq(~busy),
                      rq.i.valid.eq(busy),
                      rq.i.payload.acc.eq(accs[lane]),
                      rq.i.payload.bias.eq(bias[lane]),

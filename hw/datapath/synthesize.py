@@ -69,7 +69,7 @@ def _yosys_ffs(log: str) -> int:
 
 
 def synthesize(board: str, out_dir: Path | None = None, lanes: int | None = None,
-               width: int | None = None) -> dict:
+               width: int | None = None, build_tag: str = "") -> dict:
     """Build the board's datapath; ``lanes``/``width`` default to the engine configuration
     ``hw/configs/<board>.yaml`` (the same numbers the compiler and emulator use)."""
     from onda.hw.config import load_config
@@ -79,7 +79,7 @@ def synthesize(board: str, out_dir: Path | None = None, lanes: int | None = None
     _tools()
     out_dir = out_dir or REPO / "bitstreams" / board
     out_dir.mkdir(parents=True, exist_ok=True)
-    build_dir = REPO / "build" / "synth" / board
+    build_dir = REPO / "build" / "synth" / (board + build_tag)
     if build_dir.exists():
         shutil.rmtree(build_dir)
     platform = _platform(spec)
@@ -176,8 +176,11 @@ def main(argv=None) -> None:
     ap.add_argument("--board", choices=sorted(BOARDS), required=True)
     ap.add_argument("--lanes", type=int, help="override the configuration's lanes")
     ap.add_argument("--width", type=int, help="override the configuration's width")
+    ap.add_argument("--out-dir", type=Path, help="report directory (default bitstreams/<board>)")
+    ap.add_argument("--build-tag", default="", help="suffix of the build directory")
     args = ap.parse_args(argv)
-    r = synthesize(args.board, lanes=args.lanes, width=args.width)
+    r = synthesize(args.board, out_dir=args.out_dir, lanes=args.lanes, width=args.width,
+                   build_tag=args.build_tag)
     print(_table(r))
     if r["critical_path"] and not r["meets_target"]:
         print("critical path (last steps):\n  " + "\n  ".join(r["critical_path"]))
