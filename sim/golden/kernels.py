@@ -7,6 +7,7 @@ sum is an integer below 2**24, so they are exact; the chunks are summed in float
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 
 import numpy as np
@@ -123,16 +124,23 @@ def fully_connected(x: np.ndarray, p: GemmParams) -> np.ndarray:
     return fp.clamp(out, p.act_min, p.act_max).astype(np.int8)
 
 
-def add(a: np.ndarray, b: np.ndarray, p: AddParams) -> np.ndarray:
-    """TFLite's reference int8 ADD, in cache-sized blocks when the shapes match."""
-    if a.shape != b.shape:
-        return fp.add(a, p.zp1, b, p.zp2, p.rescale, p.out_zero_point, p.act_min, p.act_max)
-    fa, fb = a.reshape(-1), b.reshape(-1)
-    out = np.empty(fa.shape, dtype=np.int8)
-    for i in range(0, fa.size, BLOCK_ELEMENTS):
-        j = i + BLOCK_ELEMENTS
-        out[i:j] = fp.add(fa[i:j], p.zp1, fb[i:j], p.zp2, p.rescale, p.out_zero_point, p.act_min, p.act_max)
-    return out.reshape(a.shape)
+@functools.lru_cache(maxsize=512)
+def add_table(p: AddParams) -> np.ndarray:
+    """ADD is a pure function of its two int8 operands: its 256 x 256 results, computed once
+    with the reference arithmetic (fixedpoint.add), indexed by ``(a + 128, b + 128)``."""
+    a = np.arange(-128, 128, dtype=np.int64)
+    return fp.add(a[:, None], p.zp1, a[None, :], p.zp2, p.rescale, p.out_zero_point, p.act_min, p.act_max)
+
+
+def add(a: np.ndarray, b: np.ndarray, p: AddParams, table: np.ndarray | None = None) -> np.ndarray:
+    """TFLite's reference int8 ADD (with broadcasting), by lookup in ``add_table``."""
+    if table is None:
+        table = add_table(p)  # cached per parameter set
+    a, b = np.broadcast_arrays(a, b)
+    index = (a.astype(np.intp) + 128) * 256
+    index += b
+    index += 128
+    return table.reshape(-1)[index]
 
 
 def _pool_windows(x: np.ndarray, filt, stride, padding: Padding, pad_value: int):

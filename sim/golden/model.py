@@ -47,12 +47,13 @@ class GoldenModel:
             return fc
         if k == OpKind.ADD:
             p = P.add_params(g, op)
+            table = K.add_table(p)
             consts = [g.tensor(i).data for i in op.inputs[:2]]
 
             def add(xs):
                 it = iter(xs)
                 a_, b_ = (c if c is not None else next(it) for c in consts)
-                return K.add(a_, b_, p)
+                return K.add(a_, b_, p, table)
             return add
         if k in (OpKind.MAX_POOL_2D, OpKind.AVERAGE_POOL_2D):
             lo, hi = P.pool_act_range(g, op)
