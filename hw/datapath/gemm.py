@@ -69,8 +69,8 @@ class MacArray(wiring.Component):
     x_zp : In(signed(8))
         The input activation's zero point (static while a layer runs).
 
-    Pipeline: operand register, product register, adder tree registered every two levels,
-    accumulator; it advances on ``~o.valid | o.ready`` (``i.ready``), so one beat a cycle.
+    Pipeline: input register, operand register (``x - x_zp``), product register, adder tree
+    registered every two levels, accumulator; it advances on ``~o.valid | o.ready`` (``i.ready``), so one beat a cycle.
     """
 
     def __init__(self, lanes: int = 8, width: int = 16, acc_width: int = 32, lut_lanes: int = 0):
@@ -83,7 +83,7 @@ class MacArray(wiring.Component):
             raise ValueError(f"MacArray: lut_lanes must be an integer in 0..lanes, got {lut_lanes!r}")
         self.lanes, self.width, self.acc_width, self.lut_lanes = lanes, width, acc_width, lut_lanes
         self.tree_stages = max(1, ((width - 1).bit_length() + 1) // 2)
-        self.latency = 3 + self.tree_stages  # beat in -> accumulators out, when not stalled
+        self.latency = 4 + self.tree_stages  # beat in -> accumulators out, when not stalled
         super().__init__({
             "i": In(stream.Signature(MacBeatLayout(lanes, width))),
             "o": Out(stream.Signature(data.ArrayLayout(signed(acc_width), lanes))),
@@ -96,11 +96,17 @@ class MacArray(wiring.Component):
         m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
         p = self.i.payload
 
-        # S1: operands. x - x_zp as 9-bit signed.
-        xs = [stage(m, en, p.x[k] - self.x_zp, signed(9), name=f"xs{k}") for k in range(self.width)]
-        ws = [[stage(m, en, p.w[l][k], signed(8), name=f"w{l}_{k}") for k in range(self.width)]
+        # S0: the input beat, registered before any arithmetic (a block RAM's output has a
+        # long clock-to-out: it must feed a register, not a carry chain).
+        x0 = [stage(m, en, p.x[k], signed(8), name=f"x0_{k}") for k in range(self.width)]
+        w0 = [[stage(m, en, p.w[l][k], signed(8), name=f"w0_{l}_{k}") for k in range(self.width)]
               for l in range(self.lanes)]
-        ctl = stage(m, en, p.first | (p.last << 1) | (self.i.valid << 2), 3, name="ctl1")
+        ctl = stage(m, en, p.first | (p.last << 1) | (self.i.valid << 2), 3, name="ctl0")
+        # S1: operands. x - x_zp as 9-bit signed.
+        xs = [stage(m, en, x0[k] - self.x_zp, signed(9), name=f"xs{k}") for k in range(self.width)]
+        ws = [[stage(m, en, w0[l][k], signed(8), name=f"w{l}_{k}") for k in range(self.width)]
+              for l in range(self.lanes)]
+        ctl = stage(m, en, ctl, name="ctl1")
         # S2: products (17-bit signed); the first `lut_lanes` lanes' from LUTs.
         def product(l, k):
             if l < self.lut_lanes:

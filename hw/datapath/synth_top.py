@@ -55,7 +55,9 @@ class DatapathSynthTop(wiring.Component):
 
         load = Signal()
         if platform is not None:
-            m.d.comb += load.eq(platform.request("button", 0).i)
+            # Two-register synchronizer: the button is asynchronous to the clock.
+            meta = Signal()
+            m.d.sync += [meta.eq(platform.request("button", 0).i), load.eq(meta)]
         waddr = Signal(range(depth))
         m.d.sync += waddr.eq(waddr + 1)
         m.d.comb += [
