@@ -107,8 +107,14 @@ def synthesize(board: str, out_dir: Path | None = None, lanes: int | None = None
     crit_summary = []
     for path in crit[:1]:
         steps = path.get("path", [])
-        crit_summary = [f'{s.get("type")} {s.get("from", {}).get("cell", "")} -> '
-                        f'{s.get("to", {}).get("cell", "")} {s.get("delay", 0):.2f} ns' for s in steps][-12:]
+        lines = [f'{s.get("type")} {s.get("from", {}).get("cell", "")} -> '
+                 f'{s.get("to", {}).get("cell", "")} {s.get("delay", 0):.2f} ns' for s in steps]
+        total = sum(s.get("delay", 0) for s in steps)
+        routing = sum(s.get("delay", 0) for s in steps if s.get("type") == "routing")
+        head = (f'{len(steps)} steps, {total:.2f} ns ({routing:.2f} ns routing) from '
+                f'{steps[0].get("from", {}).get("cell", "?") if steps else "?"} to '
+                f'{steps[-1].get("to", {}).get("cell", "?") if steps else "?"}')
+        crit_summary = [head] + (lines if len(lines) <= 10 else lines[:5] + ["..."] + lines[-4:])
     macs = spec["lanes"] * spec["width"]
     result = {
         "board": board,
