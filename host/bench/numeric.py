@@ -47,11 +47,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--model", type=Path)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="threads for LiteRT and for NumPy's BLAS alike")
     args = ap.parse_args(argv)
+
+    from threadpoolctl import threadpool_limits
 
     from ..reference import ReferenceModel
     from ..runtime import get_backend
+
+    threadpool_limits(args.threads)
 
     path = args.model or resnet50_model()
     golden = get_backend("golden").load(path)
@@ -66,7 +70,7 @@ def main(argv=None) -> int:
         "LiteRT BUILTIN_REF": median_ms(lambda: ref.invoke([x]), max(5, args.runs // 2)),
     }
     base = rows["LiteRT XNNPACK"]
-    print(f"\nResNet50 int8, batch 1, median of {args.runs} runs ({path.name})")
+    print(f"\nResNet50 int8, batch 1, median of {args.runs} runs, {args.threads} threads ({path.name})")
     print(f"{'runner':<24}{'ms':>10}{'x XNNPACK':>12}")
     for name, ms in rows.items():
         print(f"{name:<24}{ms:>10.1f}{ms / base:>12.2f}")
