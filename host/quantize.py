@@ -6,8 +6,10 @@ the onda engine runs and LiteRT's reference kernels define.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -133,6 +135,22 @@ def directory_calibration(model, preprocess, directory: str | Path, limit: int |
     return out
 
 
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Silence stdout (Python's and file descriptor 1) while TensorFlow prints what a user of
+    `onda quantize` need not read; progress and errors go to stderr and stay visible."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _prep(preprocess, image: np.ndarray) -> np.ndarray:
     x = image[None].copy()
     if preprocess is not None:
@@ -170,6 +188,10 @@ def quantize(model, calibration: list[np.ndarray], progress: Callable[[str], Non
     if not per_channel_dense:
         converter._experimental_disable_per_channel_quantization_for_dense_layers = True
     try:
-        return converter.convert()
+        with _quiet_stdout(), warnings.catch_warnings():
+            # The converter's own chatter: the SavedModel signature dump (stdout) and a warning
+            # about input statistics that do not apply to full-integer quantization.
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            return converter.convert()
     except Exception as e:
         raise QuantizeError(f"TFLite conversion failed: {str(e).splitlines()[0]}") from None
