@@ -4,7 +4,8 @@ This module is the single written statement of the engine's numeric contract: ev
 layer (ISA emulator, RTL tests, compiler) calls these functions instead of re-deriving them.
 Each function matches the TFLite reference kernel of the same name bit for bit
 (``tensorflow/lite/kernels/internal/common.h`` and ``quantization_util.cc``), including
-the saturation of ``INT32_MIN * INT32_MIN`` and round-half-away-from-zero behaviour.
+the saturation of ``INT32_MIN * INT32_MIN``, gemmlowp's upward nudge in the high multiply and the
+round-half-away-from-zero of the power-of-two divide.
 
 All functions accept Python ints or NumPy integer arrays and compute in int64 internally;
 results that TFLite holds in int32 are returned as int64 arrays whose values fit in int32.
