@@ -15,6 +15,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+# Float <-> int8 at the featurizer's edges: TFLite's QUANTIZE (round half away from zero, clamp)
+# and DEQUANTIZE, as the golden model states them (re-exported for the pipeline and service).
+from onda.sim.golden.kernels import dequantize, quantize as quantize_input  # noqa: F401
+
 # ImageNet channel means on 0..255 pixels, in RGB order (Brainwave: R 123.68, G 116.779, B 103.939).
 IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
 
@@ -141,12 +145,3 @@ class QuantizedPreprocessing:
             np.take(self.tables[k], rgb[..., c], out=out[..., k])
         return out
 
-
-def quantize_input(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """Float -> int8 with the featurizer input's scale and zero point (TFLite's QUANTIZE: round, clamp)."""
-    q = np.rint(x / np.float32(scale)) + zero_point
-    return np.clip(q, -128, 127).astype(np.int8)
-
-
-def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    return (q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
