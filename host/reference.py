@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 
 
-def _interpreter(path: str | Path, reference: bool, preserve: bool, threads: int | None = None):
+def _interpreter(model: str | Path | bytes, reference: bool, preserve: bool, threads: int | None = None):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    kwargs = {"model_path": str(path)}
+    kwargs = {"model_content": bytes(model)} if isinstance(model, (bytes, bytearray)) else {"model_path": str(model)}
     if reference:
         kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_REF
     if preserve:
@@ -23,12 +23,12 @@ def _interpreter(path: str | Path, reference: bool, preserve: bool, threads: int
 
 
 class ReferenceModel:
-    """A .tflite model in LiteRT: reference kernels by default, XNNPACK with ``reference=False``."""
+    """A .tflite model (a path or its bytes) in LiteRT: reference kernels by default, XNNPACK
+    with ``reference=False``."""
 
-    def __init__(self, path: str | Path, reference: bool = True, preserve_all_tensors: bool = True,
+    def __init__(self, model: str | Path | bytes, reference: bool = True, preserve_all_tensors: bool = True,
                  threads: int | None = None):
-        self.path = Path(path)
-        self.interp = _interpreter(path, reference, preserve_all_tensors, threads)
+        self.interp = _interpreter(model, reference, preserve_all_tensors, threads)
         self.input_details = self.interp.get_input_details()
         self.output_details = self.interp.get_output_details()
 

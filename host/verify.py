@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,15 +38,12 @@ def random_inputs(specs, n: int, seed: int) -> list[np.ndarray]:
     return out
 
 
-def reference_tflite(loaded, model_path: Path) -> Path:
+def reference_tflite(loaded, model_path: Path) -> Path | bytes:
     """The .tflite the reference runs: the model itself, or the source a compiled model embeds."""
     source = getattr(loaded, "source_tflite", None)
     if source is None:
         return model_path
-    tmp = tempfile.NamedTemporaryFile(suffix=".tflite", delete=False)
-    tmp.write(source() if callable(source) else source)
-    tmp.close()
-    return Path(tmp.name)
+    return source() if callable(source) else source
 
 
 def compare(model_path: str | Path, backend: str, images: int = 2, seed: int = 0,
