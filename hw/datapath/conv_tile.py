@@ -37,13 +37,14 @@ class ConvTile(wiring.Component):
     them to the requantizer in lane order (lane 0 first) together with that lane's bias,
     multiplier and shift, so ``o`` carries ``lanes`` int8 outputs per dot product. The
     serializer takes a new accumulator vector the cycle after its last lane leaves, so the MAC
-    array never stalls while the dot products are more than ``lanes`` beats long.
+    array never stalls while the dot products are more than ``lanes * cycles_per_result``
+    beats long (the requantizer's rate: 1, or ``SERIAL_PHASES`` with ``mul_style="serial"``).
 
     Parameters
     ----------
     lanes, width, acc_width : int
         As :class:`MacArray`.
-    mul_style : "dsp" | "lut"
+    mul_style : "dsp" | "lut" | "serial"
         As :class:`Requantizer`.
     lut_lanes : int
         As :class:`MacArray`.
@@ -83,9 +84,9 @@ class ConvTile(wiring.Component):
         m.d.comb += [mac.x_zp.eq(self.x_zp), rq.out_zero_point.eq(self.out_zero_point),
                      rq.act_min.eq(self.act_min), rq.act_max.eq(self.act_max)]
 
-        bias = Array(Signal(signed(32), name=f"bias{l}") for l in range(self.lanes))
-        mult = Array(Signal(signed(32), name=f"mult{l}") for l in range(self.lanes))
-        shift = Array(Signal(signed(6), name=f"shift{l}") for l in range(self.lanes))
+        bias = Array(Signal(signed(32), name=f"bias{l}", reset_less=True) for l in range(self.lanes))
+        mult = Array(Signal(signed(32), name=f"mult{l}", reset_less=True) for l in range(self.lanes))
+        shift = Array(Signal(signed(6), name=f"shift{l}", reset_less=True) for l in range(self.lanes))
         m.d.comb += self.params.ready.eq(1)
         with m.If(self.params.valid):
             p = self.params.payload
@@ -93,7 +94,7 @@ class ConvTile(wiring.Component):
                          shift[p.lane].eq(p.shift)]
 
         # Serializer: a held accumulator vector and the lane being sent.
-        accs = Array(Signal(signed(self.acc_width), name=f"held{l}") for l in range(self.lanes))
+        accs = Array(Signal(signed(self.acc_width), name=f"held{l}", reset_less=True) for l in range(self.lanes))
         lane = Signal(range(self.lanes))
         busy = Signal()
         done = Signal()  # the last lane leaves this cycle

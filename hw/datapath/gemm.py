@@ -4,6 +4,7 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .dsp import DSP_LATENCY, dsp_multiply
 from .pipeline import delay, product_lut_signed, stage
 
 __all__ = ["MacArray", "MacBeatLayout"]
@@ -69,8 +70,9 @@ class MacArray(wiring.Component):
     x_zp : In(signed(8))
         The input activation's zero point (static while a layer runs).
 
-    Pipeline: input register, operand register (``x - x_zp``), product register, adder tree
-    registered every two levels, accumulator; it advances on ``~o.valid | o.ready`` (``i.ready``), so one beat a cycle.
+    Pipeline: input register, operand register (``x - x_zp``), the multiplier's own operand and
+    product registers (:func:`~.dsp.dsp_multiply`: inside the DSP block), a fabric product
+    register, adder tree registered every two levels, accumulator; it advances on ``~o.valid | o.ready`` (``i.ready``), so one beat a cycle.
     """
 
     def __init__(self, lanes: int = 8, width: int = 16, acc_width: int = 32, lut_lanes: int = 0):
@@ -83,7 +85,7 @@ class MacArray(wiring.Component):
             raise ValueError(f"MacArray: lut_lanes must be an integer in 0..lanes, got {lut_lanes!r}")
         self.lanes, self.width, self.acc_width, self.lut_lanes = lanes, width, acc_width, lut_lanes
         self.tree_stages = max(1, ((width - 1).bit_length() + 1) // 2)
-        self.latency = 4 + self.tree_stages  # beat in -> accumulators out, when not stalled
+        self.latency = 3 + DSP_LATENCY + 1 + self.tree_stages  # beat in -> accumulators out, when not stalled
         super().__init__({
             "i": In(stream.Signature(MacBeatLayout(lanes, width))),
             "o": Out(stream.Signature(data.ArrayLayout(signed(acc_width), lanes))),
@@ -101,20 +103,26 @@ class MacArray(wiring.Component):
         x0 = [stage(m, en, p.x[k], signed(8), name=f"x0_{k}") for k in range(self.width)]
         w0 = [[stage(m, en, p.w[l][k], signed(8), name=f"w0_{l}_{k}") for k in range(self.width)]
               for l in range(self.lanes)]
-        ctl = stage(m, en, p.first | (p.last << 1) | (self.i.valid << 2), 3, name="ctl0")
+        ctl = stage(m, en, p.first | (p.last << 1) | (self.i.valid << 2), 3, name="ctl0",
+                    reset_less=False)
         # S1: operands. x - x_zp as 9-bit signed.
         xs = [stage(m, en, x0[k] - self.x_zp, signed(9), name=f"xs{k}") for k in range(self.width)]
         ws = [[stage(m, en, w0[l][k], signed(8), name=f"w{l}_{k}") for k in range(self.width)]
               for l in range(self.lanes)]
-        ctl = stage(m, en, ctl, name="ctl1")
-        # S2: products (17-bit signed); the first `lut_lanes` lanes' from LUTs.
+        ctl = stage(m, en, ctl, name="ctl1", reset_less=False)
+        # S2, S3: the multiplier's operand and product registers (inside MULT18X18D / SB_MAC16);
+        # the first `lut_lanes` lanes' products from LUTs, with the same registers.
         def product(l, k):
+            name = f"m{l}_{k}"
             if l < self.lut_lanes:
-                return product_lut_signed(xs[k], ws[l][k])
-            return xs[k] * ws[l][k]
+                a = stage(m, en, xs[k], name=f"{name}_a")
+                b = stage(m, en, ws[l][k], name=f"{name}_b")
+                return stage(m, en, product_lut_signed(a, b), signed(17), name=f"{name}_p")
+            return dsp_multiply(m, en, xs[k], ws[l][k], platform, name)
+        # S4: the products leave the DSP column into fabric registers before any addition.
         sums = [[stage(m, en, product(l, k), signed(17), name=f"p{l}_{k}")
                  for k in range(self.width)] for l in range(self.lanes)]
-        ctl = stage(m, en, ctl, name="ctl2")
+        ctl = delay(m, en, ctl, DSP_LATENCY + 1, name="ctl_mul", reset_less=False)
         # Adder tree: two levels of pairwise sums per registered stage.
         level = 0
         while len(sums[0]) > 1:
@@ -128,14 +136,14 @@ class MacArray(wiring.Component):
                        for l, row in enumerate(nxt)]
             sums = nxt
         if self.width > 1:
-            ctl = delay(m, en, ctl, self.tree_stages, name="ctl_tree")
+            ctl = delay(m, en, ctl, self.tree_stages, name="ctl_tree", reset_less=False)
         else:
             sums = [[stage(m, en, row[0], name=f"t_{l}")] for l, row in enumerate(sums)]
-            ctl = stage(m, en, ctl, name="ctl_tree")
+            ctl = stage(m, en, ctl, name="ctl_tree", reset_less=False)
         first, last, valid = ctl[0], ctl[1], ctl[2]
 
         # Accumulate; emit on the last beat.
-        acc = [Signal(signed(self.acc_width), name=f"acc{l}") for l in range(self.lanes)]
+        acc = [Signal(signed(self.acc_width), name=f"acc{l}", reset_less=True) for l in range(self.lanes)]
         o_valid = Signal()
         with m.If(en):
             m.d.sync += o_valid.eq(valid & last)

@@ -8,16 +8,22 @@ consumer is not ready and the input is accepted exactly when the pipeline advanc
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Mux, Signal, signed, unsigned
 
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
 
-MUL_STYLES = ("dsp", "lut")
+MUL_STYLES = ("dsp", "lut", "serial")
+
+# mul_style="serial": one 16x16 LUT multiplier (registered operands, two registered halves),
+# issued one partial product a cycle; the four products are ready SERIAL_PHASES cycles after
+# the operands.
+SERIAL_MUL_LATENCY = 3
+SERIAL_PHASES = 4 + SERIAL_MUL_LATENCY
 
 
 def mbqm_latency(mul_style: str = "dsp") -> int:
-    """Pipeline depth of :func:`mbqm`: left shift, partial products (1 stage on DSPs, 2 in
+    """Pipeline depth of :func:`mbqm`: left shift, partial products (3 stages on DSPs, 2 in
     LUTs), middle sum, two 32-bit halves of the 64-bit sum, right shift and remainder, compare,
     rounding add: at most one carry chain per stage."""
     return 7 + _product_stages(mul_style)
@@ -26,18 +32,20 @@ def mbqm_latency(mul_style: str = "dsp") -> int:
 def _product_stages(mul_style: str) -> int:
     if mul_style not in MUL_STYLES:
         raise ValueError(f"mul_style must be one of {MUL_STYLES}, got {mul_style!r}")
-    return 1 if mul_style == "dsp" else 2
+    return {"dsp": 3, "lut": 2, "serial": 1}[mul_style]
 
 
-def product16(m, en, x, y, mul_style: str, name: str):
+def product16(m, en, x, y, mul_style: str, name: str, platform=None):
     """Registered unsigned 16x16 product; ``_product_stages(mul_style)`` stages.
 
-    "dsp": one ``*`` (one MULT18X18D / SB_MAC16). "lut": a shift-and-add tree of the 16
-    partial rows, registered every two adder levels, for devices whose DSPs are all taken by
-    the MAC array (iCE40UP5K has 8).
+    "dsp": one multiplier block (MULT18X18D / SB_MAC16) with its operand and product
+    registers (:func:`~.dsp.dsp_multiply`), then a fabric register. "lut": a shift-and-add tree
+    of the 16 partial rows, registered every two adder levels, for devices whose DSPs are all
+    taken by the MAC array (iCE40UP5K has 8).
     """
-    if _product_stages(mul_style) == 1:
-        return stage(m, en, x * y, unsigned(32), name=name)
+    if mul_style == "dsp":
+        from .dsp import dsp_multiply
+        return stage(m, en, dsp_multiply(m, en, x, y, platform, name), unsigned(32), name=f"{name}_f")
     rows = [Mux(y[i], x << i, 0) for i in range(16)]
     level = 0
     while len(rows) > 1:
@@ -48,18 +56,60 @@ def product16(m, en, x, y, mul_style: str, name: str):
     return rows[0]
 
 
-def stage(m, en, value, shape=None, name=None, init=0):
-    """A register loaded with ``value`` whenever ``en`` is asserted; returns the register."""
-    reg = Signal(shape if shape is not None else value.shape(), name=name, init=init)
+def serial_products(m, en, pairs, phase, name: str):
+    """The four unsigned 16x16 products of ``pairs`` from one shared LUT multiplier, for a
+    pipeline that advances (``en``) only when ``phase == SERIAL_PHASES - 1``.
+
+    Between two advances the operands are stable; the multiplier takes pair ``i`` in phase
+    ``i`` and returns its product ``SERIAL_MUL_LATENCY`` cycles later, into a holding register
+    (the last one is taken straight from the multiplier). Returns the four product registers,
+    loaded on ``en`` like any :func:`stage`. A quarter of the LUTs of four multipliers, for a
+    sixth of the throughput: where the multipliers feeding it are slower anyway (iCE40UP5K).
+    """
+    sel = Signal(2, name=f"{name}_sel")
+    m.d.comb += sel.eq(Mux(phase < 4, phase[:2], 3))
+    x = Signal(unsigned(16), name=f"{name}_x", reset_less=True)
+    y = Signal(unsigned(16), name=f"{name}_y", reset_less=True)
+    m.d.sync += [x.eq(Array(a for a, _ in pairs)[sel]), y.eq(Array(b for _, b in pairs)[sel])]
+    rows = [Mux(y[i], x << i, 0) for i in range(16)]
+    level = 0
+    while len(rows) > 1:  # 16 -> 8 -> 4 (registered) -> 2 -> 1 (registered)
+        level += 1
+        rows = [rows[k] + rows[k + 1] for k in range(0, len(rows), 2)]
+        if level % 2 == 0:
+            regs = [Signal(unsigned(32), name=f"{name}_l{level}_{k}", reset_less=True)
+                    for k in range(len(rows))]
+            m.d.sync += [r.eq(v) for r, v in zip(regs, rows)]
+            rows = regs
+    product = rows[0]
+    held = []
+    for i in range(3):  # pair i's product is in `product` during phase i + SERIAL_MUL_LATENCY
+        h = Signal(unsigned(32), name=f"{name}_held{i}", reset_less=True)
+        with m.If(phase == i + SERIAL_MUL_LATENCY):
+            m.d.sync += h.eq(product)
+        held.append(h)
+    return [stage(m, en, v, unsigned(32), name=f"{name}_p{i}") for i, v in enumerate(held + [product])]
+
+
+def stage(m, en, value, shape=None, name=None, init=0, reset_less=True):
+    """A register loaded with ``value`` whenever ``en`` is asserted; returns the register.
+
+    Data registers have no reset (``reset_less``): their contents only matter under a valid
+    bit, and without a synchronous reset Yosys can absorb them into DSP blocks (SB_MAC16's
+    registers have no synchronous reset) and the reset net stays small. Registers that carry
+    a valid bit pass ``reset_less=False``.
+    """
+    reg = Signal(shape if shape is not None else value.shape(), name=name, init=init,
+                 reset_less=reset_less)
     with m.If(en):
         m.d.sync += reg.eq(value)
     return reg
 
 
-def delay(m, en, value, n, name="dly"):
-    """``value`` delayed by ``n`` enabled stages."""
+def delay(m, en, value, n, name="dly", reset_less=True):
+    """``value`` delayed by ``n`` enabled stages (see :func:`stage` for ``reset_less``)."""
     for k in range(n):
-        value = stage(m, en, value, name=f"{name}_{k}")
+        value = stage(m, en, value, name=f"{name}_{k}", reset_less=reset_less)
     return value
 
 
@@ -89,7 +139,7 @@ def product_lut_signed(x, w):
     return rows[0][:width].as_signed()
 
 
-def mbqm(m, en, x, multiplier, shift, name="mbqm", mul_style="dsp"):
+def mbqm(m, en, x, multiplier, shift, name="mbqm", mul_style="dsp", platform=None, phase=None):
     """TFLite's ``MultiplyByQuantizedMultiplier(x, multiplier, shift)`` as a pipeline of
     ``mbqm_latency(mul_style)`` enabled stages; returns the int32 result register.
 
@@ -116,10 +166,16 @@ def mbqm(m, en, x, multiplier, shift, name="mbqm", mul_style="dsp"):
     au, bu = a.as_unsigned(), b.as_unsigned()
     al, ah, bl, bh = au[:16], au[16:], bu[:16], bu[16:]
     n = _product_stages(mul_style)
-    p_ll = product16(m, en, al, bl, mul_style, f"{name}_pll")
-    p_lh = product16(m, en, al, bh, mul_style, f"{name}_plh")
-    p_hl = product16(m, en, ah, bl, mul_style, f"{name}_phl")
-    p_hh = product16(m, en, ah, bh, mul_style, f"{name}_phh")
+    if mul_style == "serial":
+        if phase is None:
+            raise ValueError("mbqm: mul_style='serial' needs the pipeline's phase counter")
+        p_ll, p_lh, p_hl, p_hh = serial_products(m, en, [(al, bl), (al, bh), (ah, bl), (ah, bh)],
+                                                 phase, f"{name}_ser")
+    else:
+        p_ll = product16(m, en, al, bl, mul_style, f"{name}_pll", platform)
+        p_lh = product16(m, en, al, bh, mul_style, f"{name}_plh", platform)
+        p_hl = product16(m, en, ah, bl, mul_style, f"{name}_phl", platform)
+        p_hh = product16(m, en, ah, bh, mul_style, f"{name}_phh", platform)
     corr_v = Mux(a[-1], bu, 0) + Mux(b[-1], au, 0)
     corr = delay(m, en, corr_v[:32], n, name=f"{name}_corr")
     sat = delay(m, en, (a == INT32_MIN) & (b == INT32_MIN), n, name=f"{name}_sat1")

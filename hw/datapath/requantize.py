@@ -1,11 +1,11 @@
 """The requantizer: TFLite's conv / fully-connected epilogue on one int32 accumulator a cycle."""
 
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .pipeline import CLAMP_LATENCY, clamp_stages, delay, mbqm, mbqm_latency, stage
+from .pipeline import CLAMP_LATENCY, SERIAL_PHASES, clamp_stages, delay, mbqm, mbqm_latency, stage
 
 __all__ = ["RequantLayout", "Requantizer"]
 
@@ -45,8 +45,10 @@ class Requantizer(wiring.Component):
 
     Parameters
     ----------
-    mul_style : "dsp" | "lut"
-        Where the 32x32 multiply's four 16x16 partial products go (see ``pipeline.product16``).
+    mul_style : "dsp" | "lut" | "serial"
+        Where the 32x32 multiply's four 16x16 partial products go: four DSP blocks, four LUT
+        trees (``pipeline.product16``), or one LUT multiplier shared over ``SERIAL_PHASES``
+        cycles (``pipeline.serial_products``; one result per that many cycles).
 
     Members
     -------
@@ -58,12 +60,17 @@ class Requantizer(wiring.Component):
         The output zero point and the clamp range (a fused ReLU is a clamp).
 
     Handshake: the pipeline advances when ``~o.valid | o.ready``; ``i.ready`` is that
-    condition, ``o.valid`` a register (it never depends on ``o.ready``).
+    condition, ``o.valid`` a register (it never depends on ``o.ready``). With
+    ``mul_style="serial"`` it advances at most once every :attr:`cycles_per_result` cycles
+    (``SERIAL_PHASES``): every stage holds between advances while one LUT multiplier forms the
+    four partial products, and an output taken in between is cleared, not repeated.
+    :attr:`latency` counts advances.
     """
 
     def __init__(self, mul_style: str = "dsp"):
         self.mul_style = mul_style
-        self.latency = 1 + mbqm_latency(mul_style) + 1 + CLAMP_LATENCY
+        self.latency = 2 + mbqm_latency(mul_style) + 1 + CLAMP_LATENCY
+        self.cycles_per_result = SERIAL_PHASES if mul_style == "serial" else 1
         super().__init__({
             "i": In(stream.Signature(RequantLayout())),
             "o": Out(stream.Signature(signed(8))),
@@ -74,19 +81,36 @@ class Requantizer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        en = Signal()
-        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
+        free = Signal()  # the output register can take a new value
+        en = Signal()    # every stage advances
+        m.d.comb += free.eq(~self.o.valid | self.o.ready)
+        phase = None
+        if self.cycles_per_result > 1:
+            phase = Signal(range(self.cycles_per_result), name="phase")
+            m.d.sync += phase.eq(Mux(phase == self.cycles_per_result - 1, 0, phase + 1))
+            m.d.comb += en.eq(free & (phase == self.cycles_per_result - 1))
+        else:
+            m.d.comb += en.eq(free)
+        m.d.comb += self.i.ready.eq(en)
 
-        p = self.i.payload
-        # S0: bias add (int32, wrapping, as TFLite's int32 accumulator).
-        acc = stage(m, en, (p.acc + p.bias)[:32].as_signed(), signed(32), name="acc_bias")
-        mult = stage(m, en, p.multiplier, name="mult0")
-        shift = stage(m, en, p.shift, name="shift0")
-        scaled = mbqm(m, en, acc, mult, shift, name="mbqm", mul_style=self.mul_style)
+        # S0: the input, registered before any arithmetic (it arrives through the producer's
+        # lane multiplexer). S1: bias add (int32, wrapping, as TFLite's int32 accumulator).
+        p = {f: stage(m, en, getattr(self.i.payload, f), name=f"in_{f}")
+             for f in ("acc", "bias", "multiplier", "shift")}
+        acc = stage(m, en, (p["acc"] + p["bias"])[:32].as_signed(), signed(32), name="acc_bias")
+        mult = stage(m, en, p["multiplier"], name="mult0")
+        shift = stage(m, en, p["shift"], name="shift0")
+        scaled = mbqm(m, en, acc, mult, shift, name="mbqm", mul_style=self.mul_style,
+                      platform=platform, phase=phase)
         # Output zero point (33-bit: int32 + int8 cannot wrap), then the clamp.
         biased = stage(m, en, scaled + self.out_zero_point, signed(34), name="zp_add")
         out = clamp_stages(m, en, biased, self.act_min, self.act_max)
 
-        valid = delay(m, en, self.i.valid, self.latency, name="valid")
-        m.d.comb += [self.o.payload.eq(out), self.o.valid.eq(valid)]
+        valid = delay(m, en, self.i.valid, self.latency - 1, name="valid", reset_less=False)
+        o_valid = Signal()
+        with m.If(en):
+            m.d.sync += o_valid.eq(valid)
+        with m.Elif(self.o.ready):  # taken between two advances
+            m.d.sync += o_valid.eq(0)
+        m.d.comb += [self.o.payload.eq(out), self.o.valid.eq(o_valid)]
         return m

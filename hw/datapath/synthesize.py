@@ -27,17 +27,17 @@ from .synth_top import DatapathSynthTop
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Board -> platform, target clock and where the multipliers go. iCE40UP5K: 8 SB_MAC16 for
-# 8 MACs and the requantizer's four 16x16 partial products: half the MAC lanes are built in
-# LUTs (small 9x8 shift-and-add trees), the requantizer keeps its DSPs (a 32x32 product in LUTs
-# costs about half the device).
+# Board -> platform, target clock and where the multipliers go. iCE40UP5K: its 8 SB_MAC16 all
+# go to the 8 MACs; the requantizer forms its four 16x16 partial products with one shared LUT
+# multiplier (mul_style="serial", one result every SERIAL_PHASES cycles: the 4x2 array yields 4
+# accumulators per dot product of K/2 beats, K >= 64 in ResNet50).
 BOARDS = {
     "ulx3s-85f": dict(platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
                       depth=512, target_mhz=100.0, mul_style="dsp", synth_opts="",
                       dsp_cell="MULT18X18D", bram_cell="DP16KD", lut_cell="TRELLIS_COMB",
                       ff_cell="TRELLIS_FF", min_macs=128),
     "icebreaker": dict(platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
-                       depth=256, target_mhz=30.0, mul_style="dsp", lut_lanes_fraction=0.5,
+                       depth=256, target_mhz=30.0, mul_style="serial",
                        synth_opts="-dsp",
                        dsp_cell="ICESTORM_DSP", bram_cell="ICESTORM_RAM", lut_cell="ICESTORM_LC",
                        ff_cell=None, min_macs=8),

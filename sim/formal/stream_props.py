@@ -133,6 +133,9 @@ def blocks():
         ("mac_array", lambda check: StreamHarness(MacArray(2, 3, lut_lanes=1), completes=lambda p: p.last, static=["x_zp"], check=check), 10),
         ("requantizer", lambda check: StreamHarness(Requantizer(),
                                               static=["out_zero_point", "act_min", "act_max"], check=check), 16),
+        # One advance every SERIAL_PHASES cycles: the depth covers its whole latency in cycles.
+        ("requantizer_serial", lambda check: StreamHarness(Requantizer("serial"),
+                                              static=["out_zero_point", "act_min", "act_max"], check=check), 110),
         ("conv_tile", lambda check: StreamHarness(ConvTile(2, 2), completes=lambda p: p.last, per_result=2,
                                             static=["x_zp", "out_zero_point", "act_min", "act_max"],
                                             width=7, check=check), 26),

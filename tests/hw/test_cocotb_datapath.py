@@ -14,7 +14,7 @@ import pytest
 
 from onda.hw.datapath.conv_tile import ConvTile
 from onda.sim.cocotb.conv_tile_job import conv_tile_job
-from onda.sim.cocotb.harness import run_bench
+from onda.sim.cocotb.harness import ECP5, run_bench
 from onda.sim.golden import fixedpoint as fp
 from onda.sim.golden.params import GemmParams
 from onda.sim.ir import Padding
@@ -92,12 +92,29 @@ def test_conv_tile_edge_values(sim, x_zp, out_zp, relu):
     assert (expected == p.act_max).any() and (expected == p.act_min).any()
 
 
-def test_conv_tile_icarus_quick():
-    """The fast share for `make test`: a small tile on Icarus."""
+@pytest.mark.parametrize("lanes,width,mul_style", [(5, 4, "dsp"), (4, 2, "serial")])
+def test_conv_tile_icarus_quick(lanes, width, mul_style):
+    """The fast share for `make test`: a small tile on Icarus; 4x2 with the serial requantizer
+    is the iCEBreaker's build."""
     rng = np.random.default_rng(5)
-    p = edge_params(rng, 5, 3, 3, -7, 9, True)
+    p = edge_params(rng, lanes, 3, 3, -7, 9, True)
     x = rng.integers(-128, 128, (1, 3, 3, 3)).astype(np.int8)
-    job = conv_tile_job(x, p, 5, 4, padding=Padding.SAME, seed=2, idle=0.3, stall=0.3)
-    result = run_bench(ConvTile(5, 4), "conv_tile_5x4", "onda.sim.cocotb.conv_tile_bench", job,
-                       sim="icarus", tag="conv_tile_5x4")
-    assert result["mismatches"] == 0
+    job = conv_tile_job(x, p, lanes, width, padding=Padding.SAME, seed=2, idle=0.3, stall=0.3)
+    name = f"conv_tile_{lanes}x{width}_{mul_style}"
+    result = run_bench(ConvTile(lanes, width, mul_style=mul_style), name,
+                       "onda.sim.cocotb.conv_tile_bench", job, sim="icarus", tag=name)
+    assert result["mismatches"] == 0 and result["outputs"] == 3 * 3 * lanes
+
+
+@pytest.mark.parametrize("sim", SIMS)
+def test_conv_tile_ecp5_primitives(sim):
+    """The ECP5 elaboration (every multiplier a registered MULT18X18D instance, as synthesized
+    for the ULX3S) computes the same real ResNet50 outputs, with the primitive's behavioural
+    model from ``sim/rtl/models``: checks the instance's operand bits, signedness and latency."""
+    lanes, width = 4, 8
+    p = resnet50_tile_params(lanes)
+    x = DATA["tile_input"][:, :3, :3, :]
+    job = conv_tile_job(x, p, lanes, width, padding=Padding.SAME, seed=3, idle=0.3, stall=0.3)
+    result = run_bench(ConvTile(lanes, width), "conv_tile_4x8_ecp5", "onda.sim.cocotb.conv_tile_bench",
+                       job, sim=sim, platform=ECP5)
+    assert result["mismatches"] == 0 and result["outputs"] == len(job["expected"]) == 3 * 3 * lanes

@@ -71,7 +71,7 @@ def run_requantizer(items, out_zp, act_min, act_max, seed, idle=0.3, stall=0.3, 
     return np.array(got, dtype=np.int64)
 
 
-@pytest.mark.parametrize("seed,mul_style", [(1, "dsp"), (2, "dsp"), (3, "lut")])
+@pytest.mark.parametrize("seed,mul_style", [(1, "dsp"), (2, "dsp"), (3, "lut"), (4, "serial")])
 def test_requantizer_matches_golden(seed, mul_style):
     rng = np.random.default_rng(seed)
     n = 300
@@ -86,9 +86,11 @@ def test_requantizer_matches_golden(seed, mul_style):
     assert mismatch.size == 0, [(items[i], int(got[i]), int(want[i])) for i in mismatch[:5]]
 
 
-def test_requantizer_throughput_one_per_cycle():
-    """Without stalls, n results take n + LATENCY cycles."""
-    dut = Requantizer()
+@pytest.mark.parametrize("mul_style", ["dsp", "serial"])
+def test_requantizer_throughput(mul_style):
+    """Without stalls, results leave every ``cycles_per_result`` cycles (1 on DSPs), the first
+    one ``latency`` advances after the first input."""
+    dut = Requantizer(mul_style)
     n = 40
     items = [dict(acc=i * 1000, bias=0, multiplier=2**30, shift=-3) for i in range(n)]
     cycles = {}
@@ -101,10 +103,13 @@ def test_requantizer_throughput_one_per_cycle():
     async def consumer(ctx):
         ctx.set(dut.o.ready, 1)
         count = t = 0
+        cycles["at"] = []
         while count < n:
             _, _, valid = await ctx.tick().sample(dut.o.valid)
             t += 1
             count += valid
+            if valid:
+                cycles["at"].append(t)
         cycles["t"] = t
 
     sim = Simulator(dut)
@@ -112,7 +117,12 @@ def test_requantizer_throughput_one_per_cycle():
     sim.add_testbench(producer)
     sim.add_testbench(consumer)
     sim.run()
-    assert cycles["t"] == n + dut.latency
+    step = dut.cycles_per_result
+    assert np.all(np.diff(cycles["at"]) == step)
+    if step == 1:
+        assert cycles["t"] == n + dut.latency
+    else:  # the first input waits for the phase counter's advance: at most one period
+        assert dut.latency * step <= cycles["at"][0] <= (dut.latency + 1) * step
 
 
 class MBQMHarness(wiring.Component):
