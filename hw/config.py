@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -61,6 +62,19 @@ class EngineConfig:
     mem_size_bytes: int
     gemm_pipeline_cycles: int
     vec_pipeline_cycles: int
+    requant_units: int = 1
+    requant_interval: int = 1
+
+    @property
+    def drain_cycles(self) -> int:
+        """Cycles the convolution tile needs to requantize one vector of ``lanes`` accumulators:
+        ``requant_units`` requantizers, each taking one accumulator every ``requant_interval``
+        cycles, fed by a serializer that takes the next vector the cycle after its last lane
+        leaves (``onda.hw.datapath.conv_tile``). A dot product shorter than this stalls the MAC
+        array."""
+        groups = math.ceil(self.lanes / self.requant_units)
+        k = self.requant_interval
+        return k * math.ceil(((groups - 1) * k + 2) / k)
 
     @property
     def macs(self) -> int:
@@ -89,6 +103,8 @@ class EngineConfig:
              f"width {self.width} is not supported (the MAC array takes one of {list(SUPPORTED_WIDTHS)})")
         need(self.acc_bits == 32, f"acc_bits must be 32 (TFLite's int32 accumulator), got {self.acc_bits}")
         need(self.vector_lanes >= 1, "vector_lanes must be >= 1")
+        need(self.requant_units >= 1, "pipeline.requant_units must be >= 1")
+        need(self.requant_interval >= 1, "pipeline.requant_interval must be >= 1")
         need(self.clock_mhz > 0, "clock_mhz must be > 0")
         for buf in ("act", "wgt", "out", "param"):
             size = getattr(self, f"{buf}_bytes")
@@ -129,7 +145,8 @@ def _from_dict(d: dict, origin: str) -> EngineConfig:
             mem_kind=str(m["kind"]), mem_port_bits=int(m["port_bits"]),
             mem_bytes_per_cycle=float(m["bytes_per_cycle"]), mem_latency_cycles=int(m.get("latency_cycles", 0)),
             mem_row_overhead_cycles=int(m.get("row_overhead_cycles", 0)), mem_size_bytes=int(m["size_bytes"]),
-            gemm_pipeline_cycles=int(p.get("gemm_cycles", 0)), vec_pipeline_cycles=int(p.get("vec_cycles", 0)))
+            gemm_pipeline_cycles=int(p.get("gemm_cycles", 0)), vec_pipeline_cycles=int(p.get("vec_cycles", 0)),
+            requant_units=int(p.get("requant_units", 1)), requant_interval=int(p.get("requant_interval", 1)))
     except KeyError as e:
         raise ConfigError(f"{origin}: missing key {e.args[0]!r}") from None
     except (TypeError, ValueError) as e:

@@ -9,7 +9,9 @@ Its duration comes from the engine configuration:
   one burst per row unless the rows are contiguous in memory; padding costs nothing (the DMA
   fills it while the port streams);
 * ``GEMM``: per output pixel and lane group one pass over K, ``width`` elements per cycle along
-  each kernel row: ``pixels * ceil(ct / lanes) * kh * ceil(kw * C / width)`` plus the pipeline;
+  each kernel row, but no faster than the requantizers drain a vector of ``lanes``
+  accumulators (``EngineConfig.drain_cycles``):
+  ``pixels * ceil(ct / lanes) * max(kh * ceil(kw * C / width), drain_cycles)`` plus the pipeline;
 * ``VEC``: ``ceil(elements / vector_lanes)`` plus the pipeline, elements being the input pixels
   x channels (pools stream each input once through line buffers; ADD reads both operands at once);
 * ``NOP``, ``FINISH``: one cycle.
@@ -42,7 +44,8 @@ def dma_cycles(cfg: EngineConfig, nbytes: int, bursts: int = 1) -> int:
 def gemm_cycles(cfg: EngineConfig, pixels: int, out_channels: int, kh: int, kw: int, channels: int,
                 dilation_w: int = 1) -> int:
     per_row = math.ceil(kw * channels / cfg.width) if dilation_w == 1 else kw * math.ceil(channels / cfg.width)
-    return pixels * math.ceil(out_channels / cfg.lanes) * kh * per_row + cfg.gemm_pipeline_cycles
+    beats = max(kh * per_row, cfg.drain_cycles)
+    return pixels * math.ceil(out_channels / cfg.lanes) * beats + cfg.gemm_pipeline_cycles
 
 
 def dma_bytes(ins: Instruction) -> int:

@@ -24,8 +24,12 @@ def digits_ulx3s():
 def test_instruction_durations():
     cfg = load_config("ulx3s-85f")
     g = isa.make(Opcode.GEMM, out_rows=2, out_cols=5, out_channels=20, kh=3, kw=3, channels=12, dilation_w=1)
-    # 10 pixels x 2 lane groups x 3 kernel rows x ceil(36 / 8) + pipeline
-    assert cycles.instruction_cycles(cfg, g) == 10 * 2 * 3 * 5 + cfg.gemm_pipeline_cycles
+    # 10 pixels x 2 lane groups x 3 kernel rows x ceil(36 / 8) + pipeline, when the dot product
+    # (15 beats) outlasts the requantizer's drain of 16 lanes (17 cycles); else the drain
+    assert cfg.drain_cycles == 17
+    assert cycles.instruction_cycles(cfg, g) == 10 * 2 * 17 + cfg.gemm_pipeline_cycles
+    g = isa.make(Opcode.GEMM, out_rows=2, out_cols=5, out_channels=20, kh=3, kw=3, channels=16, dilation_w=1)
+    assert cycles.instruction_cycles(cfg, g) == 10 * 2 * 3 * 6 + cfg.gemm_pipeline_cycles
     ld = isa.make(Opcode.LOAD, y_size=4, x_size=100, dram_stride=100)
     assert cycles.instruction_cycles(cfg, ld) == cfg.mem_latency_cycles + 200
     strided = isa.make(Opcode.LOAD, y_size=4, x_size=100, dram_stride=300)

@@ -1,0 +1,65 @@
+"""The emulator's GEMM timing rule against the RTL: a ConvTile fed without gaps and drained
+without stalls accepts one dot product every ``max(beats, EngineConfig.drain_cycles)`` cycles,
+the rule ``onda.sim.emulator.cycles.gemm_cycles`` charges per dot product."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from onda.hw.config import load_config
+from onda.hw.datapath.conv_tile import ConvTile
+from onda.hw.datapath.pipeline import SERIAL_PHASES
+from onda.sim.emulator import cycles
+
+
+def measured_interval(lanes: int, width: int, mul_style: str, beats: int, vectors: int = 24) -> int:
+    dut = ConvTile(lanes, width, mul_style=mul_style)
+    rng = np.random.default_rng(beats)
+    lasts = []
+    done = {}
+
+    async def producer(ctx):
+        t = 0
+        for _ in range(vectors):
+            for b in range(beats):
+                ctx.set(dut.i.valid, 1)
+                ctx.set(dut.i.payload, {"x": rng.integers(-128, 128, width).tolist(),
+                                        "w": rng.integers(-128, 128, (lanes, width)).tolist(),
+                                        "first": b == 0, "last": b == beats - 1})
+                while True:
+                    _, _, ready = await ctx.tick().sample(dut.i.ready)
+                    t += 1
+                    if ready:
+                        break
+            lasts.append(t)
+        ctx.set(dut.i.valid, 0)
+
+    async def consumer(ctx):
+        ctx.set(dut.o.ready, 1)
+        got = 0
+        while got < vectors * lanes:
+            _, _, valid = await ctx.tick().sample(dut.o.valid)
+            got += valid
+        done["outputs"] = got
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.run()
+    assert done["outputs"] == vectors * lanes
+    steady = np.diff(lasts)[vectors // 2:]  # once the pipeline is full
+    assert len(set(steady.tolist())) == 1, f"no steady rate: {lasts}"
+    return int(steady[0])
+
+
+@pytest.mark.parametrize("lanes,width,mul_style", [(4, 2, "dsp"), (4, 2, "serial"), (3, 1, "dsp")])
+@pytest.mark.parametrize("beats", [1, 4, 5, 12, 27, 29, 33])
+def test_gemm_rule_matches_rtl(lanes, width, mul_style, beats):
+    cfg = dataclasses.replace(load_config("icebreaker"), lanes=lanes, width=width, requant_units=1,
+                              requant_interval=SERIAL_PHASES if mul_style == "serial" else 1)
+    # One pixel, one lane group, one kernel row of `beats * width` elements.
+    model = cycles.gemm_cycles(cfg, 1, lanes, 1, 1, beats * width) - cfg.gemm_pipeline_cycles
+    assert measured_interval(lanes, width, mul_style, beats) == model
