@@ -23,10 +23,10 @@ SERIAL_PHASES = 4 + SERIAL_MUL_LATENCY
 
 
 def mbqm_latency(mul_style: str = "dsp") -> int:
-    """Pipeline depth of :func:`mbqm`: left shift, partial products (3 stages on DSPs, 2 in
+    """Pipeline depth of :func:`mbqm`: left shift (two stages), partial products (3 stages on DSPs, 2 in
     LUTs), middle sum, two 32-bit halves of the 64-bit sum, right shift and remainder, compare,
     rounding add: at most one carry chain per stage."""
-    return 7 + _product_stages(mul_style)
+    return 8 + _product_stages(mul_style)
 
 
 def _product_stages(mul_style: str) -> int:
@@ -156,12 +156,15 @@ def mbqm(m, en, x, multiplier, shift, name="mbqm", mul_style="dsp", platform=Non
     registered, then summed as two 32-bit halves in successive stages; no stage has more than
     one carry chain (of at most 34 bits).
     """
-    # S1: wrapping left shift, right exponent.
+    # S1, S1b: wrapping left shift, by the exponent's low three bits then by its high two
+    # (wrapping to 32 bits after each step is the same as after both); right exponent.
     left = Mux(shift[-1], 0, shift.as_unsigned()[:5])
     right_v = Mux(shift[-1], (-shift)[:6], 0)
-    a = stage(m, en, (x << left)[:32].as_signed(), signed(32), name=f"{name}_a")
-    b = stage(m, en, multiplier, signed(32), name=f"{name}_b")
-    right = stage(m, en, right_v, unsigned(6), name=f"{name}_right")
+    a1 = stage(m, en, (x << left[:3])[:32], unsigned(32), name=f"{name}_a1")
+    left_hi = stage(m, en, left[3:], unsigned(2), name=f"{name}_lefthi")
+    b = delay(m, en, multiplier, 2, name=f"{name}_b")
+    right = delay(m, en, right_v, 2, name=f"{name}_right")
+    a = stage(m, en, (a1 << Cat(Const(0, 3), left_hi))[:32].as_signed(), signed(32), name=f"{name}_a")
     # S2: partial products of the unsigned halves; the sign correction; saturation flag.
     au, bu = a.as_unsigned(), b.as_unsigned()
     al, ah, bl, bh = au[:16], au[16:], bu[:16], bu[16:]
@@ -203,13 +206,14 @@ def mbqm(m, en, x, multiplier, shift, name="mbqm", mul_style="dsp", platform=Non
     thr0 = stage(m, en, (~(Const(0xFFFFFFFF, 32) << right))[1:32], unsigned(31), name=f"{name}_thr0")
     thr1 = stage(m, en, Mux(right == 0, 1, (Const(1, 33) << right)[1:33]), unsigned(32), name=f"{name}_thr1")
     right = stage(m, en, right, name=f"{name}_right4")
-    # S6: arithmetic right shift, remainder, and the threshold chosen by the sign
-    # (RoundingDivideByPOT: round up when remainder > (mask >> 1) + (x < 0)).
-    quot = stage(m, en, high_r >> right, signed(32), name=f"{name}_quot")
+    # S6: arithmetic right shift by the exponent's low three bits, remainder, and the threshold
+    # chosen by the sign (RoundingDivideByPOT: round up when remainder > (mask >> 1) + (x < 0)).
+    quot = stage(m, en, high_r >> right[:3], signed(32), name=f"{name}_quot")
     rem = stage(m, en, high_r.as_unsigned() & mask, unsigned(32), name=f"{name}_rem")
     thr = stage(m, en, Mux(high_r[-1], thr1, thr0), unsigned(32), name=f"{name}_thr")
-    # S7: the comparison.
+    right_hi = stage(m, en, right[3:], unsigned(3), name=f"{name}_righthi")
+    # S7: the comparison; the shift by the exponent's high bits (arithmetic shifts compose).
     up = stage(m, en, rem > thr, name=f"{name}_up")
-    quot = stage(m, en, quot, name=f"{name}_quot2")
+    quot = stage(m, en, quot >> Cat(Const(0, 3), right_hi), signed(32), name=f"{name}_quot2")
     # S8: rounding add (cannot overflow: quot <= INT32_MAX >> right, up only when right > 0).
     return stage(m, en, quot + up, signed(32), name=f"{name}_out")
