@@ -45,7 +45,7 @@ demo: setup
 # SymbiYosys proofs of the stream handshakes, and synthesis reports per board.
 BOARD ?= ulx3s-85f
 HW_BENCHES := tests/hw/test_gemm.py tests/hw/test_requantize.py tests/hw/test_vector.py \
-	tests/hw/test_buffers.py tests/hw/test_cocotb_datapath.py
+	tests/hw/test_buffers.py tests/hw/test_conv_tile_timing.py tests/hw/test_cocotb_datapath.py
 
 sim: setup
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(HW_BENCHES)
