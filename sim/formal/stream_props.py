@@ -202,7 +202,7 @@ def main(argv=None) -> int:
     ap.add_argument("blocks", nargs="*", help="subset of block names")
     args = ap.parse_args(argv)
     failed = 0
-    print(f"{'block':<14} {'property':<40} {'result':<6} {'seconds':>8}")
+    print(f"{'block':<18} {'property':<40} {'result':<6} {'seconds':>8}")
     for name, factory, depth in blocks():
         if args.blocks and name not in args.blocks:
             continue
@@ -210,7 +210,7 @@ def main(argv=None) -> int:
                                      ("causality", "bmc", depth + 6, f"no output without input (BMC {depth + 6})")):
             task = f"{name}-{check}"
             ok, seconds, tail = prove(task, lambda: factory(check), d, mode=mode)
-            print(f"{name:<14} {what:<40} {'PASS' if ok else 'FAIL':<6} {seconds:8.1f}")
+            print(f"{name:<18} {what:<40} {'PASS' if ok else 'FAIL':<6} {seconds:8.1f}")
             if not ok:
                 failed += 1
                 print(f"  log: {BUILD / task / 'result.log'}\n  " + tail.replace("\n", "\n  "))
