@@ -59,8 +59,8 @@ class MacArray(wiring.Component):
     acc_width : int
         Accumulator width; 32 is TFLite's int32 (sums wrap modulo ``2**acc_width``).
     lut_lanes : int
-        Lanes whose multipliers are shift-and-add trees in LUTs rather than DSPs (on the
-        iCE40UP5K, so that 8 MACs and the requantizer's four 16x16 products share 8 SB_MAC16).
+        Lanes whose multipliers are shift-and-add trees in LUTs rather than DSPs, for devices
+        with fewer DSP blocks than MACs (same registers, same latency).
 
     Members
     -------

@@ -63,8 +63,8 @@ def serial_products(m, en, pairs, phase, name: str):
     Between two advances the operands are stable; the multiplier takes pair ``i`` in phase
     ``i`` and returns its product ``SERIAL_MUL_LATENCY`` cycles later, into a holding register
     (the last one is taken straight from the multiplier). Returns the four product registers,
-    loaded on ``en`` like any :func:`stage`. A quarter of the LUTs of four multipliers, for a
-    sixth of the throughput: where the multipliers feeding it are slower anyway (iCE40UP5K).
+    loaded on ``en`` like any :func:`stage`. A quarter of the LUTs of four multipliers, for
+    ``1 / SERIAL_PHASES`` of the throughput: where the MACs feeding it need no more (iCE40UP5K).
     """
     sel = Signal(2, name=f"{name}_sel")
     m.d.comb += sel.eq(Mux(phase < 4, phase[:2], 3))
