@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from .pipeline import CLAMP_LATENCY, SERIAL_PHASES, clamp_stages, delay, mbqm, mbqm_latency, stage
 
-__all__ = ["RequantLayout", "Requantizer"]
+__all__ = ["RequantLayout", "Requantizer", "mul_style_for"]
 
 
 class RequantLayout(data.StructLayout):
@@ -114,3 +114,18 @@ class Requantizer(wiring.Component):
             m.d.sync += o_valid.eq(0)
         m.d.comb += [self.o.payload.eq(out), self.o.valid.eq(o_valid)]
         return m
+
+
+def mul_style_for(cfg) -> str:
+    """The requantizer that an engine configuration describes: ``requant_interval`` 1 is the
+    one-a-cycle DSP requantizer, ``SERIAL_PHASES`` the serial one; the RTL has one requantizer
+    (``requant_units`` 1). The configuration is what the cycle model charges, so the built
+    datapath must follow it rather than a second setting."""
+    if cfg.requant_units != 1:
+        raise ValueError(f"engine config {cfg.name!r}: the datapath has one requantizer, "
+                         f"requant_units is {cfg.requant_units}")
+    styles = {1: "dsp", SERIAL_PHASES: "serial"}
+    if cfg.requant_interval not in styles:
+        raise ValueError(f"engine config {cfg.name!r}: no requantizer takes one accumulator every "
+                         f"{cfg.requant_interval} cycles (built: {sorted(styles)})")
+    return styles[cfg.requant_interval]

@@ -23,22 +23,22 @@ from pathlib import Path
 
 from amaranth.build import Clock
 
+from .requantize import mul_style_for
 from .synth_top import DatapathSynthTop
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Board -> platform, target clock and where the multipliers go. iCE40UP5K: its 8 SB_MAC16 all
-# go to the 8 MACs; the requantizer forms its four 16x16 partial products with one shared LUT
-# multiplier (mul_style="serial", one result every SERIAL_PHASES cycles: the 4x2 array yields 4
-# accumulators per dot product of K/2 beats, K >= 64 in ResNet50).
+# Board -> platform, target clock and cell names. The MAC array's shape and the requantizer
+# (requantize.mul_style_for) come from the engine configuration: on the iCE40UP5K its 8 SB_MAC16
+# all go to the 8 MACs and the requantizer is the serial one (one result every SERIAL_PHASES
+# cycles: the 4x2 array yields 4 accumulators per dot product of K/2 beats, K >= 64 in ResNet50).
 BOARDS = {
     "ulx3s-85f": dict(platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
-                      depth=512, target_mhz=100.0, mul_style="dsp", synth_opts="",
+                      depth=512, target_mhz=100.0, synth_opts="",
                       dsp_cell="MULT18X18D", bram_cell="DP16KD", lut_cell="TRELLIS_COMB",
                       ff_cell="TRELLIS_FF", min_macs=128),
     "icebreaker": dict(platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
-                       depth=256, target_mhz=30.0, mul_style="serial",
-                       synth_opts="-dsp",
+                       depth=256, target_mhz=30.0, synth_opts="-dsp",
                        dsp_cell="ICESTORM_DSP", bram_cell="ICESTORM_RAM", lut_cell="ICESTORM_LC",
                        ff_cell=None, min_macs=8),
 }
@@ -75,7 +75,8 @@ def synthesize(board: str, out_dir: Path | None = None, lanes: int | None = None
     from onda.hw.config import load_config
 
     cfg = load_config(board)
-    spec = dict(BOARDS[board], lanes=lanes or cfg.lanes, width=width or cfg.width)
+    spec = dict(BOARDS[board], lanes=lanes or cfg.lanes, width=width or cfg.width,
+                mul_style=mul_style_for(cfg))
     _tools()
     out_dir = out_dir or REPO / "bitstreams" / board
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -83,9 +84,7 @@ def synthesize(board: str, out_dir: Path | None = None, lanes: int | None = None
     if build_dir.exists():
         shutil.rmtree(build_dir)
     platform = _platform(spec)
-    lut_lanes = int(spec["lanes"] * spec.get("lut_lanes_fraction", 0))
-    top = DatapathSynthTop(spec["lanes"], spec["width"], spec["depth"], mul_style=spec["mul_style"],
-                           lut_lanes=lut_lanes)
+    top = DatapathSynthTop(spec["lanes"], spec["width"], spec["depth"], mul_style=spec["mul_style"])
     t0 = time.monotonic()
     platform.build(top, name="datapath", build_dir=str(build_dir), do_program=False,
                    synth_opts=spec["synth_opts"],
@@ -120,7 +119,7 @@ def synthesize(board: str, out_dir: Path | None = None, lanes: int | None = None
         "board": board,
         "config": {"lanes": spec["lanes"], "width": spec["width"], "macs": macs,
                    "buffer_depth": spec["depth"], "requant_mul_style": spec["mul_style"],
-                   "lut_mac_lanes": lut_lanes,
+                   "lut_mac_lanes": top.lut_lanes,
                    "target_mhz": spec["target_mhz"]},
         "fmax_mhz": round(clock["achieved"], 2),
         "meets_target": clock["achieved"] >= spec["target_mhz"] and macs >= spec["min_macs"],

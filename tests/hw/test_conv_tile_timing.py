@@ -11,6 +11,7 @@ from amaranth.sim import Simulator
 from onda.hw.config import load_config
 from onda.hw.datapath.conv_tile import ConvTile
 from onda.hw.datapath.pipeline import SERIAL_PHASES
+from onda.hw.datapath.requantize import Requantizer, mul_style_for
 from onda.sim.emulator import cycles
 
 
@@ -63,3 +64,16 @@ def test_gemm_rule_matches_rtl(lanes, width, mul_style, beats):
     # One pixel, one lane group, one kernel row of `beats * width` elements.
     model = cycles.gemm_cycles(cfg, 1, lanes, 1, 1, beats * width) - cfg.gemm_pipeline_cycles
     assert measured_interval(lanes, width, mul_style, beats) == model
+
+
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s-85f"])
+def test_board_config_describes_its_requantizer(board):
+    """The configuration the cycle model reads names the requantizer the board's build uses."""
+    cfg = load_config(board)
+    assert Requantizer(mul_style_for(cfg)).cycles_per_result == cfg.requant_interval
+
+
+def test_unbuilt_requantizer_refused():
+    cfg = dataclasses.replace(load_config("ulx3s-85f"), requant_interval=3)
+    with pytest.raises(ValueError, match="every 3 cycles"):
+        mul_style_for(cfg)
