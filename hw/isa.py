@@ -20,14 +20,16 @@ LOAD->COMPUTE (l2c), COMPUTE->LOAD (c2l), COMPUTE->STORE (c2s) and STORE->COMPUT
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
+
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data, enum
 
 INSTRUCTION_BYTES = 32
 INSTRUCTION_BITS = INSTRUCTION_BYTES * 8
 
 
-class Opcode(enum.IntEnum):
+class Opcode(enum.IntEnum, shape=4):
     NOP = 0
     LOAD = 1
     STORE = 2
@@ -36,13 +38,13 @@ class Opcode(enum.IntEnum):
     FINISH = 5
 
 
-class Module(enum.IntEnum):
+class Module(enum.IntEnum, shape=2):
     LOAD = 0
     COMPUTE = 1
     STORE = 2
 
 
-class Buffer(enum.IntEnum):
+class Buffer(enum.IntEnum, shape=2):
     """On-chip buffers a DMA instruction addresses (byte addresses within each)."""
 
     ACT = 0  # input activations (int8), read by GEMM and VEC
@@ -51,7 +53,7 @@ class Buffer(enum.IntEnum):
     OUT = 3  # output activations (int8), written by GEMM and VEC, read by STORE
 
 
-class VecFunc(enum.IntEnum):
+class VecFunc(enum.IntEnum, shape=4):
     """Functions of the vector unit (``VEC``)."""
 
     COPY = 0  # dst = src (a PAD's interior; padding comes from the LOAD's fill)
@@ -63,20 +65,36 @@ class VecFunc(enum.IntEnum):
     SPACE_TO_DEPTH = 6  # dst[r, c, (dy*2 + dx)*C + ch] = src[2r + dy, 2c + dx, ch] (a PAD feeding a stride-2 stem)
 
 
-class Epilogue(enum.IntEnum):
+class Epilogue(enum.IntEnum, shape=2):
     """The GEMM's requantizer: how (bias + accumulator) becomes int8."""
 
     FIXED = 0  # CONV_2D: out_zp + MultiplyByQuantizedMultiplier(acc, M0, shift); words (bias, M0, shift)
     DOUBLE = 1  # FULLY_CONNECTED: out_zp + round(double(acc) * scale); words (bias, scale lo32, scale hi32)
 
 
-# Records in the parameter buffer, as int32 words (little-endian).
-GEMM_PARAM_WORDS = 3  # per output channel: bias (zero-point correction folded in), then the Epilogue's two words
-ADD_PARAM_WORDS = 9  # zp1, zp2, m1, s1, m2, s2, m_out, s_out, out_zp
-RESCALE_PARAM_WORDS = 4  # in_zp, multiplier, shift, out_zp
+# Records in the parameter buffer: int32 words (little-endian), in this order.
+PARAM_RECORDS: dict[str, tuple[str, ...]] = {
+    # GEMM, per output channel: the bias (zero-point correction folded in), then the Epilogue's two words.
+    "gemm_fixed": ("bias", "multiplier", "shift"),
+    "gemm_double": ("bias", "scale_lo", "scale_hi"),  # the IEEE double's low and high 32 bits
+    "add": ("zp1", "zp2", "m1", "s1", "m2", "s2", "m_out", "s_out", "out_zp"),  # VEC ADD
+    "rescale": ("in_zp", "multiplier", "shift", "out_zp"),  # VEC MEAN and REQUANT
+}
+GEMM_PARAM_WORDS = len(PARAM_RECORDS["gemm_fixed"])
+ADD_PARAM_WORDS = len(PARAM_RECORDS["add"])
+RESCALE_PARAM_WORDS = len(PARAM_RECORDS["rescale"])
 
 # The token flags every instruction carries, after the opcode.
 TOKEN_FIELDS = ("pop_prev", "pop_next", "push_prev", "push_next")
+
+# The four dependency-token queues, and which queue each flag of each module uses (None: the
+# module has no neighbour there, and using the flag is an error).
+QUEUES = ("l2c", "c2l", "c2s", "s2c")
+TOKEN_QUEUES: dict[Module, tuple[str | None, str | None, str | None, str | None]] = {
+    Module.LOAD: (None, "c2l", None, "l2c"),
+    Module.COMPUTE: ("l2c", "s2c", "c2l", "c2s"),
+    Module.STORE: ("c2s", None, "s2c", None),
+}
 
 # name -> [(field, bits, signed)], packed from bit 8 upwards.
 LAYOUTS: dict[Opcode, list[tuple[str, int, bool]]] = {
@@ -151,13 +169,47 @@ MODULE_OF = {Opcode.LOAD: Module.LOAD, Opcode.STORE: Module.STORE, Opcode.GEMM: 
              Opcode.VEC: Module.COMPUTE, Opcode.FINISH: Module.COMPUTE}
 
 
+# Fields whose values are one of the enums above: the RTL sees them with the enum's shape.
+ENUM_FIELDS = {"module": Module, "buffer": Buffer, "func": VecFunc, "epilogue": Epilogue}
+
+HEADER_BITS = 8
+
+
+def field_layout(opcode: Opcode) -> data.StructLayout:
+    """The opcode's fields as an Amaranth layout, bit for bit as ``LAYOUTS`` packs them above the
+    8-bit header: what the RTL decoder views an instruction's body through."""
+    fields = {}
+    for name, bits, is_signed in LAYOUTS[opcode]:
+        fields[name] = ENUM_FIELDS.get(name) or (signed(bits) if is_signed else unsigned(bits))
+    return data.StructLayout(fields)
+
+
+def field_bits(opcode: Opcode) -> int:
+    """Bits the opcode's fields occupy above the header; every higher bit is reserved (zero)."""
+    return sum(bits for _, bits, _ in LAYOUTS[opcode])
+
+
+HeaderLayout = data.StructLayout({"opcode": Opcode, **{t: 1 for t in TOKEN_FIELDS}})
+# A whole 256-bit instruction: the header, then the body seen as any opcode's fields.
+InstructionLayout = data.StructLayout({
+    "header": HeaderLayout,
+    "body": data.UnionLayout({op.name.lower(): field_layout(op) for op in Opcode if LAYOUTS[op]}
+                             | {"raw": unsigned(INSTRUCTION_BITS - HEADER_BITS)}),
+})
+
+
+def record_layout(name: str) -> data.StructLayout:
+    """A parameter-buffer record (``PARAM_RECORDS``) as int32 words, in order."""
+    return data.StructLayout({w: signed(32) for w in PARAM_RECORDS[name]})
+
+
 class ISAError(ValueError):
     """An instruction that cannot be encoded or decoded; the message names the field."""
 
 
 def _check_layouts() -> None:
     for op, layout in LAYOUTS.items():
-        total = 8 + sum(bits for _, bits, _ in layout)
+        total = HEADER_BITS + sum(bits for _, bits, _ in layout)
         if total > INSTRUCTION_BITS:
             raise AssertionError(f"{op.name}: {total} bits exceed {INSTRUCTION_BITS}")
 
@@ -266,6 +318,7 @@ def field_range(opcode: Opcode, name: str) -> tuple[int, int]:
     raise ISAError(f"{opcode.name} has no field {name!r}")
 
 
-__all__ = ["ADD_PARAM_WORDS", "Buffer", "Epilogue", "GEMM_PARAM_WORDS", "INSTRUCTION_BYTES", "ISAError", "Instruction",
-           "LAYOUTS", "Module", "Opcode", "RESCALE_PARAM_WORDS", "TOKEN_FIELDS", "VecFunc", "decode",
-           "decode_program", "encode", "encode_program", "field_names", "field_range", "make"]
+__all__ = ["ADD_PARAM_WORDS", "Buffer", "ENUM_FIELDS", "Epilogue", "GEMM_PARAM_WORDS", "HeaderLayout", "INSTRUCTION_BYTES",
+           "ISAError", "Instruction", "InstructionLayout", "LAYOUTS", "Module", "Opcode", "PARAM_RECORDS", "QUEUES",
+           "RESCALE_PARAM_WORDS", "TOKEN_FIELDS", "TOKEN_QUEUES", "VecFunc", "decode", "decode_program", "encode",
+           "encode_program", "field_bits", "field_layout", "field_names", "field_range", "make", "record_layout"]

@@ -38,26 +38,19 @@ class Tile:
     stores: list[Instruction] = field(default_factory=list)
 
 
-_QUEUES = {
-    Module.LOAD: (None, "c2l", None, "l2c"),
-    Module.COMPUTE: ("l2c", "s2c", "c2l", "c2s"),
-    Module.STORE: ("c2s", None, "s2c", None),
-}
-
-
 class ProgramBuilder:
     def __init__(self):
         self.instructions: list[Instruction] = []
         self._t = 0  # tiles emitted since the last barrier
         self._pending: list[Tile] = []
-        self.pushed = dict.fromkeys(("l2c", "c2l", "c2s", "s2c"), 0)
+        self.pushed = dict.fromkeys(isa.QUEUES, 0)
         self.popped = dict.fromkeys(self.pushed, 0)
 
     def __len__(self) -> int:
         return len(self.instructions)
 
     def _emit(self, ins: Instruction) -> None:
-        q = _QUEUES[ins.module]
+        q = isa.TOKEN_QUEUES[ins.module]
         for flag, name in zip(("pop_prev", "pop_next", "push_prev", "push_next"), q):
             if getattr(ins, flag):
                 if name is None:

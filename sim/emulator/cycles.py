@@ -31,9 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from onda.hw.config import EngineConfig
-from onda.hw.isa import ADD_PARAM_WORDS, GEMM_PARAM_WORDS, RESCALE_PARAM_WORDS, Instruction, Module, Opcode, VecFunc
+from onda.hw.isa import (ADD_PARAM_WORDS, GEMM_PARAM_WORDS, QUEUES, RESCALE_PARAM_WORDS, TOKEN_QUEUES, Instruction, Module,
+                         Opcode, VecFunc)
 
-from .functional import EmulatorError, _token_queues
+from .functional import EmulatorError
 
 
 def dma_cycles(cfg: EngineConfig, nbytes: int, bursts: int = 1) -> int:
@@ -103,9 +104,9 @@ def simulate(program: list[Instruction], cfg: EngineConfig, check: bool = True) 
     ptr = dict.fromkeys(Module, 0)
     free = dict.fromkeys(Module, 0)
     port_free = 0
-    pushes: dict[str, list[int]] = {"l2c": [], "c2l": [], "c2s": [], "s2c": []}
+    pushes: dict[str, list[int]] = {q: [] for q in QUEUES}
     popped = dict.fromkeys(pushes, 0)
-    qnames = {m: _token_queues(m) for m in Module}
+    qnames = TOKEN_QUEUES
     remaining = n
     while remaining:
         best = None

@@ -17,8 +17,8 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from onda.hw.config import EngineConfig
-from onda.hw.isa import (ADD_PARAM_WORDS, GEMM_PARAM_WORDS, RESCALE_PARAM_WORDS, Buffer, Epilogue, Instruction, Module,
-                         Opcode, VecFunc)
+from onda.hw.isa import (ADD_PARAM_WORDS, GEMM_PARAM_WORDS, QUEUES, RESCALE_PARAM_WORDS, TOKEN_QUEUES, Buffer, Epilogue,
+                         Instruction, Opcode, VecFunc)
 from onda.sim.golden import fixedpoint as fp
 from onda.sim.golden import kernels as K
 from onda.sim.golden.params import AddParams, RequantParams
@@ -26,18 +26,6 @@ from onda.sim.golden.params import AddParams, RequantParams
 
 class EmulatorError(RuntimeError):
     """The program did something the engine cannot: out-of-range access, token underflow, bad op."""
-
-
-_QUEUES = ("l2c", "c2l", "c2s", "s2c")
-
-
-def _token_queues(module: Module) -> tuple[str | None, str | None, str | None, str | None]:
-    """(pop_prev, pop_next, push_prev, push_next) queue names for a module."""
-    if module == Module.LOAD:
-        return None, "c2l", None, "l2c"
-    if module == Module.COMPUTE:
-        return "l2c", "s2c", "c2l", "c2s"
-    return "c2s", None, "s2c", None
 
 
 class Machine:
@@ -55,7 +43,7 @@ class Machine:
         self.wgt = np.zeros(cfg.wgt_bytes, dtype=np.float32)
         self.param = np.zeros(cfg.param_bytes, dtype=np.uint8)
         self.out = np.zeros((n, cfg.out_bytes), dtype=np.int8)
-        self.tokens = dict.fromkeys(_QUEUES, 0)
+        self.tokens = dict.fromkeys(QUEUES, 0)
         self.finished = False
 
     # -- memory port ---------------------------------------------------------------------------
@@ -105,7 +93,7 @@ class Machine:
 
     # -- execution -----------------------------------------------------------------------------
     def step(self, ins: Instruction) -> None:
-        pops = _token_queues(ins.module)
+        pops = TOKEN_QUEUES[ins.module]
         for flag, q in zip(("pop_prev", "pop_next"), pops[:2]):
             if getattr(ins, flag):
                 if q is None or self.tokens[q] == 0:
