@@ -117,6 +117,12 @@ class EngineConfig:
              "buffers.param exceeds the ISA's 20-bit parameter address range")
         need(self.slot("wgt") >= self.lanes * self.width,
              f"a weight slot ({self.slot('wgt')} B) must hold one lanes x width tile ({self.macs} B)")
+        need(self.lanes & (self.lanes - 1) == 0,
+             f"lanes must be a power of two (got {self.lanes}): WGT is built of lanes x width byte-wide banks "
+             f"and one MAC beat reads all of them")
+        need(self.slot("wgt") % self.lanes == 0,
+             f"a weight slot ({self.slot('wgt')} B) must be a multiple of lanes ({self.lanes}): weights are stored "
+             f"lane-interleaved, [groups, K, lanes], from a lanes-aligned address")
         need(self.slot("param") >= self.lanes * GEMM_PARAM_WORDS * 4,
              f"a parameter slot ({self.slot('param')} B) must hold one lane group's (bias, multiplier, shift) "
              f"records ({self.lanes * GEMM_PARAM_WORDS * 4} B)")

@@ -48,7 +48,7 @@ class Buffer(enum.IntEnum, shape=2):
     """On-chip buffers a DMA instruction addresses (byte addresses within each)."""
 
     ACT = 0  # input activations (int8), read by GEMM and VEC
-    WGT = 1  # weights (int8), [out_channels, K] row-major
+    WGT = 1  # weights (int8), lane-interleaved [ceil(out_channels / lanes), K, lanes] (pack_weights)
     PARAM = 2  # int32 words: per-channel (bias, multiplier, shift) or a vector op's record
     OUT = 3  # output activations (int8), written by GEMM and VEC, read by STORE
 
@@ -122,7 +122,7 @@ LAYOUTS: dict[Opcode, list[tuple[str, int, bool]]] = {
     ],
     Opcode.GEMM: [
         ("act_addr", 24, False),  # ACT: input band [in_rows, in_cols, channels] (padding included)
-        ("wgt_addr", 24, False),  # WGT: [out_channels, kh * kw * channels]
+        ("wgt_addr", 24, False),  # WGT: [ceil(out_channels / lanes), kh * kw * channels, lanes], a multiple of lanes
         ("param_addr", 20, False),  # PARAM: out_channels x (bias, multiplier, shift)
         ("out_addr", 24, False),  # OUT: [out_rows, out_cols, out_channels]
         ("in_rows", 12, False),
@@ -307,6 +307,59 @@ def decode_program(data: bytes) -> list[Instruction]:
     return [decode(data[i:i + INSTRUCTION_BYTES]) for i in range(0, len(data), INSTRUCTION_BYTES)]
 
 
+def weight_groups(out_channels: int, lanes: int) -> int:
+    """Lane groups of a GEMM's weights: ``ceil(out_channels / lanes)``."""
+    return -(-out_channels // lanes)
+
+
+def weight_bytes(out_channels: int, k: int, lanes: int) -> int:
+    """Bytes a GEMM's lane-interleaved weights occupy in WGT (the last group padded to ``lanes``)."""
+    return weight_groups(out_channels, lanes) * k * lanes
+
+
+def pack_weights(wmat, lanes: int) -> bytes:
+    """A GEMM's ``[out_channels, K]`` int8 weight matrix in WGT's lane-interleaved layout.
+
+    The layout is ``[ceil(out_channels / lanes), K, lanes]`` (group, k, lane): weight ``w[j, k]``
+    sits at byte ``((j // lanes) * K + k) * lanes + j % lanes``, and the lanes past
+    ``out_channels`` in the last group are zero. One MAC beat (the K-slice ``k .. k + width - 1``
+    of every lane of group ``g``) is then ``lanes * width`` consecutive bytes at
+    ``(g * K + k) * lanes``, which the engine reads from WGT in one access.
+    """
+    import numpy as np
+
+    if not isinstance(lanes, int) or lanes < 1:
+        raise ValueError(f"pack_weights: lanes must be a positive integer, got {lanes!r}")
+    w = np.asarray(wmat)
+    if w.ndim != 2:
+        raise ValueError(f"pack_weights: expected an [out_channels, K] matrix, got shape {w.shape}")
+    if w.dtype != np.int8:
+        if w.size and (w.min() < -128 or w.max() > 127):
+            raise ValueError("pack_weights: weights must be int8 values")
+        w = w.astype(np.int8)
+    ct, k = w.shape
+    groups = weight_groups(ct, lanes)
+    padded = np.zeros((groups * lanes, k), dtype=np.int8)
+    padded[:ct] = w
+    return np.ascontiguousarray(padded.reshape(groups, lanes, k).transpose(0, 2, 1)).tobytes()
+
+
+def unpack_weights(buf, ct: int, k: int, lanes: int):
+    """The ``[ct, k]`` weight matrix from its lane-interleaved bytes (``pack_weights``' inverse).
+
+    ``buf`` is ``bytes`` (read as int8) or a 1-D NumPy array (its dtype is kept) of at least
+    ``weight_bytes(ct, k, lanes)`` elements; the padding lanes are ignored.
+    """
+    import numpy as np
+
+    a = np.frombuffer(bytes(buf), dtype=np.int8) if isinstance(buf, (bytes, bytearray, memoryview)) else np.asarray(buf)
+    n = weight_bytes(ct, k, lanes)
+    if a.ndim != 1 or a.size < n:
+        raise ValueError(f"unpack_weights: need {n} weight bytes for {ct} x {k} in groups of {lanes}, got {a.shape}")
+    groups = weight_groups(ct, lanes)
+    return a[:n].reshape(groups, k, lanes).transpose(0, 2, 1).reshape(groups * lanes, k)[:ct]
+
+
 def field_names(opcode: Opcode) -> list[str]:
     return [n for n, _, _ in LAYOUTS[opcode]]
 
@@ -321,4 +374,5 @@ def field_range(opcode: Opcode, name: str) -> tuple[int, int]:
 __all__ = ["ADD_PARAM_WORDS", "Buffer", "ENUM_FIELDS", "Epilogue", "GEMM_PARAM_WORDS", "HeaderLayout", "INSTRUCTION_BYTES",
            "ISAError", "Instruction", "InstructionLayout", "LAYOUTS", "Module", "Opcode", "PARAM_RECORDS", "QUEUES",
            "RESCALE_PARAM_WORDS", "TOKEN_FIELDS", "TOKEN_QUEUES", "VecFunc", "decode", "decode_program", "encode",
-           "encode_program", "field_bits", "field_layout", "field_names", "field_range", "make", "record_layout"]
+           "encode_program", "field_bits", "field_layout", "field_names", "field_range", "make", "pack_weights",
+           "record_layout", "unpack_weights", "weight_bytes", "weight_groups"]

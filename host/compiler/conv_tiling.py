@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 from onda.hw.config import EngineConfig
-from onda.hw.isa import GEMM_PARAM_WORDS
+from onda.hw.isa import GEMM_PARAM_WORDS, weight_bytes
 from onda.sim.emulator import cycles
 
 
@@ -97,8 +97,9 @@ def choose_tiling(cfg: EngineConfig, g: ConvGeometry, name: str, prev_cycles: in
         raise TilingError(f"{name}: the minimum activation band ({g.ekh} padded rows x {g.in_cols} columns x "
                           f"{g.c} channels = {g.ekh * row_bytes} B) exceeds the activation slot ({aslot} B)")
     min_ct = min(cfg.lanes, g.cout)
-    if min_ct * g.k > wslot:
-        raise TilingError(f"{name}: the minimum weight tile ({min_ct} lanes x K={g.k} = {min_ct * g.k} B) "
+    if weight_bytes(min_ct, g.k, cfg.lanes) > wslot:
+        raise TilingError(f"{name}: the minimum weight tile ({cfg.lanes} lanes x K={g.k} = "
+                          f"{weight_bytes(min_ct, g.k, cfg.lanes)} B) "
                           f"exceeds the weight slot ({wslot} B)")
     if min_ct * GEMM_PARAM_WORDS * 4 > pslot:
         raise TilingError(f"{name}: {min_ct} channels' parameters exceed the parameter slot ({pslot} B)")
@@ -109,7 +110,7 @@ def choose_tiling(cfg: EngineConfig, g: ConvGeometry, name: str, prev_cycles: in
     w_bytes = g.cout * g.k + g.cout * GEMM_PARAM_WORDS * 4
     out_bytes = g.oh * g.ow * g.cout
     for ct in cands:
-        if ct * g.k > wslot or ct * GEMM_PARAM_WORDS * 4 > pslot or g.ow * ct > oslot:
+        if weight_bytes(ct, g.k, cfg.lanes) > wslot or ct * GEMM_PARAM_WORDS * 4 > pslot or g.ow * ct > oslot:
             continue
         th_max = min(g.oh, oslot // (g.ow * ct))
         while th_max > 1 and g.band_rows(th_max) * row_bytes > aslot:

@@ -4,7 +4,8 @@ Memory (the engine's port address space)::
 
     [0, act_size)                          activation tensors, NHWC int8, allocated by liveness
     [weights_base, + weights_size)         weight image: per GEMM layer the [Cout, K] int8 matrix
-                                           (TFLite's OHWI order), then int32 (bias', M0, shift) per
+                                           (TFLite's OHWI order) lane-interleaved as WGT holds it
+                                           (``isa.pack_weights``), then int32 (bias', M0, shift) per
                                            channel; vector ops' int32 parameter records
     [program_base, + program_size)         the instructions (fetched by the engine)
 
@@ -394,7 +395,7 @@ class Lowering:
         else:
             epilogue = Epilogue.FIXED
             prm = np.stack([bias, p.multiplier, p.shift], axis=1).astype("<i4")
-        waddr = self.weight_data(wmat.tobytes())
+        waddr = self.weight_data(isa.pack_weights(wmat, cfg.lanes))  # lane-interleaved (hw/ISA.md, WGT)
         paddr = self.weight_data(prm.tobytes())
         xaddr, oaddr = self.dram(op.inputs[0]), self.dram(op.outputs[0])
         th, ct = tiling.rows, tiling.channels
@@ -416,17 +417,19 @@ class Lowering:
                             pad_left=pl * c, pad_right=geo.pad_right * c, pad_value=p.in_zero_point)
 
         def load_wgt(b: int, pieces: int = 1) -> list[isa.Instruction]:
-            """Block b's weights (in ``pieces`` DMAs of whole rows) and parameters, into the next slot."""
-            co0 = b * ct
+            """Block b's weights (in ``pieces`` DMAs of whole lane groups) and parameters, into the next slot."""
+            co0 = b * ct  # a multiple of lanes: so is the block's offset in the lane-interleaved image
             n = min(ct, cout - co0)
             self.wslot ^= 1
             out = []
-            step = -(-n // pieces)
-            for r0 in range(0, n, step):
-                rows = min(step, n - r0)
-                out.append(isa.make(Opcode.LOAD, buffer=Buffer.WGT, sram_addr=self.wslot * wslot + r0 * kdim,
-                                    dram_addr=waddr + (co0 + r0) * kdim, y_size=1, x_size=rows * kdim,
-                                    dram_stride=rows * kdim))
+            groups = isa.weight_groups(n, cfg.lanes)
+            group_bytes = kdim * cfg.lanes
+            step = -(-groups // pieces)
+            for g0 in range(0, groups, step):
+                size = min(step, groups - g0) * group_bytes
+                out.append(isa.make(Opcode.LOAD, buffer=Buffer.WGT, sram_addr=self.wslot * wslot + g0 * group_bytes,
+                                    dram_addr=waddr + co0 * kdim + g0 * group_bytes, y_size=1, x_size=size,
+                                    dram_stride=size))
             out.append(isa.make(Opcode.LOAD, buffer=Buffer.PARAM, sram_addr=self.wslot * pslot,
                                 dram_addr=paddr + co0 * GEMM_PARAM_WORDS * 4, y_size=1,
                                 x_size=n * GEMM_PARAM_WORDS * 4, dram_stride=n * GEMM_PARAM_WORDS * 4))

@@ -18,7 +18,7 @@ from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from onda.hw.config import EngineConfig
 from onda.hw.isa import (ADD_PARAM_WORDS, GEMM_PARAM_WORDS, QUEUES, RESCALE_PARAM_WORDS, TOKEN_QUEUES, Buffer, Epilogue,
-                         Instruction, Opcode, VecFunc)
+                         Instruction, Opcode, VecFunc, unpack_weights, weight_bytes)
 from onda.sim.golden import fixedpoint as fp
 from onda.sim.golden import kernels as K
 from onda.sim.golden.params import AddParams, RequantParams
@@ -174,7 +174,10 @@ class Machine:
             win = sliding_window_view(a, (ekh, ekw), axis=(1, 2))
             win = win[:, : (orow - 1) * sh + 1: sh, : (ocol - 1) * sw + 1: sw, :, ::dh, ::dw]
             cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(n * orow * ocol, k)
-        w = self.wgt[self._span(self.wgt, f["wgt_addr"], ct * k, "GEMM wgt")].reshape(ct, k)
+        if f["wgt_addr"] % self.cfg.lanes:
+            raise EmulatorError(f"GEMM: wgt_addr {f['wgt_addr']} is not a multiple of lanes ({self.cfg.lanes})")
+        w = unpack_weights(self.wgt[self._span(self.wgt, f["wgt_addr"], weight_bytes(ct, k, self.cfg.lanes),
+                                               "GEMM wgt")], ct, k, self.cfg.lanes)
         prm = self.words(f["param_addr"], ct * GEMM_PARAM_WORDS).reshape(ct, GEMM_PARAM_WORDS)
         acc = K.exact_int8_matmul(cols, w.T) + prm[:, 0]
         if f["epilogue"] == Epilogue.FIXED:
