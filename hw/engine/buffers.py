@@ -1,0 +1,261 @@
+"""The engine's on-chip buffers: byte-addressed memories with several n-byte ports.
+
+Every block of the engine reads and writes ACT, WGT, PARAM and OUT at byte addresses, a vector of
+bytes at a time, at any alignment (a convolution's kernel row starts wherever its pixel does). A
+:class:`ByteBuffer` spreads its bytes over ``banks`` byte-wide block RAMs (byte ``a`` in bank
+``a % banks``, row ``a // banks``): an n-byte access at ``a`` touches every bank at most once,
+each at its own row (``a // banks``, or the next row for the banks before ``a % banks``), and a
+rotation by ``a % banks`` puts the bytes in order. Reads are synchronous (latency 1, the block
+RAM's own register), writes are masked per byte.
+
+The engine's four buffers, with the ports ``engine_contract.md`` gives them, come from
+:func:`act_buffer`, :func:`wgt_buffer`, :func:`param_buffer` and :func:`out_buffer`.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Signal, unsigned
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["ByteBuffer", "ByteReadSignature", "ByteWriteSignature", "act_banks", "act_buffer", "addr_bits",
+           "out_banks", "out_buffer", "param_buffer", "wgt_buffer"]
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def addr_bits(size: int) -> int:
+    """Width of a port address of a ``size``-byte buffer: one bit more than ``size - 1`` needs,
+    so an address at or just past the end is representable (those bytes read as 0)."""
+    return max(1, size.bit_length())
+
+
+class ByteReadSignature(wiring.Signature):
+    """An n-byte synchronous read port, seen from its user.
+
+    Members
+    -------
+    addr : Out(unsigned(addr_width))
+        Byte address of the first byte (a multiple of the buffer's ``align``).
+    en : Out(1)
+        Read this cycle; ``data`` shows the bytes the next cycle.
+    data : In(ArrayLayout(unsigned(8), n))
+        Bytes ``addr .. addr + n - 1`` as of the cycle ``en`` was high; held while ``en`` is low.
+    """
+
+    def __init__(self, n: int, addr_width: int):
+        self.n, self.addr_width = n, addr_width
+        super().__init__({
+            "addr": Out(unsigned(addr_width)),
+            "en": Out(1),
+            "data": In(data.ArrayLayout(unsigned(8), n)),
+        })
+
+    def __eq__(self, other):
+        return type(other) is ByteReadSignature and (other.n, other.addr_width) == (self.n, self.addr_width)
+
+    def __hash__(self):
+        return hash((ByteReadSignature, self.n, self.addr_width))
+
+    def __repr__(self):
+        return f"ByteReadSignature({self.n}, {self.addr_width})"
+
+
+class ByteWriteSignature(wiring.Signature):
+    """An n-byte masked write port, seen from its user.
+
+    Members
+    -------
+    addr : Out(unsigned(addr_width))
+        Byte address of byte 0.
+    data : Out(ArrayLayout(unsigned(8), n))
+    mask : Out(n)
+        Byte ``i`` is written to ``addr + i`` iff ``mask[i]`` (and ``en``); bytes past the end of
+        the buffer are dropped.
+    en : Out(1)
+    """
+
+    def __init__(self, n: int, addr_width: int):
+        self.n, self.addr_width = n, addr_width
+        super().__init__({
+            "addr": Out(unsigned(addr_width)),
+            "data": Out(data.ArrayLayout(unsigned(8), n)),
+            "mask": Out(n),
+            "en": Out(1),
+        })
+
+    def __eq__(self, other):
+        return type(other) is ByteWriteSignature and (other.n, other.addr_width) == (self.n, self.addr_width)
+
+    def __hash__(self):
+        return hash((ByteWriteSignature, self.n, self.addr_width))
+
+    def __repr__(self):
+        return f"ByteWriteSignature({self.n}, {self.addr_width})"
+
+
+class ByteBuffer(wiring.Component):
+    """A byte-addressed memory of ``size`` bytes with named n-byte read and write ports.
+
+    Byte ``a`` lives in bank ``a % banks`` at row ``a // banks``; each bank is one
+    ``lib.memory.Memory`` of bytes. An n-byte access at ``a`` (``n <= banks``) gives bank ``b``
+    the row ``a // banks + (b < a % banks)``; the bytes are rotated by ``a % banks`` (in steps of
+    ``align`` bytes on reads). One cycle can serve every port at once.
+
+    Read port ``r_<name>`` (n bytes): ``data`` holds bytes ``addr .. addr + n - 1`` the cycle
+    after ``en`` (latency 1) and keeps them while ``en`` is low; bytes at or past ``size`` read
+    as 0. The low ``log2(align)`` bits of a read address are taken as zero (callers pass
+    multiples of ``align``; the rotation then needs only ``banks / align`` positions).
+
+    Write port ``w_<name>`` (n bytes): when ``en``, byte ``i`` of ``data`` goes to ``addr + i``
+    iff ``mask[i]``; bytes at or past ``size`` are dropped. Two write ports writing one byte in
+    the same cycle is the caller's error (the result is unspecified).
+
+    A read and a write of the same byte in the same cycle: the read returns the old value.
+
+    Parameters
+    ----------
+    size : int
+        Bytes (>= 1).
+    banks : int
+        Byte-wide banks, a power of two >= every port's byte count.
+    read_ports, write_ports : dict[str, int]
+        Port name -> bytes per access (>= 1); the members are ``r_<name>`` and ``w_<name>``.
+    align : int
+        Power of two <= ``banks``: every read address is a multiple of it.
+
+    Members
+    -------
+    r_<name> : In(ByteReadSignature(n, addr_bits(size)))
+    w_<name> : In(ByteWriteSignature(n, addr_bits(size)))
+    """
+
+    def __init__(self, size: int, banks: int, read_ports: dict[str, int], write_ports: dict[str, int],
+                 align: int = 1):
+        if not isinstance(size, int) or size < 1:
+            raise ValueError(f"ByteBuffer: size must be a positive number of bytes, got {size!r}")
+        if not isinstance(banks, int) or banks < 1 or banks & (banks - 1):
+            raise ValueError(f"ByteBuffer: banks must be a power of two >= 1, got {banks!r}")
+        if not isinstance(align, int) or align < 1 or align & (align - 1) or align > banks:
+            raise ValueError(f"ByteBuffer: align must be a power of two <= banks ({banks}), got {align!r}")
+        members = {}
+        for kind, ports in (("r", read_ports), ("w", write_ports)):
+            for name, n in ports.items():
+                if not isinstance(name, str) or not name.isidentifier():
+                    raise ValueError(f"ByteBuffer: port name must be an identifier, got {name!r}")
+                if not isinstance(n, int) or not 1 <= n <= banks:
+                    raise ValueError(f"ByteBuffer: port {kind}_{name} is {n!r} bytes wide; ports must be "
+                                     f"1..banks ({banks}) bytes")
+                sig = (ByteReadSignature if kind == "r" else ByteWriteSignature)(n, addr_bits(size))
+                members[f"{kind}_{name}"] = In(sig)
+        if not members:
+            raise ValueError("ByteBuffer: needs at least one port")
+        self.size, self.banks, self.align = size, banks, align
+        self.rows = -(-size // banks)
+        self.read_ports, self.write_ports = dict(read_ports), dict(write_ports)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        B, size = self.banks, self.size
+        lb = (B - 1).bit_length()  # log2(banks)
+        mems = []
+        for b in range(B):
+            # Each bank's depth covers only the rows holding bytes < size.
+            depth = (size - b + B - 1) // B
+            mem = memory.Memory(shape=unsigned(8), depth=max(depth, 1), init=[])
+            m.submodules[f"bank{b}"] = mem
+            mems.append((mem, depth))
+
+        for name, n in self.read_ports.items():
+            port = getattr(self, f"r_{name}")
+            la = (self.align - 1).bit_length()
+            addr = Signal.like(port.addr, name=f"r_{name}_a")
+            m.d.comb += addr.eq(port.addr & ~Const((1 << la) - 1, len(port.addr)))
+            row, s = addr[lb:], addr[:lb]
+            s_q = Signal(max(1, lb), name=f"r_{name}_rot")  # rotation, as of the read
+            ok_q = Signal(B, name=f"r_{name}_ok")  # bank b's byte was inside the buffer
+            with m.If(port.en):
+                m.d.sync += s_q.eq(s if lb else 0)
+            bank_data = []
+            for b, (mem, depth) in enumerate(mems):
+                rp = mem.read_port(domain="sync")
+                r = Signal(len(row) + 1, name=f"r_{name}_row{b}")
+                m.d.comb += [r.eq(row + (b < s) if lb else row), rp.addr.eq(r), rp.en.eq(port.en)]
+                with m.If(port.en):
+                    m.d.sync += ok_q[b].eq(r < depth)
+                byte = Signal(8, name=f"r_{name}_b{b}")
+                m.d.comb += byte.eq(rp.data & ok_q[b].replicate(8))
+                bank_data.append(byte)
+            both = Cat(*bank_data, *bank_data)
+            if lb:
+                step = 8 * self.align
+                m.d.comb += port.data.eq(both.bit_select((s_q >> la) * step, 8 * n) if la < lb else
+                                         both[:8 * n])
+            else:
+                m.d.comb += port.data.eq(both[:8 * n])
+
+        for name, n in self.write_ports.items():
+            port = getattr(self, f"w_{name}")
+            row, s = port.addr[lb:], port.addr[:lb]
+            dpad = Cat(port.data.as_value(), Const(0, 8 * (B - n)))
+            mpad = Cat(port.mask, Const(0, B - n))
+            if lb:
+                # rotate left by s: bank (s + i) % B gets byte i
+                neg = (Const(0, lb) - s)[:lb]  # (B - s) % B
+                drot = Cat(dpad, dpad).bit_select(neg * 8, 8 * B)
+                mrot = Cat(mpad, mpad).bit_select(neg, B)
+            else:
+                drot, mrot = dpad, mpad
+            for b, (mem, depth) in enumerate(mems):
+                wp = mem.write_port(domain="sync")
+                r = Signal(len(row) + 1, name=f"w_{name}_row{b}")
+                m.d.comb += [
+                    r.eq(row + (b < s) if lb else row),
+                    wp.addr.eq(r),
+                    wp.data.eq(drot[8 * b:8 * b + 8]),
+                    wp.en.eq(port.en & mrot[b] & (r < depth)),
+                ]
+        return m
+
+
+def act_banks(cfg) -> int:
+    """ACT's banks: ``max(width, vector_lanes, P)`` rounded up to a power of two."""
+    return _pow2_at_least(max(cfg.width, cfg.vector_lanes, cfg.mem_port_bits // 8))
+
+
+def out_banks(cfg) -> int:
+    """OUT's banks: ``max(vector_lanes, P)`` rounded up to a power of two."""
+    return _pow2_at_least(max(cfg.vector_lanes, cfg.mem_port_bits // 8))
+
+
+def act_buffer(cfg) -> ByteBuffer:
+    """ACT as the engine instantiates it: write ``load`` (a whole bank row), reads ``gemm``
+    (width), ``vec_a``, ``vec_b`` (vector_lanes), ``store`` (P)."""
+    banks = act_banks(cfg)
+    return ByteBuffer(cfg.act_bytes, banks,
+                      read_ports={"gemm": cfg.width, "vec_a": cfg.vector_lanes, "vec_b": cfg.vector_lanes,
+                                  "store": cfg.mem_port_bits // 8},
+                      write_ports={"load": banks})
+
+
+def wgt_buffer(cfg) -> ByteBuffer:
+    """WGT: write ``load`` (P), read ``gemm`` (lanes * width, addresses multiples of lanes)."""
+    banks = _pow2_at_least(cfg.lanes * cfg.width)
+    align = cfg.lanes if cfg.lanes & (cfg.lanes - 1) == 0 else 1  # a power of two only
+    return ByteBuffer(cfg.wgt_bytes, banks, read_ports={"gemm": cfg.lanes * cfg.width},
+                      write_ports={"load": cfg.mem_port_bits // 8}, align=align)
+
+
+def param_buffer(cfg) -> ByteBuffer:
+    """PARAM: write ``load`` (P), reads ``gemm`` (12 bytes: one channel's record), ``vec`` (4)."""
+    return ByteBuffer(cfg.param_bytes, 16, read_ports={"gemm": 12, "vec": 4},
+                      write_ports={"load": cfg.mem_port_bits // 8})
+
+
+def out_buffer(cfg) -> ByteBuffer:
+    """OUT: writes ``gemm`` (1) and ``vec`` (vector_lanes), read ``store`` (P)."""
+    return ByteBuffer(cfg.out_bytes, out_banks(cfg), read_ports={"store": cfg.mem_port_bits // 8},
+                      write_ports={"gemm": 1, "vec": cfg.vector_lanes})

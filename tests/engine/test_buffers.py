@@ -1,0 +1,171 @@
+"""ByteBuffer: random unaligned reads and masked writes on every port width, cycle by cycle,
+against a Python bytearray; the engine's four buffers as configured; constructor messages."""
+
+import random
+
+import pytest
+from amaranth.sim import Simulator
+
+from onda.hw.config import load_config
+from onda.hw.engine.buffers import (ByteBuffer, ByteReadSignature, ByteWriteSignature, act_buffer, addr_bits,
+                                    out_buffer, param_buffer, wgt_buffer)
+
+
+def _bytes(value: int, n: int) -> list[int]:
+    return [(value >> (8 * i)) & 0xFF for i in range(n)]
+
+
+def run_random(buf: ByteBuffer, cycles: int, seed: int, *, p_read=0.6, p_write=0.5, past_end=6):
+    """Drive every port at random for ``cycles`` cycles; check each read against the model as it
+    was before that cycle's writes, and that ``data`` holds while ``en`` is low."""
+    rng = random.Random(seed)
+    model = bytearray(buf.size)
+    stats = {"reads": 0, "writes": 0, "held": 0}
+    limit = min(buf.size + past_end, 1 << addr_bits(buf.size))
+
+    def expect(addr, n):
+        return [model[a] if a < buf.size else 0 for a in range(addr, addr + n)]
+
+    async def bench(ctx):
+        held = {name: None for name in buf.read_ports}
+        for _ in range(cycles):
+            reads = {}
+            for name, n in buf.read_ports.items():
+                port = getattr(buf, f"r_{name}")
+                en = rng.random() < p_read
+                addr = rng.randrange(0, limit) // buf.align * buf.align
+                ctx.set(port.en, en)
+                ctx.set(port.addr, addr)
+                if en:
+                    reads[name] = expect(addr, n)
+            taken = set()
+            writes = []
+            for name, n in buf.write_ports.items():
+                port = getattr(buf, f"w_{name}")
+                addr = rng.randrange(0, limit)
+                mask = rng.getrandbits(n)
+                data = [rng.randrange(256) for _ in range(n)]
+                span = {addr + i for i in range(n) if mask >> i & 1}
+                en = rng.random() < p_write and not (span & taken)  # one writer per byte a cycle
+                if en:
+                    taken |= span
+                    writes.append((addr, mask, data))
+                ctx.set(port.en, en)
+                ctx.set(port.addr, addr)
+                ctx.set(port.mask, mask)
+                ctx.set(port.data, data)
+            await ctx.tick()
+            for name, n in buf.read_ports.items():
+                port = getattr(buf, f"r_{name}")
+                got = _bytes(ctx.get(port.data.as_value()), n)
+                if name in reads:
+                    assert got == reads[name], f"r_{name}: got {got}, model {reads[name]}"
+                    held[name] = got
+                    stats["reads"] += 1
+                elif held[name] is not None:
+                    assert got == held[name], f"r_{name} did not hold its data while en was low"
+                    stats["held"] += 1
+            for addr, mask, data in writes:
+                for i, d in enumerate(data):
+                    if mask >> i & 1 and addr + i < buf.size:
+                        model[addr + i] = d
+                stats["writes"] += 1
+        for name in buf.write_ports:
+            ctx.set(getattr(buf, f"w_{name}").en, 0)
+        # Read back the whole buffer through the widest read port: every byte as the model says.
+        name, n = max(buf.read_ports.items(), key=lambda kv: kv[1])
+        port = getattr(buf, f"r_{name}")
+        step = n // buf.align * buf.align
+        for addr in range(0, buf.size, step):
+            ctx.set(port.en, 1)
+            ctx.set(port.addr, addr)
+            await ctx.tick()
+            assert _bytes(ctx.get(port.data.as_value()), n) == expect(addr, n), f"final read at {addr}"
+
+    sim = Simulator(buf)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return stats
+
+
+def test_every_port_width_random_against_bytearray():
+    # 8 banks, size not a multiple of the banks, ports of every width 1..8 on both sides.
+    buf = ByteBuffer(203, 8, read_ports={f"r{n}": n for n in range(1, 9)},
+                     write_ports={f"w{n}": n for n in range(1, 9)})
+    stats = run_random(buf, 300, seed=1)
+    assert stats["reads"] > 1200 and stats["writes"] > 600 and stats["held"] > 600
+
+
+def test_aligned_reads_wide_banks():
+    # WGT-like: 16 banks, reads of 16 bytes at multiples of 4, writes of 2 (a memory beat).
+    buf = ByteBuffer(256, 16, read_ports={"gemm": 16, "b": 4}, write_ports={"load": 2, "w16": 16}, align=4)
+    stats = run_random(buf, 400, seed=2)
+    assert stats["reads"] > 300 and stats["writes"] > 300
+
+
+def test_single_bank_and_tiny_buffer():
+    buf = ByteBuffer(5, 1, read_ports={"r": 1}, write_ports={"w": 1})
+    run_random(buf, 200, seed=3)
+    # Fewer bytes than banks: the upper banks hold nothing and read as 0.
+    buf = ByteBuffer(3, 4, read_ports={"r": 4, "s": 2}, write_ports={"w": 4})
+    run_random(buf, 200, seed=4)
+
+
+def test_read_and_write_of_one_byte_return_old_value():
+    buf = ByteBuffer(16, 4, read_ports={"r": 4}, write_ports={"w": 4})
+
+    async def bench(ctx):
+        ctx.set(buf.w_w.en, 1)
+        ctx.set(buf.w_w.addr, 2)
+        ctx.set(buf.w_w.mask, 0b1111)
+        ctx.set(buf.w_w.data, [1, 2, 3, 4])
+        await ctx.tick()
+        ctx.set(buf.w_w.data, [9, 9, 9, 9])
+        ctx.set(buf.r_r.en, 1)
+        ctx.set(buf.r_r.addr, 3)
+        await ctx.tick()
+        assert _bytes(ctx.get(buf.r_r.data.as_value()), 4) == [2, 3, 4, 0]
+        ctx.set(buf.w_w.en, 0)
+        await ctx.tick()
+        assert _bytes(ctx.get(buf.r_r.data.as_value()), 4) == [9, 9, 9, 0]
+
+    sim = Simulator(buf)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s-85f"])
+def test_engine_buffers_as_configured(board):
+    cfg = load_config(board)
+    P = cfg.mem_port_bits // 8
+    act, wgt, param, out = act_buffer(cfg), wgt_buffer(cfg), param_buffer(cfg), out_buffer(cfg)
+    assert act.banks >= max(cfg.width, cfg.vector_lanes, P) and act.write_ports == {"load": act.banks}
+    assert act.read_ports == {"gemm": cfg.width, "vec_a": cfg.vector_lanes, "vec_b": cfg.vector_lanes, "store": P}
+    assert wgt.banks == cfg.lanes * cfg.width and wgt.align == cfg.lanes
+    assert wgt.read_ports == {"gemm": cfg.lanes * cfg.width} and wgt.write_ports == {"load": P}
+    assert param.banks == 16 and param.read_ports == {"gemm": 12, "vec": 4}
+    assert out.read_ports == {"store": P} and out.write_ports == {"gemm": 1, "vec": cfg.vector_lanes}
+    assert act.signature.members["w_load"].signature.flip() == ByteWriteSignature(act.banks, addr_bits(cfg.act_bytes))
+    assert act.signature.members["r_store"].signature.flip() == ByteReadSignature(P, addr_bits(cfg.act_bytes))
+    # A short random run on the real PARAM (and OUT where it is small enough to read back whole).
+    for buf in (param, out) if out.size <= 2048 else (param,):
+        stats = run_random(buf, 60, seed=5)
+        assert stats["reads"] > 20
+
+
+@pytest.mark.filterwarnings("ignore:.*created but never used")
+@pytest.mark.parametrize("args, message", [
+    ((0, 4, {"r": 1}, {}), "size must be a positive number of bytes, got 0"),
+    ((16, 6, {"r": 1}, {}), "banks must be a power of two >= 1, got 6"),
+    ((16, 4, {"r": 1}, {}, 3), r"align must be a power of two <= banks \(4\), got 3"),
+    ((16, 4, {"r": 1}, {}, 8), r"align must be a power of two <= banks \(4\), got 8"),
+    ((16, 4, {"r": 5}, {}), r"port r_r is 5 bytes wide; ports must be 1..banks \(4\) bytes"),
+    ((16, 4, {}, {"w": 0}), r"port w_w is 0 bytes wide; ports must be 1..banks \(4\) bytes"),
+    ((16, 4, {"2x": 1}, {}), "port name must be an identifier, got '2x'"),
+    ((16, 4, {}, {}), "needs at least one port"),
+])
+def test_constructor_rejects_bad_parameters(args, message):
+    with pytest.raises(ValueError, match=message):
+        ByteBuffer(*args)
