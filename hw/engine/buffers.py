@@ -155,7 +155,27 @@ class ByteBuffer(wiring.Component):
         self.size, self.banks, self.align = size, banks, align
         self.rows = -(-size // banks)
         self.read_ports, self.write_ports = dict(read_ports), dict(write_ports)
+        # Bank b holds the bytes b, b + banks, ...: only the rows with bytes < size.
+        self.bank_data = [memory.MemoryData(shape=unsigned(8), depth=max(1, (size - b + banks - 1) // banks), init=[])
+                          for b in range(banks)]
         super().__init__(members)
+
+    def sim_peek(self, ctx, addr: int, n: int) -> bytes:
+        """Bytes ``addr .. addr + n - 1`` as a simulation testbench sees them now (``ctx`` of an
+        Amaranth-sim testbench); for checking a whole buffer without a port."""
+        if addr < 0 or addr + n > self.size:
+            raise IndexError(f"ByteBuffer.sim_peek: [{addr}, {addr + n}) outside [0, {self.size})")
+        B = self.banks
+        return bytes(ctx.get(self.bank_data[a % B][a // B]) for a in range(addr, addr + n))
+
+    def sim_poke(self, ctx, addr: int, values) -> None:
+        """Set bytes from ``addr`` in simulation (a testbench preloading a buffer)."""
+        values = bytes(values)
+        if addr < 0 or addr + len(values) > self.size:
+            raise IndexError(f"ByteBuffer.sim_poke: [{addr}, {addr + len(values)}) outside [0, {self.size})")
+        B = self.banks
+        for i, v in enumerate(values):
+            ctx.set(self.bank_data[(addr + i) % B][(addr + i) // B], v)
 
     def elaborate(self, platform):
         m = Module()
@@ -165,7 +185,7 @@ class ByteBuffer(wiring.Component):
         for b in range(B):
             # Each bank's depth covers only the rows holding bytes < size.
             depth = (size - b + B - 1) // B
-            mem = memory.Memory(shape=unsigned(8), depth=max(depth, 1), init=[])
+            mem = memory.Memory(data=self.bank_data[b])
             m.submodules[f"bank{b}"] = mem
             mems.append((mem, depth))
 

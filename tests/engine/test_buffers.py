@@ -10,6 +10,9 @@ from onda.hw.config import load_config
 from onda.hw.engine.buffers import (ByteBuffer, ByteReadSignature, ByteWriteSignature, act_buffer, addr_bits,
                                     out_buffer, param_buffer, wgt_buffer)
 
+# Buffers built only to check their ports are never elaborated.
+pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
+
 
 def _bytes(value: int, n: int) -> list[int]:
     return [(value >> (8 * i)) & 0xFF for i in range(n)]
@@ -155,7 +158,6 @@ def test_engine_buffers_as_configured(board):
         assert stats["reads"] > 20
 
 
-@pytest.mark.filterwarnings("ignore:.*created but never used")
 @pytest.mark.parametrize("args, message", [
     ((0, 4, {"r": 1}, {}), "size must be a positive number of bytes, got 0"),
     ((16, 6, {"r": 1}, {}), "banks must be a power of two >= 1, got 6"),
@@ -169,3 +171,26 @@ def test_engine_buffers_as_configured(board):
 def test_constructor_rejects_bad_parameters(args, message):
     with pytest.raises(ValueError, match=message):
         ByteBuffer(*args)
+
+
+def test_sim_peek_and_poke_see_the_banks():
+    buf = ByteBuffer(37, 4, read_ports={"r": 4}, write_ports={"w": 3})
+
+    async def bench(ctx):
+        buf.sim_poke(ctx, 5, b"\x11\x22\x33\x44\x55")
+        ctx.set(buf.r_r.en, 1)
+        ctx.set(buf.r_r.addr, 6)
+        ctx.set(buf.w_w.en, 1)
+        ctx.set(buf.w_w.addr, 34)
+        ctx.set(buf.w_w.mask, 0b101)
+        ctx.set(buf.w_w.data, [7, 8, 9])
+        await ctx.tick()
+        assert _bytes(ctx.get(buf.r_r.data.as_value()), 4) == [0x22, 0x33, 0x44, 0x55]
+        assert buf.sim_peek(ctx, 33, 4) == bytes([0, 7, 0, 9])
+        with pytest.raises(IndexError, match=r"sim_peek: \[36, 38\) outside \[0, 37\)"):
+            buf.sim_peek(ctx, 36, 2)
+
+    sim = Simulator(buf)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
