@@ -49,6 +49,7 @@ class Backend(Protocol):
 _BACKENDS = {
     "golden": "onda.host.runtime.golden:GoldenBackend",
     "emulator": "onda.host.runtime.emulator:EmulatorBackend",
+    "rtl": "onda.host.runtime.rtl:RtlBackend",
 }
 
 
