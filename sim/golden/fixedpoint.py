@@ -109,9 +109,16 @@ def _round_half_away(x: float) -> int:
 
 
 def round_half_away(x) -> np.ndarray:
-    """std::round elementwise on a float array (rounds ties away from zero)."""
+    """std::round elementwise on a float array (rounds ties away from zero), exactly.
+
+    ``floor(|x| + 0.5)`` is not: the add rounds, and ``0.49999999999999994 + 0.5`` is 1.0 in
+    double (std::round gives 0). ``|x| - floor(|x|)`` is exact, so the fraction is compared instead.
+    """
     x = np.asarray(x)
-    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+    a = np.abs(x)
+    f = np.floor(a)
+    with np.errstate(invalid="ignore"):  # inf - inf: inf stays inf, NaN stays NaN
+        return np.sign(x) * (f + (a - f >= 0.5))
 
 
 def divide_round_half_away(x, n) -> np.ndarray:
