@@ -119,6 +119,8 @@ class Machine:
     def load(self, ins: Instruction) -> None:
         f = ins.fields
         y, x = f["y_size"], f["x_size"]
+        if f["buffer"] == Buffer.OUT:
+            raise EmulatorError("LOAD into OUT: a LOAD writes ACT, WGT or PARAM")
         data = self.read_memory(f["dram_addr"], y, x, f["dram_stride"])
         pt, pb, pl, pr = f["pad_top"], f["pad_bottom"], f["pad_left"], f["pad_right"]
         if pt or pb or pl or pr:
@@ -141,7 +143,7 @@ class Machine:
             return
         size = data.shape[-1] * data.shape[-2]
         s = self._span(buf, f["sram_addr"], size, f"LOAD {Buffer(f['buffer']).name}")
-        buf[:, s] = data.reshape(-1, size) if data.ndim == 3 else data.reshape(1, size)
+        buf[:, s] = data.reshape(data.shape[0], size) if data.ndim == 3 else data.reshape(1, size)
 
     def store(self, ins: Instruction) -> None:
         f = ins.fields

@@ -7,7 +7,8 @@ Timing: a command transferred in cycle ``c`` has its data start in cycle
 then (``latency`` cycles after the command), or the first write beat may be taken then. Beats
 follow one a cycle while the other side keeps up; commands are served in order and up to
 ``queue`` of them wait (``cmd.ready`` is low while the queue is full), so a client can issue the
-next burst while data streams. ``MemoryModel.from_config`` takes the latency from
+next burst while data streams (``latency + 1`` by default: enough for one-beat bursts to
+stream without a gap). ``MemoryModel.from_config`` takes the latency from
 ``cfg.mem_latency_cycles`` and checks the port is ``cfg.mem_port_bits`` wide.
 
 A command outside the memory, misaligned, or of 0 or more than ``MAX_BURST`` beats raises
@@ -59,7 +60,8 @@ class MemoryModel:
         Probability in [0, 1) of a stall cycle before each handshake (``cmd.ready`` low,
         ``rdata.valid`` held low before a beat, ``wdata.ready`` low), from ``random.Random(seed)``.
     queue : int
-        Commands taken but not yet finished, at most (>= 1).
+        Commands taken but not yet finished, at most (>= 1); default ``latency + 1``, the
+        fewest that let one-beat bursts stream one a cycle.
 
     Attributes
     ----------
@@ -72,11 +74,13 @@ class MemoryModel:
     """
 
     def __init__(self, port, memory: bytearray, *, latency: int = 1, stall: float = 0.0, seed: int = 0,
-                 queue: int = 4):
+                 queue: int | None = None):
         if not isinstance(latency, int) or latency < 1:
             raise ValueError(f"MemoryModel: latency must be an integer >= 1 cycle, got {latency!r}")
         if not 0.0 <= stall < 1.0:
             raise ValueError(f"MemoryModel: stall must be a probability in [0, 1), got {stall!r}")
+        if queue is None:
+            queue = latency + 1 if isinstance(latency, int) else 1
         if not isinstance(queue, int) or queue < 1:
             raise ValueError(f"MemoryModel: queue must be >= 1 command, got {queue!r}")
         if not isinstance(memory, bytearray):
