@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-setup
-APT_PACKAGES := iverilog
+APT_PACKAGES := iverilog g++ make
 PYTEST_WORKERS ?= 2
 
 .PHONY: setup test test-slow bench sim formal synth-datapath demo clean

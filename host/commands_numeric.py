@@ -91,9 +91,12 @@ def cmd_verify(args) -> int:
     from .runtime import BackendError
     from .verify import compare, format_table
 
+    loaded = _load(args)
     try:
-        rows = compare(args.model, args.backend, args.images, args.seed)
+        rows = compare(args.model, args.backend, args.images, args.seed, loaded=loaded)
     except (FrontendError, BackendError, ValueError) as e:
         raise CommandError(str(e)) from None
     print(format_table(rows))
+    if hasattr(loaded, "cycle_report"):
+        print(loaded.cycle_report())
     return 0 if all(r.ok for r in rows) else 2

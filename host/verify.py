@@ -47,11 +47,13 @@ def reference_tflite(loaded, model_path: Path) -> Path | bytes:
 
 
 def compare(model_path: str | Path, backend: str, images: int = 2, seed: int = 0,
-            inputs: list[np.ndarray] | None = None) -> list[TensorComparison]:
+            inputs: list[np.ndarray] | None = None, loaded=None) -> list[TensorComparison]:
     """Every tensor the backend exposes against the reference's, on ``inputs`` (default:
-    ``images`` uniformly random inputs drawn with ``seed``)."""
+    ``images`` uniformly random inputs drawn with ``seed``). ``loaded``: the model already loaded
+    on ``backend`` (to read what else it measured, e.g. the RTL's cycles)."""
     model_path = Path(model_path)
-    loaded = get_backend(backend).load(model_path)
+    if loaded is None:
+        loaded = get_backend(backend).load(model_path)
     if inputs is None:
         inputs = random_inputs(loaded.inputs, images, seed)
     got = loaded.run_all(inputs)

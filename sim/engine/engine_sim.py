@@ -72,7 +72,7 @@ class AmaranthEngine:
             for _ in range(max_cycles):
                 if ctx.get(dut.csr.r_data) & mask:
                     break
-                hit = pending and ctx.get(dut.trace.compute_done) and ctx.get(dut.trace.compute_index) == pending[0]
+                hit = pending and ctx.get(dut.trace.retire) >> 1 & 1 and ctx.get(dut.trace.compute_index) == pending[0]
                 await ctx.tick()
                 if hit:
                     result["captures"][pending.pop(0)] = self.read_memory(*capture_range)

@@ -49,6 +49,8 @@ struct Harness {
     uint64_t prev_end = ~0ull;
     bool port_idle = true;  // no command in flight: the next one pays the full latency
     uint64_t cycles = 0;
+    std::vector<uint64_t> trace;  // (cycle << 34 | module << 32 | index) per retirement, when enabled
+    bool tracing = false;
     int error = 0;          // 1: access outside the memory; 2: misaligned
     uint64_t error_addr = 0;
 
@@ -95,6 +97,12 @@ struct Harness {
         bool r_fire = rvalid && SIG(mem___05Frdata___05Fready);
         bool w_fire = wready && SIG(mem___05Fwdata___05Fvalid);
         uint64_t wpayload = SIG(mem___05Fwdata___05Fpayload);
+        if (tracing) {
+            uint32_t retire = SIG(trace___05Fretire);
+            if (retire & 1) trace.push_back(cycles << 34 | 0ull << 32 | SIG(trace___05Fload_index));
+            if (retire & 2) trace.push_back(cycles << 34 | 1ull << 32 | SIG(trace___05Fcompute_index));
+            if (retire & 4) trace.push_back(cycles << 34 | 2ull << 32 | SIG(trace___05Fstore_index));
+        }
         // Clock edge.
         top->clk = 1;
         top->eval();
@@ -193,13 +201,26 @@ int onda_run(void *hp, uint64_t max_cycles, uint32_t status_addr, uint32_t stop_
     for (uint64_t i = 0; i < max_cycles; i++) {
         top->eval();
         if (SIG(csr___05Fr_data) & stop_mask) return 0;
-        bool hit = break_index >= 0 && SIG(trace___05Fcompute_done) &&
+        bool hit = break_index >= 0 && (SIG(trace___05Fretire) & 2) &&
                    int64_t(SIG(trace___05Fcompute_index)) == break_index;
         h->tick();
         if (h->error) return 3;
         if (hit) return 1;
     }
     return 2;
+}
+
+void onda_trace(void *hp, int enable) {
+    Harness *h = static_cast<Harness *>(hp);
+    h->tracing = enable != 0;
+    h->trace.clear();
+}
+
+uint64_t onda_trace_size(void *h) { return static_cast<Harness *>(h)->trace.size(); }
+
+void onda_trace_read(void *hp, uint64_t *dst) {
+    Harness *h = static_cast<Harness *>(hp);
+    std::memcpy(dst, h->trace.data(), h->trace.size() * sizeof(uint64_t));
 }
 
 uint64_t onda_cycles(void *h) { return static_cast<Harness *>(h)->cycles; }

@@ -39,6 +39,10 @@ def _lib(path) -> ctypes.CDLL:
         lib.onda_run.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int64]
         lib.onda_cycles.restype = ctypes.c_uint64
         lib.onda_cycles.argtypes = [ctypes.c_void_p]
+        lib.onda_trace.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.onda_trace_size.restype = ctypes.c_uint64
+        lib.onda_trace_size.argtypes = [ctypes.c_void_p]
+        lib.onda_trace_read.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
         lib.onda_mem_error.restype = ctypes.c_int
         lib.onda_mem_error.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint64)]
         _LIBS[key] = lib
@@ -90,6 +94,20 @@ class VerilatorEngine:
     def cycles(self) -> int:
         """Clock cycles simulated since the engine was made (not the run's CYCLES register)."""
         return int(self._lib.onda_cycles(self._h))
+
+    def trace(self, enable: bool = True) -> None:
+        """Record every instruction's retirement from now on (and forget earlier ones)."""
+        self._lib.onda_trace(self._h, int(enable))
+
+    def retirements(self) -> np.ndarray:
+        """[(cycle, module, index)] of the recorded retirements, in order (cycles of this engine's
+        clock, see ``cycles``)."""
+        n = int(self._lib.onda_trace_size(self._h))
+        raw = np.empty(n, dtype=np.uint64)
+        if n:
+            self._lib.onda_trace_read(self._h, raw.ctypes.data)
+        return np.stack([raw >> np.uint64(34), (raw >> np.uint64(32)) & np.uint64(3), raw & np.uint64(0xFFFFFFFF)],
+                        axis=1).astype(np.int64) if n else np.zeros((0, 3), dtype=np.int64)
 
     def run(self, max_cycles: int, break_index: int = -1) -> int:
         """Clock until done or error (``RunResult.STATUS``), the compute module completing
