@@ -117,7 +117,7 @@ class DmaRun:
 def run_dma(bench, cfg, program, memory: bytearray, *, stall: float = 0.0, seed: int = 0,
             preload: dict | None = None, timeout: int = 20000, windows: dict | None = None) -> DmaRun:
     """Run ``program`` (LOAD or STORE instructions) one after another through ``bench``'s DMA;
-    stop at the first error. ``preload``: buffer -> bytes poked in before the first one.
+    stop at the first error. ``preload``: buffer -> [(addr, bytes)] poked in before the first one.
     ``windows``: buffer -> [(lo, hi)] byte ranges to read back at the end (``run.buffers[b]``
     is then a dict address -> byte); default: every buffer whole (slow for large ones)."""
     dma = bench.dma
@@ -129,8 +129,9 @@ def run_dma(bench, cfg, program, memory: bytearray, *, stall: float = 0.0, seed:
     rng = random.Random(seed + 1)
 
     async def drive(ctx):
-        for b, data in (preload or {}).items():
-            bench.buffers[b].sim_poke(ctx, 0, data)
+        for b, pieces in (preload or {}).items():
+            for addr, data in pieces:
+                bench.buffers[b].sim_poke(ctx, addr, data)
         for ins in program:
             fields = dict(ins.fields, buffer=isa.Buffer(ins.fields["buffer"]))
             await stream_put(ctx, dma.cmd, [fields], rng=rng, idle=stall)
