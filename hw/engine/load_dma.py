@@ -116,8 +116,6 @@ class LoadDMA(wiring.Component):
         P = cfg.mem_port_bits // 8
         if P < 1 or P & (P - 1) or P * 8 != cfg.mem_port_bits:
             raise ValueError(f"LoadDMA: mem_port_bits must be 8 times a power of two, got {cfg.mem_port_bits}")
-        if act_banks(cfg) < P:
-            raise ValueError(f"LoadDMA: ACT's write port ({act_banks(cfg)} B) is narrower than a memory beat ({P} B)")
         self.cfg, self.P, self.B = cfg, P, act_banks(cfg)
         super().__init__({
             "cmd": In(stream.Signature(isa.field_layout(isa.Opcode.LOAD))),

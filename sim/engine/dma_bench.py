@@ -25,7 +25,7 @@ from onda.sim.emulator.functional import EmulatorError, Machine
 from onda.sim.engine.memory_model import MemoryModel
 from onda.sim.rtl.streams import stream_put
 
-__all__ = ["DmaRun", "LoadBench", "StoreBench", "emulate", "flat_memory", "machine_buffer", "machine_for", "run_dma"]
+__all__ = ["DmaRun", "LoadBench", "SharedPortBench", "StoreBench", "emulate", "flat_memory", "machine_buffer", "machine_for", "run_dma"]
 
 
 def flat_memory(cfg, act_size: int, weights_size: int, seed: int):
@@ -92,6 +92,36 @@ class StoreBench(Elaboratable):
             m.submodules[b.name.lower()] = buf
         wiring.connect(m, self.dma.act_r, self.buffers[isa.Buffer.ACT].r_store)
         wiring.connect(m, self.dma.out_r, self.buffers[isa.Buffer.OUT].r_store)
+        return m
+
+
+class SharedPortBench(Elaboratable):
+    """Both DMAs on one memory port through a ``MemoryArbiter`` (load DMA client 0, store DMA
+    client 1), with the engine's four buffers: ``mem`` is the arbiter's memory side."""
+
+    def __init__(self, cfg):
+        from onda.hw.engine.load_dma import LoadDMA
+        from onda.hw.engine.memory_port import MemoryArbiter
+        from onda.hw.engine.store_dma import StoreDMA
+        self.load, self.store = LoadDMA(cfg), StoreDMA(cfg)
+        self.arbiter = MemoryArbiter(2, cfg.mem_port_bits // 8)
+        self.mem = self.arbiter.mem
+        self.buffers = {isa.Buffer.ACT: act_buffer(cfg), isa.Buffer.WGT: wgt_buffer(cfg),
+                        isa.Buffer.PARAM: param_buffer(cfg), isa.Buffer.OUT: out_buffer(cfg)}
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.load, m.submodules.store, m.submodules.arbiter = self.load, self.store, self.arbiter
+        for b, buf in self.buffers.items():
+            m.submodules[b.name.lower()] = buf
+        B = isa.Buffer
+        wiring.connect(m, self.load.act_w, self.buffers[B.ACT].w_load)
+        wiring.connect(m, self.load.wgt_w, self.buffers[B.WGT].w_load)
+        wiring.connect(m, self.load.param_w, self.buffers[B.PARAM].w_load)
+        wiring.connect(m, self.store.act_r, self.buffers[B.ACT].r_store)
+        wiring.connect(m, self.store.out_r, self.buffers[B.OUT].r_store)
+        wiring.connect(m, self.load.mem, self.arbiter.clients[0])
+        wiring.connect(m, self.store.mem, self.arbiter.clients[1])
         return m
 
 

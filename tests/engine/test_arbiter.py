@@ -212,3 +212,83 @@ def test_constructors_reject_bad_parameters():
         MemoryModel(port, bytearray(4), queue=0)
     with pytest.raises(TypeError, match="memory must be a bytearray, got bytes"):
         MemoryModel(port, bytes(4))
+
+
+def test_load_and_store_dmas_share_the_port():
+    """Random LOADs and STOREs at once, both DMAs through the arbiter onto one memory model with
+    stalls; LOADs read [0, 4096) and the weight image, STOREs write [4096, 8192) from OUT, so the
+    emulator (loads, then stores) is the oracle for the buffers and the memory."""
+    import numpy as np
+
+    from onda.hw import isa
+    from onda.hw.isa import Buffer, Opcode
+    from onda.sim.engine.dma_bench import SharedPortBench, emulate, flat_memory, machine_buffer, machine_for
+
+    cfg = load_config("icebreaker")
+    rng = random.Random(5)
+    memory, memmap, weights = flat_memory(cfg, 8192, 4096, 5)
+    wbase = memmap["weights_base"]
+    loads, stores = [], []
+    for _ in range(12):
+        y, x = rng.randint(1, 4), rng.randint(1, 70)
+        stride = x + rng.randint(0, 5)
+        buffer = rng.choice([Buffer.ACT, Buffer.WGT, Buffer.PARAM])
+        dram = rng.randrange(0, 4096 - y * stride) if buffer == Buffer.ACT else wbase + rng.randrange(0, 2048)
+        pads = [rng.randint(0, 2) for _ in range(4)]
+        total = (pads[0] + y + pads[1]) * (pads[2] + x + pads[3])
+        size = {Buffer.ACT: 2048, Buffer.WGT: cfg.wgt_bytes, Buffer.PARAM: cfg.param_bytes}[buffer]
+        loads.append(isa.make(Opcode.LOAD, buffer=buffer, sram_addr=rng.randrange(0, size - total), dram_addr=dram,
+                              y_size=y, x_size=x, dram_stride=stride, pad_top=pads[0], pad_bottom=pads[1],
+                              pad_left=pads[2], pad_right=pads[3], pad_value=rng.randint(-128, 127)))
+    for _ in range(12):
+        y, x = rng.randint(1, 4), rng.randint(1, 70)
+        stride = x + rng.randint(0, 5)
+        stores.append(isa.make(Opcode.STORE, buffer=Buffer.OUT, sram_addr=rng.randrange(0, 1024 - y * x),
+                               dram_addr=4096 + rng.randrange(0, 4096 - y * stride), y_size=y, x_size=x,
+                               dram_stride=stride))
+    out = np.random.default_rng(6).integers(0, 256, 1024, dtype=np.uint8).tobytes()
+    machine = machine_for(cfg, memory, memmap, weights)
+    machine.out[0, :1024] = np.frombuffer(out, dtype=np.int8)
+    assert emulate(machine, loads + stores) == (24, "")
+
+    bench = SharedPortBench(cfg)
+    model = MemoryModel.from_config(cfg, bench.mem, memory, stall=0.3, seed=5)
+    sim = Simulator(bench)
+    sim.add_clock(1e-8)
+    model.add_to(sim)
+    finished = []
+
+    def driver(dma, program, seed):
+        async def bench_(ctx):
+            r = random.Random(seed)
+            for ins in program:
+                await stream_put(ctx, dma.cmd, [dict(ins.fields, buffer=Buffer(ins.fields["buffer"]))], rng=r, idle=0.3)
+                await ctx.tick().until(dma.done | (dma.error != 0))
+                assert ctx.get(dma.error) == 0
+            finished.append(dma)
+        return bench_
+
+    async def preload(ctx):
+        bench.buffers[Buffer.OUT].sim_poke(ctx, 0, out)
+
+    sim.add_testbench(preload)
+    sim.add_testbench(driver(bench.load, loads, 1))
+    sim.add_testbench(driver(bench.store, stores, 2))
+    result = {}
+
+    async def snapshot(ctx):
+        await ctx.tick().until(bench.load.error == 0)  # let the drivers start
+        while len(finished) < 2:
+            await ctx.tick()
+        for b in (Buffer.ACT, Buffer.WGT, Buffer.PARAM):
+            result[b] = bench.buffers[b].sim_peek(ctx, 0, bench.buffers[b].size)
+
+    sim.add_testbench(snapshot)
+    sim.run()
+    for b in (Buffer.ACT, Buffer.WGT, Buffer.PARAM):
+        assert result[b] == machine_buffer(machine, b), b.name
+    assert bytes(memory[:8192]) == machine.act_mem[0].view(np.uint8).tobytes()
+    reads = [t.accepted for t in model.transfers if not t.write]
+    writes = [t.accepted for t in model.transfers if t.write]
+    assert len(reads) >= 12 and len(writes) >= 12
+    assert min(writes) < max(reads) and min(reads) < max(writes), "the two DMAs never overlapped"

@@ -208,3 +208,14 @@ def test_cycles_without_stalls(board, capsys):
         print(f"\nLOAD cycles on {board} (latency {cfg.mem_latency_cycles}): y, x, addr%P, RTL, cycle model")
         for r in rows:
             print("  %5d %5d %2d %6d %6d" % r)
+
+
+def test_constructor_rejects_a_port_that_is_not_whole_bytes():
+    import dataclasses
+
+    from onda.hw.engine.load_dma import LoadDMA
+    cfg = dataclasses.replace(load_config("icebreaker"), mem_port_bits=24)
+    with pytest.raises(ValueError, match="LoadDMA: mem_port_bits must be 8 times a power of two, got 24"):
+        LoadDMA(cfg)
+    with pytest.raises(ValueError, match="LoadDMA: mem_port_bits must be 8 times a power of two, got 12"):
+        LoadDMA(dataclasses.replace(cfg, mem_port_bits=12))

@@ -180,3 +180,11 @@ def test_cycles_without_stalls(board, capsys):
         print(f"\nSTORE cycles on {board} (latency {cfg.mem_latency_cycles}): y, x, addr%P, RTL, cycle model")
         for r in rows:
             print("  %5d %5d %2d %6d %6d" % r)
+
+
+def test_constructor_rejects_a_port_that_is_not_whole_bytes():
+    import dataclasses
+
+    from onda.hw.engine.store_dma import StoreDMA
+    with pytest.raises(ValueError, match="StoreDMA: mem_port_bits must be 8 times a power of two, got 48"):
+        StoreDMA(dataclasses.replace(load_config("ulx3s-85f"), mem_port_bits=48))
