@@ -44,7 +44,7 @@ from onda.hw.isa import Opcode, VecFunc
 from .buffers import ByteReadSignature, ByteWriteSignature, addr_bits
 from .errors import EngineError
 
-__all__ = ["VecUnit", "MeanMultiplier", "requant_as_add", "CHECK_CYCLES", "BEAT_FIFO_DEPTH"]
+__all__ = ["VecUnit", "MeanMultiplier", "requant_as_add", "vec_cycles", "vec_cycles_bounds", "CHECK_CYCLES", "BEAT_FIFO_DEPTH"]
 
 CHECK_CYCLES = 3       # extents: products, sizes, comparisons
 BEAT_FIFO_DEPTH = 4    # read data waiting for its unit (credit: issued + buffered <= depth)
@@ -543,3 +543,98 @@ class VecUnit(wiring.Component):
         dec = Mux(wen & ~move_mode, 1, 0)
         m.d.sync += pending.eq(pending + inc - dec)
         return m
+
+
+DIVIDE_CYCLES = 11  # DivideRound: one vector every 11 cycles (accept, 9 steps, result)
+MEAN_DIVIDE_CYCLES = 32  # MeanMultiplier
+
+
+def _window_taps(f: dict, lanes: int) -> "np.ndarray":
+    """Beats of each (output pixel, channel group) window of a pool walk, in walk order: its
+    in-bounds taps, or 1 (the phantom tap) if none."""
+    import numpy as np
+
+    def extent(n_out, stride, pad, k, n_in):
+        b = np.arange(n_out) * stride - pad
+        return np.clip(np.minimum(b + k, n_in) - np.maximum(b, 0), 0, None)
+
+    h = extent(f["out_rows"], f["stride_h"], f["pad_top"], f["kh"], f["in_rows"])
+    w = extent(f["out_cols"], f["stride_w"], f["pad_left"], f["kw"], f["in_cols"])
+    taps = np.maximum(np.outer(h, w).reshape(-1), 1)
+    groups = -(-f["channels"] // lanes)
+    return np.repeat(taps, groups)
+
+
+def vec_cycles(cfg, f: dict) -> int | None:
+    """Cycles :class:`VecUnit` takes for a valid ``VEC`` with fields ``f``, from the command's
+    transfer to ``done``, with the one-a-cycle requantizer (``mul_style_for(cfg) == "dsp"``); None
+    for MEAN with the serial requantizer (its phase makes it vary by up to 6 cycles; see
+    :func:`vec_cycles_bounds`). What the RTL does, measured in simulation
+    (``tests/engine/test_vec_unit.py`` holds every random instruction to it):
+
+    * ``R = 5 + words`` (accept, 3 CHECK cycles, the record a word a cycle: 0, 4 or 9 words),
+      then one beat a cycle, then the unit's latency and 3 cycles (FIFO, write, ``done``); with
+      nothing to write (a zero extent), ``R + 1``;
+    * COPY: ``R + ceil(N / VL) + 3``; SPACE_TO_DEPTH: ``R + 2 * out_pixels * ceil(2C / VL) + 3``;
+    * ADD, REQUANT: ``R + ceil(N / VL) + 3 + ResidualAdd.latency`` (27 with DSPs, 25 with LUTs);
+    * MAX_POOL: ``R + sum(t) + 4``, ``t`` the beats of each (pixel, group) window (in-bounds taps);
+    * AVG_POOL: ``R + 3 + t[0] + sum(max(t[w], 11) for w >= 1) + 11`` (the divider's 11 cycles);
+    * MEAN: groups latched by the serializer at ``L[0] = max(R + P + 2, R + 33)`` (the sum of P
+      pixels, or the 32-cycle divider), ``L[g+1] = max(L[g] + P, L[g] + n[g] + 1)`` (n lanes a
+      group), done at ``L[-1] + n[-1] + 2 + Requantizer.latency``.
+    A refused instruction raises ``error`` after 4 cycles.
+    """
+    import math
+
+    vl = cfg.vector_lanes
+    func = VecFunc(f["func"])
+    style = mul_style_for(cfg)
+    add_latency = ResidualAdd("dsp" if style == "dsp" else "lut").latency
+    words = {VecFunc.ADD: isa.ADD_PARAM_WORDS, VecFunc.REQUANT: isa.RESCALE_PARAM_WORDS,
+             VecFunc.MEAN: isa.RESCALE_PARAM_WORDS}.get(func, 0)
+    r = 5 + words
+    c = f["channels"]
+    n = f["in_rows"] * f["in_cols"] * c
+    out = f["out_rows"] * f["out_cols"] * c * (4 if func == VecFunc.SPACE_TO_DEPTH else 1)
+    if out == 0:  # nothing to write: straight to done
+        return r + 1
+    if func == VecFunc.COPY:
+        return r + math.ceil(n / vl) + 3
+    if func == VecFunc.SPACE_TO_DEPTH:
+        return r + 2 * f["out_rows"] * f["out_cols"] * math.ceil(2 * c / vl) + 3
+    if func in (VecFunc.ADD, VecFunc.REQUANT):
+        return r + math.ceil(n / vl) + 3 + add_latency
+    if func == VecFunc.MAX_POOL:
+        return r + int(_window_taps(f, vl).sum()) + 4
+    if func == VecFunc.AVG_POOL:
+        t = _window_taps(f, vl)
+        return r + 3 + int(t[0]) + int((t[1:].clip(DIVIDE_CYCLES)).sum()) + DIVIDE_CYCLES
+    if func == VecFunc.MEAN:
+        if style != "dsp":
+            return None
+        p = f["in_rows"] * f["in_cols"]
+        lanes = [min(vl, c - g) for g in range(0, c, vl)]
+        latch = max(r + p + 2, r + MEAN_DIVIDE_CYCLES + 1)
+        for g in range(1, len(lanes)):
+            latch = max(latch + p, latch + lanes[g - 1] + 1)
+        return latch + lanes[-1] + 2 + Requantizer(style).latency
+    raise ValueError(f"vec_cycles: unknown func {func!r}")
+
+
+def vec_cycles_bounds(cfg, f: dict) -> tuple[int, int]:
+    """``(lo, hi)`` cycles of a valid ``VEC``: ``vec_cycles`` twice where it is exact; for MEAN
+    with the serial requantizer (one accumulator every ``SERIAL_PHASES`` = 7 cycles at a free-running
+    phase) the recurrence of :func:`vec_cycles` with 7 cycles a lane,
+    ``L[g+1] = max(L[g] + P, L[g] + 7 n[g] + 1)``, done near ``L[-1] + 7 n[-1] + 93``, within 7 either way."""
+    exact = vec_cycles(cfg, f)
+    if exact is not None:
+        return exact, exact
+    vl, c = cfg.vector_lanes, f["channels"]
+    r = 5 + isa.RESCALE_PARAM_WORDS
+    p = f["in_rows"] * f["in_cols"]
+    lanes = [min(vl, c - g) for g in range(0, c, vl)]
+    latch = max(r + p + 2, r + MEAN_DIVIDE_CYCLES + 1)
+    for g in range(1, len(lanes)):
+        latch = max(latch + p, latch + 7 * lanes[g - 1] + 1)
+    mid = latch + 7 * lanes[-1] + 93
+    return mid - 7, mid + 7

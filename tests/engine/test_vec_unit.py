@@ -24,7 +24,7 @@ from onda.hw import isa
 from onda.hw.config import load_config
 from onda.hw.engine.buffers import ByteBuffer, act_banks, out_banks
 from onda.hw.engine.errors import EngineError
-from onda.hw.engine.vec_unit import CHECK_CYCLES, MeanMultiplier, VecUnit
+from onda.hw.engine.vec_unit import CHECK_CYCLES, MeanMultiplier, VecUnit, vec_cycles_bounds
 from onda.hw.isa import Opcode, VecFunc
 from onda.sim.emulator.functional import EmulatorError, Machine
 from onda.sim.golden import fixedpoint as fp
@@ -211,6 +211,8 @@ def check_program(cfg, program, seed):
         diff = np.flatnonzero(got != want)
         assert diff.size == 0, (f"{VecFunc(fields['func']).name}: {diff.size} bytes differ, first at {diff[:8]}: "
                                 f"got {got[diff[:8]]}, want {want[diff[:8]]}; {fields}")
+        lo, hi = vec_cycles_bounds(cfg, fields)  # no stalls but the command's: exact but serial MEAN
+        assert lo <= cyc <= hi, f"{VecFunc(fields['func']).name}: {cyc} cycles, vec_cycles says {lo}..{hi}: {fields}"
         out = want
         cycles.append(cyc)
     return cycles
