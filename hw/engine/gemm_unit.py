@@ -1,0 +1,341 @@
+"""The GEMM sequencer: executes one ``GEMM`` instruction, an implicit-GEMM convolution tile, on the
+datapath's :class:`~onda.hw.datapath.conv_tile.ConvTile`.
+
+It walks the implicit GEMM of ``hw/ISA.md`` (the oracle is ``Machine.gemm`` of the functional
+emulator): for each lane group ``g``, each output pixel ``(r, c)`` (row-major), each kernel row
+``i``, each contiguous segment of the input band (the kernel row's ``kw * C`` bytes, or each tap's
+``C`` bytes when ``dilation_w > 1``), ``ceil(len / width)`` MAC beats: ``width`` activation bytes
+from ACT and the matching ``lanes * width`` weight bytes from WGT (lane-interleaved, one access).
+The last beat of a segment has its activation bytes past the segment's end zeroed (the ISA folds
+``-x_zp * sum(w)`` into the bias, so the MAC array runs with ``x_zp = 0``). The ConvTile's
+outputs, ``lanes`` per pixel in lane order, go to OUT one byte a cycle at
+``out_addr + pixel * out_channels + g * lanes + lane`` (lanes past ``out_channels`` dropped).
+
+Parameters: while group ``g`` computes, the ``lanes`` PARAM records of group ``g + 1`` are read
+(one a cycle) into the ConvTile's other parameter bank; the ConvTile holds a write back while
+that bank's previous vectors are still in flight, and the walk waits at a group's first beat
+only until that group's parameters are in.
+
+Timing: one MAC beat a cycle, a dot product no faster than the requantizer drains a vector
+(``EngineConfig.drain_cycles``), so a GEMM takes ``pixels * groups * max(beats, drain_cycles)``
+plus a constant fill (:attr:`GemmUnit.fill_cycles` documents what it is made of), with
+``beats = kh * ceil(kw * C / width)`` (``kh * kw * ceil(C / width)`` when ``dilation_w > 1``).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from onda.hw import isa
+from onda.hw.datapath.conv_tile import ConvTile
+from onda.hw.datapath.requantize import mul_style_for
+from onda.hw.isa import Epilogue, Opcode
+
+from .buffers import ByteReadSignature, ByteWriteSignature, addr_bits
+from .errors import EngineError
+
+__all__ = ["GemmUnit", "PARAM_RECORD_BYTES"]
+
+PARAM_RECORD_BYTES = isa.GEMM_PARAM_WORDS * 4  # one channel's (bias, word1, word2)
+SETUP_CYCLES = 4  # cmd taken -> fields latched, three levels of extent products, range check
+
+
+class GemmUnit(wiring.Component):
+    """Sequencer of ``GEMM`` instructions around a :class:`ConvTile` (both epilogues).
+
+    Parameters
+    ----------
+    cfg : EngineConfig
+        ``lanes`` (a power of two), ``width``, the buffer sizes and the requantizer
+        (``requantize.mul_style_for(cfg)``).
+
+    Members
+    -------
+    cmd : In(stream.Signature(isa.field_layout(Opcode.GEMM)))
+        One instruction, taken when idle.
+    done : Out(1)
+        One-cycle pulse the cycle after the instruction's last OUT write was performed.
+    error : Out(EngineError)
+        Nonzero: the instruction was refused (``BAD_FIELD``: a zero kernel, stride or dilation,
+        an output tile reading beyond the band, ``wgt_addr`` not a multiple of ``lanes``, an
+        unknown epilogue; ``BUFFER_RANGE``: an ACT / WGT / PARAM / OUT extent outside its
+        buffer; the first failing check in ``Machine.gemm``'s order). Sticky; no more commands.
+    act_r : Out(ByteReadSignature(width, addr_bits(act_bytes)))
+        To ACT's ``r_gemm``: one beat's activations.
+    wgt_r : Out(ByteReadSignature(lanes * width, addr_bits(wgt_bytes)))
+        To WGT's ``r_gemm``: one beat's weights of the lane group.
+    param_r : Out(ByteReadSignature(12, addr_bits(param_bytes)))
+        To PARAM's ``r_gemm``: one channel's record (``isa.record_layout("gemm_fixed"/"gemm_double")``).
+    out_w : Out(ByteWriteSignature(1, addr_bits(out_bytes)))
+        To OUT's ``w_gemm``: one output byte a cycle.
+
+    Latency: ``fill_cycles`` of constant overhead per instruction (see
+    ``tests/engine/test_gemm_unit.py`` for the measured value): :data:`SETUP_CYCLES`, the first
+    group's parameter records, the ACT/WGT read, the MAC array, the serializer, the requantizer and
+    the OUT write, then ``done``.
+    """
+
+    def __init__(self, cfg):
+        lanes, width = cfg.lanes, cfg.width
+        if lanes < 1 or lanes & (lanes - 1):
+            raise ValueError(f"GemmUnit: lanes must be a power of two (WGT beats are lane-interleaved), got {lanes}")
+        if width < 1 or width & (width - 1):
+            raise ValueError(f"GemmUnit: width must be a power of two, got {width}")
+        self.cfg = cfg
+        self.lanes, self.width = lanes, width
+        self.mul_style = mul_style_for(cfg)
+        self.tile = ConvTile(lanes, width, mul_style=self.mul_style, double=True, restartable=True)
+        super().__init__({
+            "cmd": In(stream.Signature(isa.field_layout(Opcode.GEMM))),
+            "done": Out(1),
+            "error": Out(EngineError),
+            "act_r": Out(ByteReadSignature(width, addr_bits(cfg.act_bytes))),
+            "wgt_r": Out(ByteReadSignature(lanes * width, addr_bits(cfg.wgt_bytes))),
+            "param_r": Out(ByteReadSignature(PARAM_RECORD_BYTES, addr_bits(cfg.param_bytes))),
+            "out_w": Out(ByteWriteSignature(1, addr_bits(cfg.out_bytes))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, lanes, width = self.cfg, self.lanes, self.width
+        lg_lanes = (lanes - 1).bit_length()
+        m.submodules.tile = tile = self.tile
+        A = 34  # internal address / extent width (every field sum below fits)
+
+        f = Signal(isa.field_layout(Opcode.GEMM))  # the instruction being executed
+        error = Signal(EngineError)
+        m.d.comb += self.error.eq(error)
+
+        # -- setup: extents and walk steps from the fields, three levels of products ------------------
+        kk, ekh, ekw = Signal(8), Signal(signed(10)), Signal(signed(10))
+        irc, pix, cin_row = Signal(24), Signal(24), Signal(28)
+        seg_len, segs, tap_step, pix_step = Signal(20), Signal(4), Signal(20), Signal(20)
+        groups, param_ext, band_r, band_c = Signal(17), Signal(A), Signal(16), Signal(16)
+        k_len, act_ext, row_step, prow_step, out_ext = Signal(24), Signal(A + 6), Signal(A), Signal(A), Signal(A + 6)
+        need_r, need_c = Signal(signed(20)), Signal(signed(20))
+        wgt_ext, group_wstep = Signal(A + 10), Signal(A)
+        seg_wstep = Signal(A)
+        bad_kernel = Signal()
+
+        # -- walk state ---------------------------------------------------------------------------------
+        g, r, c, i, t = Signal(17), Signal(12), Signal(12), Signal(4), Signal(4)
+        rem = Signal(20)
+        act_pixrow, act_pix, act_row, act_seg, act_cur = (Signal(A, name=n) for n in
+                                                          ("act_pixrow", "act_pix", "act_row", "act_seg", "act_cur"))
+        wgt_group, wgt_seg, wgt_cur = Signal(A), Signal(A), Signal(A)
+        pix_first, grp_first, gen_active = Signal(), Signal(), Signal()
+        loaded = Signal(2)  # a bank holds the parameters of the group the walk is about to start
+        started = Signal(17)  # groups whose first beat the tile has taken
+
+        # -- beat stage B: the ACT/WGT data of the beat read last cycle -------------------------------
+        b_valid, b_first, b_last, b_bank, b_gfirst = Signal(), Signal(), Signal(), Signal(), Signal()
+        b_count = Signal(range(width + 1))
+
+        # -- parameter loader ---------------------------------------------------------------------------
+        lg = Signal(17)  # the group being (or next to be) loaded
+        ll = Signal(range(lanes))
+        l_active = Signal()
+        p_addr, p_group = Signal(A), Signal(A)
+        pv, p_lane, p_bank, p_last = Signal(), Signal(range(lanes)), Signal(), Signal()
+
+        # -- outputs ------------------------------------------------------------------------------------
+        o_lane = Signal(range(lanes))
+        o_pix, o_g = Signal(24), Signal(17)
+        o_base, o_gbase = Signal(A), Signal(A)
+        o_ch = Signal(18)  # channel of the output arriving: o_g * lanes + o_lane
+        o_chbase = Signal(18)
+        w_en, w_addr, w_data = Signal(), Signal(A), Signal(8)
+        last_write = Signal()  # the instruction's last output is being written
+
+        running = Signal()
+        m.d.comb += [tile.x_zp.eq(0), tile.out_zero_point.eq(f.out_zp), tile.act_min.eq(f.act_min),
+                     tile.act_max.eq(f.act_max), tile.epilogue.eq(f.epilogue)]
+
+        with m.FSM(name="gemm"):
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    m.d.sync += f.eq(self.cmd.payload)
+                    m.next = "SETUP1"
+            with m.State("SETUP1"):
+                m.d.sync += [
+                    bad_kernel.eq((f.kh == 0) | (f.kw == 0) | (f.stride_h == 0) | (f.stride_w == 0)
+                                  | (f.dilation_h == 0) | (f.dilation_w == 0)),
+                    kk.eq(f.kh * f.kw),
+                    ekh.eq(f.kh * f.dilation_h - f.dilation_h + 1), ekw.eq(f.kw * f.dilation_w - f.dilation_w + 1),
+                    irc.eq(f.in_rows * f.in_cols), pix.eq(f.out_rows * f.out_cols),
+                    cin_row.eq(f.in_cols * f.channels),
+                    seg_len.eq(Mux(f.dilation_w == 1, f.kw * f.channels, f.channels)),
+                    segs.eq(Mux(f.dilation_w == 1, 1, f.kw)),
+                    tap_step.eq(f.dilation_w * f.channels), pix_step.eq(f.stride_w * f.channels),
+                    groups.eq((f.out_channels + (lanes - 1)) >> lg_lanes),
+                    param_ext.eq(f.param_addr + f.out_channels * PARAM_RECORD_BYTES),
+                    band_r.eq(f.out_rows * f.stride_h), band_c.eq(f.out_cols * f.stride_w),
+                ]
+                m.next = "SETUP2"
+            with m.State("SETUP2"):
+                m.d.sync += [
+                    k_len.eq(kk * f.channels),
+                    act_ext.eq(f.act_addr + irc * f.channels),
+                    row_step.eq(f.dilation_h * cin_row), prow_step.eq(f.stride_h * cin_row),
+                    out_ext.eq(f.out_addr + pix * f.out_channels),
+                    need_r.eq(band_r - f.stride_h + ekh), need_c.eq(band_c - f.stride_w + ekw),
+                    seg_wstep.eq(seg_len << lg_lanes),
+                ]
+                m.next = "SETUP3"
+            with m.State("SETUP3"):
+                m.d.sync += [wgt_ext.eq(f.wgt_addr + ((groups * k_len) << lg_lanes)),
+                             group_wstep.eq(k_len << lg_lanes)]
+                m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.comb += tile.restart.eq(1)  # the tile is empty: every instruction starts at phase 0
+                # Machine.gemm's checks, in its order: the first failing one names the error.
+                code = Signal(EngineError)
+                with m.If(bad_kernel):
+                    m.d.comb += code.eq(EngineError.BAD_FIELD)
+                with m.Elif((need_r > f.in_rows) | (need_c > f.in_cols)):
+                    m.d.comb += code.eq(EngineError.BAD_FIELD)
+                with m.Elif(act_ext > cfg.act_bytes):
+                    m.d.comb += code.eq(EngineError.BUFFER_RANGE)
+                with m.Elif(f.wgt_addr[:lg_lanes] != 0 if lg_lanes else 0):
+                    m.d.comb += code.eq(EngineError.BAD_FIELD)
+                with m.Elif(wgt_ext > cfg.wgt_bytes):
+                    m.d.comb += code.eq(EngineError.BUFFER_RANGE)
+                with m.Elif(param_ext > cfg.param_bytes):
+                    m.d.comb += code.eq(EngineError.BUFFER_RANGE)
+                with m.Elif((f.epilogue != Epilogue.FIXED) & (f.epilogue != Epilogue.DOUBLE)):
+                    m.d.comb += code.eq(EngineError.BAD_FIELD)
+                with m.Elif(out_ext > cfg.out_bytes):
+                    m.d.comb += code.eq(EngineError.BUFFER_RANGE)
+                with m.If(code != EngineError.NONE):
+                    m.d.sync += error.eq(code)
+                    m.next = "ERROR"
+                with m.Elif((pix == 0) | (groups == 0)):
+                    m.next = "FINISH"  # nothing to compute or write
+                with m.Else():
+                    m.d.sync += [
+                        g.eq(0), r.eq(0), c.eq(0), i.eq(0), t.eq(0), rem.eq(seg_len),
+                        act_pixrow.eq(f.act_addr), act_pix.eq(f.act_addr), act_row.eq(f.act_addr),
+                        act_seg.eq(f.act_addr), act_cur.eq(f.act_addr),
+                        wgt_group.eq(f.wgt_addr), wgt_seg.eq(f.wgt_addr), wgt_cur.eq(f.wgt_addr),
+                        pix_first.eq(1), grp_first.eq(1), gen_active.eq(1), loaded.eq(0), started.eq(0),
+                        lg.eq(0), l_active.eq(0), p_group.eq(f.param_addr),
+                        o_lane.eq(0), o_pix.eq(0), o_g.eq(0), o_base.eq(f.out_addr), o_gbase.eq(f.out_addr),
+                        o_chbase.eq(0),
+                    ]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += running.eq(1)
+                with m.If(last_write):  # the last OUT write is performed at the end of this cycle
+                    m.next = "FINISH"
+            with m.State("FINISH"):
+                m.d.comb += self.done.eq(1)
+                m.next = "IDLE"
+            with m.State("ERROR"):
+                pass
+
+        # -- the walk: one beat request a cycle -----------------------------------------------------------
+        adv = Signal()  # stage B can take a new beat
+        can_issue = Signal()
+        issue = Signal()
+        m.d.comb += [
+            adv.eq(~b_valid | tile.i.ready),
+            can_issue.eq(running & gen_active & (~grp_first | loaded.bit_select(g[0], 1))),
+            issue.eq(adv & can_issue),
+            self.act_r.addr.eq(act_cur), self.act_r.en.eq(issue),
+            self.wgt_r.addr.eq(wgt_cur), self.wgt_r.en.eq(issue),
+        ]
+        seg_end = rem <= width
+        row_end = seg_end & (t == segs - 1)
+        pix_end = row_end & (i == f.kh - 1)
+        with m.If(adv):
+            m.d.sync += b_valid.eq(issue)
+        with m.If(issue):
+            m.d.sync += [b_first.eq(pix_first), b_last.eq(pix_end), b_bank.eq(g[0]), b_gfirst.eq(grp_first),
+                         b_count.eq(Mux(rem < width, rem, width)), pix_first.eq(0), grp_first.eq(0)]
+            with m.If(grp_first):
+                m.d.sync += loaded.bit_select(g[0], 1).eq(0)
+            wseg_next = wgt_seg + seg_wstep
+            with m.If(~seg_end):
+                m.d.sync += [rem.eq(rem - width), act_cur.eq(act_cur + width), wgt_cur.eq(wgt_cur + width * lanes)]
+            with m.Elif(~row_end):  # next tap of the kernel row (dilation_w > 1)
+                a = act_seg + tap_step
+                m.d.sync += [t.eq(t + 1), rem.eq(seg_len), act_seg.eq(a), act_cur.eq(a),
+                             wgt_seg.eq(wseg_next), wgt_cur.eq(wseg_next)]
+            with m.Elif(~pix_end):  # next kernel row
+                a = act_row + row_step
+                m.d.sync += [i.eq(i + 1), t.eq(0), rem.eq(seg_len), act_row.eq(a), act_seg.eq(a), act_cur.eq(a),
+                             wgt_seg.eq(wseg_next), wgt_cur.eq(wseg_next)]
+            with m.Else():  # next pixel
+                m.d.sync += [i.eq(0), t.eq(0), rem.eq(seg_len), pix_first.eq(1)]
+                nxt = Signal(A)
+                with m.If(c != f.out_cols - 1):
+                    m.d.comb += nxt.eq(act_pix + pix_step)
+                    m.d.sync += [c.eq(c + 1), wgt_seg.eq(wgt_group), wgt_cur.eq(wgt_group)]
+                with m.Elif(r != f.out_rows - 1):
+                    m.d.comb += nxt.eq(act_pixrow + prow_step)
+                    m.d.sync += [c.eq(0), r.eq(r + 1), act_pixrow.eq(nxt), wgt_seg.eq(wgt_group),
+                                 wgt_cur.eq(wgt_group)]
+                with m.Else():  # next lane group
+                    wg = wgt_group + group_wstep
+                    m.d.comb += nxt.eq(f.act_addr)
+                    m.d.sync += [c.eq(0), r.eq(0), g.eq(g + 1), act_pixrow.eq(f.act_addr), wgt_group.eq(wg),
+                                 wgt_seg.eq(wg), wgt_cur.eq(wg), grp_first.eq(1)]
+                    with m.If(g == groups - 1):
+                        m.d.sync += gen_active.eq(0)
+                m.d.sync += [act_pix.eq(nxt), act_row.eq(nxt), act_seg.eq(nxt), act_cur.eq(nxt)]
+
+        # Stage B -> the tile: activations masked past the segment's end, weights de-interleaved.
+        beat = tile.i.payload
+        m.d.comb += [tile.i.valid.eq(b_valid), beat.first.eq(b_first), beat.last.eq(b_last), beat.bank.eq(b_bank)]
+        for k in range(width):
+            m.d.comb += beat.x[k].eq(Mux(k < b_count, self.act_r.data[k], 0))
+            for lane in range(lanes):
+                m.d.comb += beat.w[lane][k].eq(self.wgt_r.data[k * lanes + lane])
+        with m.If(tile.i.valid & tile.i.ready & b_gfirst):
+            m.d.sync += started.eq(started + 1)
+
+        # -- parameter loader: group lg's records into bank lg % 2 ---------------------------------------
+        p_adv = Signal()
+        p_issue = Signal()
+        m.d.comb += [p_adv.eq(~pv | tile.params.ready), p_issue.eq(l_active & p_adv),
+                     self.param_r.addr.eq(p_addr), self.param_r.en.eq(p_issue)]
+        with m.If(running & ~l_active & ~pv & (lg < groups) & (started >= lg) & ~loaded.bit_select(lg[0], 1)):
+            m.d.sync += [l_active.eq(1), ll.eq(0), p_addr.eq(p_group)]
+        with m.If(p_adv):
+            m.d.sync += pv.eq(p_issue)
+        with m.If(p_issue):
+            m.d.sync += [p_lane.eq(ll), p_bank.eq(lg[0]), p_last.eq(ll == lanes - 1), ll.eq(ll + 1),
+                         p_addr.eq(p_addr + PARAM_RECORD_BYTES)]
+            with m.If(ll == lanes - 1):
+                m.d.sync += l_active.eq(0)
+        rec = self.param_r.data
+        word = [Cat(*(rec[4 * w + b] for b in range(4))) for w in range(3)]
+        pp = tile.params.payload
+        m.d.comb += [tile.params.valid.eq(pv), pp.lane.eq(p_lane), pp.bank.eq(p_bank),
+                     pp.bias.eq(word[0]), pp.multiplier.eq(word[1]), pp.shift.eq(word[2][:6]),
+                     pp.scale_hi.eq(word[2])]
+        with m.If(tile.params.valid & tile.params.ready & p_last):
+            m.d.sync += [loaded.bit_select(p_bank, 1).eq(1), lg.eq(lg + 1),
+                         p_group.eq(p_group + lanes * PARAM_RECORD_BYTES)]
+
+        # -- outputs: lane order, lanes past out_channels dropped, one byte a cycle into OUT --------------
+        m.d.comb += [tile.o.ready.eq(1), o_ch.eq(o_chbase + o_lane),
+                     self.out_w.en.eq(w_en), self.out_w.addr.eq(w_addr), self.out_w.data[0].eq(w_data),
+                     self.out_w.mask.eq(1)]
+        m.d.sync += [w_en.eq(0), last_write.eq(0)]
+        with m.If(tile.o.valid):
+            m.d.sync += [w_en.eq(o_ch < f.out_channels), w_addr.eq(o_base + o_lane), w_data.eq(tile.o.payload),
+                         o_lane.eq(o_lane + 1)]
+            with m.If(o_lane == lanes - 1):
+                m.d.sync += o_lane.eq(0)
+                with m.If(o_pix != pix - 1):
+                    m.d.sync += [o_pix.eq(o_pix + 1), o_base.eq(o_base + f.out_channels)]
+                with m.Else():
+                    m.d.sync += [o_pix.eq(0), o_g.eq(o_g + 1), o_gbase.eq(o_gbase + lanes), o_base.eq(o_gbase + lanes),
+                                 o_chbase.eq(o_chbase + lanes)]
+                    with m.If(o_g == groups - 1):
+                        m.d.sync += last_write.eq(1)
+        return m

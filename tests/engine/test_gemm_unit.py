@@ -1,0 +1,318 @@
+"""GemmUnit against the functional emulator's ``Machine.gemm``: table-driven and random GEMM
+instructions on the real engine buffers (``hw/engine/buffers.py``), both epilogues, both board
+configurations; OUT compared byte for byte (around the tile too: nothing else written), cycles
+compared with ``cycles.gemm_cycles``, refused instructions checked for their error code."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.sim import Simulator
+
+from onda.hw import isa
+from onda.hw.config import load_config
+from onda.hw.engine.buffers import act_buffer, out_buffer, param_buffer, wgt_buffer
+from onda.hw.engine.errors import EngineError
+from onda.hw.engine.gemm_unit import GemmUnit
+from onda.hw.isa import Epilogue, Opcode
+from onda.sim.emulator.functional import EmulatorError, Machine
+from onda.sim.golden import fixedpoint as fp
+
+CONFIGS = ("icebreaker", "ulx3s-85f")
+MARGIN = 24  # OUT bytes checked on either side of the tile (nothing may be written there)
+# What the RTL takes for a GEMM of N = pixels * groups dot products of `beats` beats each
+# (`beats` as cycles.gemm_cycles counts them), with d = EngineConfig.drain_cycles:
+#     (N - 1) * max(beats, d) + beats + FILL
+# (the last dot product's drain is part of the fill, not max(beats, d)). FILL: setup and range
+# check, the first group's parameter records, the ACT/WGT read, the MAC array, the serializer,
+# the requantizer's latency, the OUT write, done. With the serial requantizer (iCEBreaker) it
+# takes a lane only every 7 cycles on a fixed grid from the instruction's start, so the end is
+# rounded up to that grid: FILL + 0..SLACK.
+FILL = {"icebreaker": 134, "ulx3s-85f": 65}
+SLACK = {"icebreaker": 6, "ulx3s-85f": 0}
+EMPTY_CYCLES = 5  # a GEMM with no pixel or no channel: setup and range check, then done
+
+
+@dataclass
+class Case:
+    fields: dict
+    seed: int
+
+
+class Bench:
+    """A GemmUnit on the engine's ACT, WGT, PARAM and OUT buffers, with a NumPy mirror of the
+    buffers' contents that the emulator runs on."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.dut = GemmUnit(cfg)
+        self.bufs = {"act": act_buffer(cfg), "wgt": wgt_buffer(cfg), "param": param_buffer(cfg),
+                     "out": out_buffer(cfg)}
+        m = Module()
+        m.submodules.gemm = self.dut
+        for name, buf in self.bufs.items():
+            m.submodules[name] = buf
+        wiring.connect(m, self.dut.act_r, self.bufs["act"].r_gemm)
+        wiring.connect(m, self.dut.wgt_r, self.bufs["wgt"].r_gemm)
+        wiring.connect(m, self.dut.param_r, self.bufs["param"].r_gemm)
+        wiring.connect(m, self.dut.out_w, self.bufs["out"].w_gemm)
+        self.top = m
+        self.mirror = {name: np.zeros(getattr(cfg, f"{name}_bytes"), dtype=np.uint8) for name in self.bufs}
+
+    def emulate(self, fields: dict) -> np.ndarray | None:
+        """OUT after ``Machine.gemm`` on the mirror (None: the emulator refuses the instruction)."""
+        mach = Machine(self.cfg, {"act_size": 0, "weights_base": 0}, b"", 1)
+        mach.act[0] = self.mirror["act"].view(np.int8)
+        mach.wgt[:] = self.mirror["wgt"].view(np.int8)
+        mach.param[:] = self.mirror["param"]
+        mach.out[0] = self.mirror["out"].view(np.int8)
+        try:
+            mach.gemm(isa.make(Opcode.GEMM, **fields))
+        except EmulatorError:
+            return None
+        return mach.out[0].view(np.uint8).copy()
+
+
+def _region(size: int, lo: int, hi: int) -> tuple[int, int]:
+    return max(0, lo), min(size, hi)
+
+
+def fill_case(bench: Bench, fields: dict, rng: np.random.Generator) -> list[tuple[str, int, bytes]]:
+    """Random ACT / WGT / OUT bytes over the instruction's extents and sane PARAM records (valid
+    multipliers and shifts, layer-like double scales); returns the pokes, applied to the mirror."""
+    cfg = bench.cfg
+    f = fields
+    c, ct = f["channels"], f["out_channels"]
+    k = f["kh"] * f["kw"] * c
+    pokes = []
+
+    def put(name, addr, data: bytes):
+        lo, hi = _region(len(bench.mirror[name]), addr, addr + len(data))
+        if hi > lo:
+            data = data[lo - addr:hi - addr]
+            bench.mirror[name][lo:hi] = np.frombuffer(data, dtype=np.uint8)
+            pokes.append((name, lo, data))
+
+    put("act", f["act_addr"], rng.integers(0, 256, f["in_rows"] * f["in_cols"] * c + cfg.width).astype(np.uint8).tobytes())
+    put("wgt", f["wgt_addr"], rng.integers(0, 256, isa.weight_bytes(ct, k, cfg.lanes) + cfg.lanes * cfg.width)
+        .astype(np.uint8).tobytes())
+    groups = isa.weight_groups(ct, cfg.lanes)
+    n = groups * cfg.lanes  # records of the padding lanes too (their outputs are dropped)
+    # Scales that keep most outputs inside int8: acc ~ sqrt(K) * 128 * 64.
+    real = np.exp(rng.uniform(np.log(0.05), np.log(4.0), n)) / max(1.0, np.sqrt(k) * 128 * 64 / 128)
+    bias = rng.integers(-2**14, 2**14, n)
+    if f["epilogue"] == Epilogue.DOUBLE:
+        sbits = real.astype("<f8").view("<u8").astype(np.uint64)
+        words = np.stack([bias.astype(np.int64) & 0xFFFFFFFF, sbits & 0xFFFFFFFF, sbits >> 32], axis=1)
+    else:
+        mult, shift = fp.quantize_multiplier_array(real)
+        words = np.stack([bias, mult, shift], axis=1).astype(np.int64) & 0xFFFFFFFF
+    put("param", f["param_addr"], words.astype("<u4").tobytes())
+    out_ext = f["out_rows"] * f["out_cols"] * ct
+    put("out", f["out_addr"] - MARGIN, rng.integers(0, 256, out_ext + 2 * MARGIN).astype(np.uint8).tobytes())
+    return pokes
+
+
+def run_cases(cfg_name: str, cases: list[Case], idle: float = 0.5, max_cycles: int = 200_000):
+    """Run the cases one after another in one simulation; returns, per case,
+    (rtl OUT window, emulator OUT window or None, cycles or None, error code)."""
+    cfg = load_config(cfg_name)
+    bench = Bench(cfg)
+    dut = bench.dut
+    results = []
+
+    async def bench_proc(ctx):
+        for case in cases:
+            rng = np.random.default_rng(case.seed)
+            stall = random.Random(case.seed)
+            pokes = fill_case(bench, case.fields, rng)
+            for name, addr, data in pokes:
+                bench.bufs[name].sim_poke(ctx, addr, data)
+            want = bench.emulate(case.fields)
+            while stall.random() < idle:  # the command arrives after a random gap
+                await ctx.tick()
+            ctx.set(dut.cmd.valid, 1)
+            # the instruction's body bits as the ISA encodes them (above the 8-bit header)
+            word = int.from_bytes(isa.encode(isa.make(Opcode.GEMM, **case.fields)), "little") >> isa.HEADER_BITS
+            ctx.set(dut.cmd.payload.as_value(), word & ((1 << isa.field_bits(Opcode.GEMM)) - 1))
+            await ctx.tick().until(dut.cmd.ready)
+            ctx.set(dut.cmd.valid, 0)
+            t = 0
+            took = None
+            while t < max_cycles:
+                _, _, done, err = await ctx.tick().sample(dut.done, dut.error)
+                t += 1
+                if done:
+                    took = t
+                    break
+                if err != EngineError.NONE and t > 64:
+                    break
+            err = ctx.get(dut.error)
+            f = case.fields
+            lo, hi = _region(cfg.out_bytes, f["out_addr"] - MARGIN,
+                             f["out_addr"] + f["out_rows"] * f["out_cols"] * f["out_channels"] + MARGIN)
+            got = np.frombuffer(bench.bufs["out"].sim_peek(ctx, lo, hi - lo), dtype=np.uint8)
+            before = bench.mirror["out"][lo:hi].copy()
+            results.append((got, None if want is None else want[lo:hi], took, err, before))
+            if want is not None:
+                bench.mirror["out"][:] = want
+            if err != EngineError.NONE:
+                for _ in range(8):  # sticky: no more commands
+                    _, _, ready = await ctx.tick().sample(dut.cmd.ready)
+                    assert not ready
+                return
+
+    sim = Simulator(bench.top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench_proc)
+    sim.run()
+    return cfg, results
+
+
+def gemm(**kw) -> dict:
+    base = dict(act_addr=0, wgt_addr=0, param_addr=0, out_addr=0, in_rows=1, in_cols=1, channels=1, out_rows=1,
+                out_cols=1, out_channels=1, kh=1, kw=1, stride_h=1, stride_w=1, dilation_h=1, dilation_w=1,
+                out_zp=0, act_min=-128, act_max=127, epilogue=Epilogue.FIXED)
+    base.update(kw)
+    return base
+
+
+def random_fields(cfg, rng: np.random.Generator, small: bool = True) -> dict:
+    lanes, width = cfg.lanes, cfg.width
+    kh, kw = (int(v) for v in rng.integers(1, 6 if not small else 4, 2))
+    sh, sw = (int(v) for v in rng.integers(1, 4, 2))
+    dh, dw = (int(v) for v in rng.integers(1, 4, 2))
+    if rng.random() < 0.5:
+        dh = dw = 1
+    c = int(rng.integers(1, 2 * width + 4))
+    ct = int(rng.integers(1, 2 * lanes + 4)) if lanes <= 4 else int(rng.choice([1, 5, lanes, lanes + 3, 2 * lanes - 1]))
+    orow, ocol = int(rng.integers(1, 3)), int(rng.integers(1, 4))
+    ekh, ekw = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    ir = (orow - 1) * sh + ekh + int(rng.integers(0, 2))
+    ic = (ocol - 1) * sw + ekw + int(rng.integers(0, 2))
+    k = kh * kw * c
+    act_ext, wgt_ext = ir * ic * c, isa.weight_bytes(ct, k, lanes)
+    out_ext, par_ext = orow * ocol * ct, ct * 12
+    return gemm(
+        act_addr=int(rng.integers(0, cfg.act_bytes - act_ext + 1)) if rng.random() < 0.8 else cfg.act_bytes - act_ext,
+        wgt_addr=int(rng.integers(0, (cfg.wgt_bytes - wgt_ext) // lanes + 1)) * lanes,
+        param_addr=int(rng.integers(0, cfg.param_bytes - par_ext + 1)),
+        out_addr=int(rng.integers(MARGIN, cfg.out_bytes - out_ext - MARGIN + 1)),
+        in_rows=ir, in_cols=ic, channels=c, out_rows=orow, out_cols=ocol, out_channels=ct,
+        kh=kh, kw=kw, stride_h=sh, stride_w=sw, dilation_h=dh, dilation_w=dw,
+        out_zp=int(rng.integers(-128, 128)),
+        act_min=int(rng.choice([-128, int(rng.integers(-128, 0))])), act_max=int(rng.choice([127, int(rng.integers(0, 128))])),
+        epilogue=Epilogue(int(rng.integers(0, 2))))
+
+
+def beats(cfg, f: dict) -> int:
+    """MAC beats of one dot product, as cycles.gemm_cycles counts them (one pixel, one lane group,
+    no drain bound)."""
+    c, w = f["channels"], cfg.width
+    per_row = -(-f["kw"] * c // w) if f["dilation_w"] == 1 else f["kw"] * -(-c // w)
+    return f["kh"] * per_row
+
+
+def rtl_cycles(cfg, f: dict) -> int:
+    """The RTL's cycle count without its fill (see FILL)."""
+    n = f["out_rows"] * f["out_cols"] * isa.weight_groups(f["out_channels"], cfg.lanes)
+    b = beats(cfg, f)
+    return (n - 1) * max(b, cfg.drain_cycles) + b if n else 0
+
+
+def check_results(cfg, cases, results):
+    fills = []
+    assert len(results) == len(cases)
+    for case, (got, want, took, err, _) in zip(cases, results):
+        assert want is not None, f"emulator refused a valid case {case.fields}"
+        assert err == EngineError.NONE, (case.fields, err)
+        assert took is not None, f"no done for {case.fields}"
+        bad = np.nonzero(got != want)[0]
+        assert bad.size == 0, (f"{bad.size} OUT bytes differ for {case.fields}: first at window offset "
+                               f"{bad[0]}: rtl {got[bad[0]]}, emulator {want[bad[0]]}")
+        f = case.fields
+        if f["out_rows"] * f["out_cols"] * f["out_channels"] == 0:
+            assert took == EMPTY_CYCLES, f"an empty GEMM took {took} cycles"
+            continue
+        fills.append(took - rtl_cycles(cfg, case.fields))
+    lo, hi = FILL[cfg.name], FILL[cfg.name] + SLACK[cfg.name]
+    assert all(lo <= x <= hi for x in fills), f"fill outside [{lo}, {hi}]: {fills}"
+    return fills
+
+
+TABLE = [
+    gemm(),  # one 1x1 pixel, one channel
+    gemm(channels=3, out_channels=5, in_rows=3, in_cols=3, kh=3, kw=3, act_addr=7, out_addr=40, param_addr=5),
+    gemm(channels=2, out_channels=4, in_rows=5, in_cols=5, out_rows=2, out_cols=2, kh=2, kw=2, stride_h=2, stride_w=3,
+         wgt_addr=16, epilogue=Epilogue.DOUBLE, out_zp=-3, act_min=-3),  # ReLU-like clamp
+    gemm(channels=5, out_channels=3, in_rows=5, in_cols=8, out_rows=1, out_cols=2, kh=3, kw=3, dilation_h=2,
+         dilation_w=3, out_addr=100),  # dilated: one segment per tap
+    gemm(channels=17, out_channels=9, out_addr=33, epilogue=Epilogue.DOUBLE),  # fully connected, K not a multiple
+]
+
+
+@pytest.mark.parametrize("cfg_name", CONFIGS)
+def test_table(cfg_name):
+    cases = [Case(f, 100 + n) for n, f in enumerate(TABLE)]
+    cfg, results = run_cases(cfg_name, cases)
+    fills = check_results(cfg, cases, results)
+    print(cfg_name, "fill", fills)
+
+
+@pytest.mark.parametrize("cfg_name,seed", [(c, s) for c in CONFIGS for s in (1, 2)])
+def test_random(cfg_name, seed):
+    cfg = load_config(cfg_name)
+    rng = np.random.default_rng(seed)
+    cases = [Case(random_fields(cfg, rng), seed * 1000 + n) for n in range(6)]
+    cfg, results = run_cases(cfg_name, cases)
+    fills = check_results(cfg, cases, results)
+    print(cfg_name, "fill", fills)
+
+
+BASE = gemm(channels=3, out_channels=5, in_rows=4, in_cols=4, out_rows=2, out_cols=2, kh=3, kw=3, act_addr=8,
+            wgt_addr=16, param_addr=24, out_addr=64)
+ERRORS = [  # (changes to BASE, error): Machine.gemm refuses each; the first failing check names the code
+    (dict(kh=0), EngineError.BAD_FIELD),
+    (dict(stride_w=0), EngineError.BAD_FIELD),
+    (dict(dilation_h=0), EngineError.BAD_FIELD),
+    (dict(out_rows=3), EngineError.BAD_FIELD),  # the tile reads beyond the band
+    (dict(dilation_w=2), EngineError.BAD_FIELD),  # ... through a dilated kernel
+    (dict(act_addr=6144 - 47), EngineError.BUFFER_RANGE),
+    (dict(wgt_addr=2), EngineError.BAD_FIELD),  # not a multiple of lanes
+    (dict(wgt_addr=6144 - 4 * 27 * 2 + 4), EngineError.BUFFER_RANGE),
+    (dict(param_addr=1024 - 59), EngineError.BUFFER_RANGE),
+    (dict(epilogue=2), EngineError.BAD_FIELD),
+    (dict(epilogue=3, act_addr=6144), EngineError.BUFFER_RANGE),  # the act check comes first
+    (dict(out_addr=2048 - 19), EngineError.BUFFER_RANGE),
+    (dict(kh=0, out_addr=2048), EngineError.BAD_FIELD),
+]
+
+
+@pytest.mark.parametrize("changes,code", ERRORS)
+def test_refused(changes, code):
+    """Refused before anything is written: the error code, no done, OUT untouched, no more commands."""
+    fields = {**BASE, **changes}
+    cases = [Case(fields, 7)]
+    cfg, results = run_cases("icebreaker", cases, idle=0.0, max_cycles=200)
+    (got, want, took, err, before), = results
+    assert want is None, "the emulator executes what the RTL must refuse"
+    assert err == code and took is None
+    assert np.array_equal(got, before)
+
+
+def test_sequence_and_edges():
+    """Instructions back to back (state restarts), a zero-pixel tile (nothing written, done), the
+    tile ending on the last bytes of ACT and OUT."""
+    cfg = load_config("icebreaker")
+    cases = [Case(gemm(channels=3, out_channels=6, in_rows=3, in_cols=4, out_rows=1, out_cols=2, kh=3, kw=3,
+                       act_addr=cfg.act_bytes - 36, out_addr=cfg.out_bytes - 12 - MARGIN), 1),
+             Case(gemm(out_rows=0, out_addr=500), 2),
+             Case(gemm(channels=9, out_channels=7, epilogue=Epilogue.DOUBLE, wgt_addr=cfg.wgt_bytes - 2 * 9 * 4,
+                       param_addr=cfg.param_bytes - 84), 3)]
+    cfg, results = run_cases("icebreaker", cases)
+    check_results(cfg, cases, results)
