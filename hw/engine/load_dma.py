@@ -7,7 +7,7 @@ data rows ``pad_value``.
 
 How it runs, one instruction at a time:
 
-1. **Check** (``CHECK_CYCLES`` cycles): a shift-add multiplier forms ``R*W``, ``pad_top*W``,
+1. **Check** (``CHECK_CYCLES`` cycles): a shift-add multiplier (``DIGIT_BITS`` a cycle) forms ``R*W``, ``pad_top*W``,
    ``pad_bottom*W`` and ``(y_size - 1)*dram_stride`` (no DSP block needed: the iCE40 build has
    none to spare), then the refusals, in this order: a LOAD into OUT (``BAD_BUFFER``), a read past
    ``cfg.mem_size_bytes`` (``MEMORY_RANGE``; only if ``y_size`` and ``x_size`` are nonzero), a
@@ -37,13 +37,24 @@ from onda.hw.engine.buffers import ByteWriteSignature, act_banks, addr_bits
 from onda.hw.engine.errors import EngineError
 from onda.hw.engine.memory_port import MAX_BURST, MemoryPortSignature
 
-__all__ = ["CHECK_CYCLES", "LoadDMA", "load_cycles"]
+__all__ = ["CHECK_CYCLES", "DIGIT_BITS", "LoadDMA", "digit_product", "load_cycles"]
 
 _Y_BITS = isa.field_range(isa.Opcode.LOAD, "y_size")[1].bit_length()  # 16
 _R_BITS = _Y_BITS + 1  # pad_top + y_size + pad_bottom < 2**17
-CHECK_CYCLES = _R_BITS + 1
-"""Cycles between taking a LOAD and starting it: one per multiplier bit of ``R`` (17), then one
-to compare."""
+DIGIT_BITS = 4
+"""Multiplier bits the range check's shift-add multiplier takes a cycle (four shifted adds)."""
+CHECK_CYCLES = -(-_R_BITS // DIGIT_BITS) + 1
+"""Cycles between taking a LOAD and starting it: one per ``DIGIT_BITS`` of ``R`` (17 bits: 5),
+then one to compare."""
+
+
+def digit_product(digit, value):
+    """``digit * value`` for a small unsigned ``digit`` as a sum of shifted copies of ``value``
+    (plain adders: no DSP block)."""
+    total = 0
+    for i in range(len(digit)):
+        total = total + Mux(digit[i], value << i, 0)
+    return total
 
 
 def _ceil(a: int, b: int) -> int:
@@ -219,17 +230,12 @@ class LoadDMA(wiring.Component):
                         total.eq(0), top.eq(0), bottom.eq(0), span.eq(0), count.eq(0),
                     ]
             with m.State("MULTIPLY"):
-                m.d.sync += [mr.eq(mr >> 1), mt.eq(mt >> 1), mb.eq(mb >> 1), my.eq(my >> 1),
-                             wsh.eq(wsh << 1), ssh.eq(ssh << 1), count.eq(count + 1)]
-                with m.If(mr[0]):
-                    m.d.sync += total.eq(total + wsh)
-                with m.If(mt[0]):
-                    m.d.sync += top.eq(top + wsh)
-                with m.If(mb[0]):
-                    m.d.sync += bottom.eq(bottom + wsh)
-                with m.If(my[0]):
-                    m.d.sync += span.eq(span + ssh)
-                with m.If(count == _R_BITS - 1):
+                D = DIGIT_BITS
+                m.d.sync += [mr.eq(mr >> D), mt.eq(mt >> D), mb.eq(mb >> D), my.eq(my >> D),
+                             wsh.eq(wsh << D), ssh.eq(ssh << D), count.eq(count + 1),
+                             total.eq(total + digit_product(mr[:D], wsh)), top.eq(top + digit_product(mt[:D], wsh)),
+                             bottom.eq(bottom + digit_product(mb[:D], wsh)), span.eq(span + digit_product(my[:D], ssh))]
+                with m.If(count == CHECK_CYCLES - 2):
                     m.next = "CHECK"
             with m.State("CHECK"):
                 reads = (f.y_size != 0) & (f.x_size != 0)

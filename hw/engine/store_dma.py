@@ -6,7 +6,7 @@ bytes at ``sram_addr`` (dense rows of ``x_size``) go to ``y_size`` rows at ``dra
 
 How it runs, one instruction at a time:
 
-1. **Check** (``CHECK_CYCLES`` cycles): a shift-add multiplier forms ``y_size*x_size`` and
+1. **Check** (``CHECK_CYCLES`` cycles): a shift-add multiplier (``DIGIT_BITS`` a cycle) forms ``y_size*x_size`` and
    ``(y_size - 1)*dram_stride``, then the refusals in the emulator's order: a buffer other than
    OUT or ACT (``BAD_BUFFER``), a read past the buffer (``BUFFER_RANGE``), a write past
    ``cfg.mem_size_bytes`` (``MEMORY_RANGE``; checked whenever ``y_size`` is nonzero, as the
@@ -30,14 +30,15 @@ from amaranth.lib.wiring import In, Out
 from onda.hw import isa
 from onda.hw.engine.buffers import ByteReadSignature, addr_bits
 from onda.hw.engine.errors import EngineError
+from onda.hw.engine.load_dma import DIGIT_BITS, digit_product
 from onda.hw.engine.memory_port import MAX_BURST, MemoryPortSignature
 
 __all__ = ["CHECK_CYCLES", "StoreDMA", "store_cycles"]
 
 _Y_BITS = isa.field_range(isa.Opcode.STORE, "y_size")[1].bit_length()  # 16
-CHECK_CYCLES = _Y_BITS + 1
-"""Cycles between taking a STORE and starting it: one per multiplier bit of ``y_size`` (16),
-then one to compare."""
+CHECK_CYCLES = -(-_Y_BITS // DIGIT_BITS) + 1
+"""Cycles between taking a STORE and starting it: one per ``DIGIT_BITS`` of ``y_size`` (16
+bits: 4), then one to compare."""
 
 
 def _ceil(a: int, b: int) -> int:
@@ -197,13 +198,11 @@ class StoreDMA(wiring.Component):
                                  xsh.eq(p.x_size), ssh.eq(p.dram_stride), total.eq(0), span.eq(0), count.eq(0)]
                     m.next = "MULTIPLY"
             with m.State("MULTIPLY"):
-                m.d.sync += [my.eq(my >> 1), my1.eq(my1 >> 1), xsh.eq(xsh << 1), ssh.eq(ssh << 1),
-                             count.eq(count + 1)]
-                with m.If(my[0]):
-                    m.d.sync += total.eq(total + xsh)
-                with m.If(my1[0]):
-                    m.d.sync += span.eq(span + ssh)
-                with m.If(count == _Y_BITS - 1):
+                D = DIGIT_BITS
+                m.d.sync += [my.eq(my >> D), my1.eq(my1 >> D), xsh.eq(xsh << D), ssh.eq(ssh << D),
+                             count.eq(count + 1), total.eq(total + digit_product(my[:D], xsh)),
+                             span.eq(span + digit_product(my1[:D], ssh))]
+                with m.If(count == CHECK_CYCLES - 2):
                     m.next = "CHECK"
             with m.State("CHECK"):
                 moves = (f.y_size != 0) & (f.x_size != 0)
