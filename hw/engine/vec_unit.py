@@ -145,6 +145,10 @@ class VecUnit(wiring.Component):
         ``vector_lanes`` (bytes a beat), the ACT / PARAM / OUT sizes (range checks, port widths)
         and the requantizer style (``mul_style_for(cfg)``: MEAN's requantizer; ADD's lanes use DSP
         multipliers where the requantizer does, LUT ones otherwise).
+    add_lanes : int, optional
+        ResidualAdd lanes for ADD and REQUANT (each three 32x32 fixed-point multiplies: 12
+        MULT18X18D), a divisor of ``vector_lanes`` (default: all of them, one beat a cycle). With
+        fewer, each beat takes ``ceil(n / add_lanes)`` cycles (``n`` its bytes).
 
     Members
     -------
@@ -162,10 +166,16 @@ class VecUnit(wiring.Component):
         OUT writes, consecutive addresses from ``dst_addr``, ``mask`` the tail.
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, add_lanes: int | None = None):
         vl = getattr(cfg, "vector_lanes", None)
         if not isinstance(vl, int) or vl < 1:
             raise ValueError(f"VecUnit: cfg.vector_lanes must be a positive int, got {vl!r}")
+        if add_lanes is None:
+            add_lanes = vl
+        if not isinstance(add_lanes, int) or add_lanes < 1 or vl % add_lanes:
+            raise ValueError(f"VecUnit: add_lanes must be a positive divisor of vector_lanes ({vl}), "
+                             f"got {add_lanes!r}")
+        self.add_lanes = add_lanes
         for name in ("act_bytes", "param_bytes", "out_bytes"):
             v = getattr(cfg, name, None)
             if not isinstance(v, int) or v < 1:
@@ -453,8 +463,10 @@ class VecUnit(wiring.Component):
         a_s = [Signal(signed(8), name=f"a{l}") for l in range(VL)]
         m.d.comb += [a_s[l].eq(a_val[l]) for l in range(VL)]
 
+        AL = self.add_lanes
+        K = VL // AL
         adds = []
-        for l in range(VL):
+        for l in range(AL):
             ra = ResidualAdd(self.add_style)
             m.submodules[f"add{l}"] = ra
             adds.append(ra)
@@ -482,13 +494,24 @@ class VecUnit(wiring.Component):
         needs_tag = beat.last & ~move_mode
         go = Signal()
         accept = Signal()
+        # ADD / REQUANT: a beat goes through the add_lanes ResidualAdds in chunks of add_lanes bytes,
+        # one chunk a cycle; each chunk is an output (its byte count a tag).
+        chunk = Signal(range(K))
+        chunk_n = Signal(nb)
+        m.d.comb += chunk_n.eq(Mux(beat.n > chunk * AL + AL, AL, beat.n - chunk * AL))
+        last_chunk = Signal()
+        m.d.comb += last_chunk.eq(~(is_add | is_req) | (beat.n <= chunk * AL + AL))
+        with m.If(accept & (is_add | is_req)):
+            m.d.sync += chunk.eq(Mux(last_chunk, 0, chunk + 1))
         m.d.comb += [go.eq(beats.r_rdy & (~needs_tag | tags.w_rdy)),
                      accept.eq(go & unit_ready),
-                     beats.r_en.eq(accept),
-                     tags.w_en.eq(accept & needs_tag), tags.w_data.eq(beat.n)]
+                     beats.r_en.eq(accept & last_chunk),
+                     tags.w_en.eq(accept & needs_tag), tags.w_data.eq(Mux(is_add | is_req, chunk_n, beat.n))]
         for l, ra in enumerate(adds):
-            m.d.comb += [ra.i.valid.eq(go & (is_add | is_req)), ra.i.payload.a.eq(a_s[l]),
-                         ra.i.payload.b.eq(Mux(is_add, beat.b[l], 0)), ra.o.ready.eq(1)]
+            a_l = Array([a_s[k * AL + l] for k in range(K)])[chunk] if K > 1 else a_s[l]
+            b_l = Array([beat.b[k * AL + l] for k in range(K)])[chunk] if K > 1 else beat.b[l]
+            m.d.comb += [ra.i.valid.eq(go & (is_add | is_req)), ra.i.payload.a.eq(a_l),
+                         ra.i.payload.b.eq(Mux(is_add, b_l, 0)), ra.o.ready.eq(1)]
         for dst in (mp.i, sp.i):
             m.d.comb += [dst.payload.first.eq(beat.first), dst.payload.last.eq(beat.last)]
             m.d.comb += [dst.payload.x[l].eq(a_s[l]) for l in range(VL)]
@@ -565,7 +588,7 @@ def _window_taps(f: dict, lanes: int) -> "np.ndarray":
     return np.repeat(taps, groups)
 
 
-def vec_cycles(cfg, f: dict) -> int | None:
+def vec_cycles(cfg, f: dict, add_lanes: int | None = None) -> int | None:
     """Cycles :class:`VecUnit` takes for a valid ``VEC`` with fields ``f``, from the command's
     transfer to ``done``, with the one-a-cycle requantizer (``mul_style_for(cfg) == "dsp"``); None
     for MEAN with the serial requantizer (its phase makes it vary by up to 6 cycles; see
@@ -576,7 +599,8 @@ def vec_cycles(cfg, f: dict) -> int | None:
       then one beat a cycle, then the unit's latency and 3 cycles (FIFO, write, ``done``); with
       nothing to write (a zero extent), ``R + 1``;
     * COPY: ``R + ceil(N / VL) + 3``; SPACE_TO_DEPTH: ``R + 2 * out_pixels * ceil(2C / VL) + 3``;
-    * ADD, REQUANT: ``R + ceil(N / VL) + 3 + ResidualAdd.latency`` (27 with DSPs, 25 with LUTs);
+    * ADD, REQUANT: ``R + chunks + 3 + ResidualAdd.latency`` (27 with DSPs, 25 with LUTs),
+      ``chunks = ceil(N / VL)`` with ``add_lanes = VL``, else ``sum(ceil(n_b / add_lanes))`` over the beats;
     * MAX_POOL: ``R + sum(t) + 4``, ``t`` the beats of each (pixel, group) window (in-bounds taps);
     * AVG_POOL: ``R + 3 + t[0] + sum(max(t[w], 11) for w >= 1) + 11`` (the divider's 11 cycles);
     * MEAN: groups latched by the serializer at ``L[0] = max(R + P + 2, R + 33)`` (the sum of P
@@ -603,7 +627,10 @@ def vec_cycles(cfg, f: dict) -> int | None:
     if func == VecFunc.SPACE_TO_DEPTH:
         return r + 2 * f["out_rows"] * f["out_cols"] * math.ceil(2 * c / vl) + 3
     if func in (VecFunc.ADD, VecFunc.REQUANT):
-        return r + math.ceil(n / vl) + 3 + add_latency
+        al = vl if add_lanes is None else add_lanes
+        beats = math.ceil(n / vl)
+        chunks = (beats - 1) * (vl // al) + math.ceil((n - (beats - 1) * vl) / al)
+        return r + chunks + 3 + add_latency
     if func == VecFunc.MAX_POOL:
         return r + int(_window_taps(f, vl).sum()) + 4
     if func == VecFunc.AVG_POOL:
@@ -621,12 +648,12 @@ def vec_cycles(cfg, f: dict) -> int | None:
     raise ValueError(f"vec_cycles: unknown func {func!r}")
 
 
-def vec_cycles_bounds(cfg, f: dict) -> tuple[int, int]:
+def vec_cycles_bounds(cfg, f: dict, add_lanes: int | None = None) -> tuple[int, int]:
     """``(lo, hi)`` cycles of a valid ``VEC``: ``vec_cycles`` twice where it is exact; for MEAN
     with the serial requantizer (one accumulator every ``SERIAL_PHASES`` = 7 cycles at a free-running
     phase) the recurrence of :func:`vec_cycles` with 7 cycles a lane,
     ``L[g+1] = max(L[g] + P, L[g] + 7 n[g] + 1)``, done near ``L[-1] + 7 n[-1] + 93``, within 7 either way."""
-    exact = vec_cycles(cfg, f)
+    exact = vec_cycles(cfg, f, add_lanes)
     if exact is not None:
         return exact, exact
     vl, c = cfg.vector_lanes, f["channels"]

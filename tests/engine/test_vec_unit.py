@@ -42,9 +42,9 @@ class Harness(wiring.Component):
     """VecUnit wired to ACT, PARAM and OUT as the engine wires them (the engine's ports, plus
     bank-wide ``fill`` / ``check`` ports for the testbench to load and read back the buffers fast)."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, add_lanes=None):
         self.cfg = cfg
-        self.vec = VecUnit(cfg)
+        self.vec = VecUnit(cfg, add_lanes)
         P = cfg.mem_port_bits // 8
         ab, ob = act_banks(cfg), out_banks(cfg)
         self.act = ByteBuffer(cfg.act_bytes, ab, read_ports={"gemm": cfg.width, "vec_a": cfg.vector_lanes,
@@ -143,10 +143,10 @@ async def send(ctx, vec, fields, rng, idle, timeout=20000):
         assert cycles < timeout, f"no done after {cycles} cycles: {fields}"
 
 
-def run_unit(cfg, act, param, out, program, seed=0, idle=0.3):
+def run_unit(cfg, act, param, out, program, seed=0, idle=0.3, add_lanes=None):
     """Run ``program`` (a list of VEC field dicts) on the unit over buffers holding act / param /
     out; returns per instruction (OUT after it, error code, cycles from accept to done)."""
-    dut = Harness(cfg)
+    dut = Harness(cfg, add_lanes)
     rng = random.Random(seed)
     results = []
 
@@ -184,7 +184,7 @@ def run_unit(cfg, act, param, out, program, seed=0, idle=0.3):
     return results
 
 
-def check_program(cfg, program, seed):
+def check_program(cfg, program, seed, add_lanes=None):
     """Random buffers; run ``program`` on the unit and on the emulator; OUT equal after each."""
     rng = np.random.default_rng(seed)
     act = rng.integers(-128, 128, cfg.act_bytes).astype(np.int8)
@@ -201,7 +201,7 @@ def check_program(cfg, program, seed):
                 at = fields["param_addr"] + rec.size
             assert fields["param_addr"] + rec.size <= cfg.param_bytes
             param[fields["param_addr"]:fields["param_addr"] + rec.size] = rec
-    results = run_unit(cfg, act, param, out, program, seed=seed)
+    results = run_unit(cfg, act, param, out, program, seed=seed, add_lanes=add_lanes)
     assert len(results) == len(program)
     cycles = []
     for fields, (got, code, cyc) in zip(program, results):
@@ -211,7 +211,7 @@ def check_program(cfg, program, seed):
         diff = np.flatnonzero(got != want)
         assert diff.size == 0, (f"{VecFunc(fields['func']).name}: {diff.size} bytes differ, first at {diff[:8]}: "
                                 f"got {got[diff[:8]]}, want {want[diff[:8]]}; {fields}")
-        lo, hi = vec_cycles_bounds(cfg, fields)  # no stalls but the command's: exact but serial MEAN
+        lo, hi = vec_cycles_bounds(cfg, fields, add_lanes)  # no stalls but the command's: exact but serial MEAN
         assert lo <= cyc <= hi, f"{VecFunc(fields['func']).name}: {cyc} cycles, vec_cycles says {lo}..{hi}: {fields}"
         out = want
         cycles.append(cyc)
@@ -344,6 +344,16 @@ def test_random(board, group):
     rng = np.random.default_rng(seed)
     prog = [GENERATORS[func](rng, cfg) for _ in range(3) for func in GROUPS[group]]
     check_program(cfg, prog, seed)
+
+
+@pytest.mark.parametrize("board,add_lanes", [("ulx3s-85f", 4), ("ulx3s-85f", 1), ("icebreaker", 1)])
+def test_add_lanes(board, add_lanes):
+    """ADD and REQUANT through fewer ResidualAdd lanes than vector_lanes (a beat in chunks)."""
+    cfg = small_cfg(board)
+    seed = 77 + add_lanes
+    rng = np.random.default_rng(seed)
+    prog = [GENERATORS[func](rng, cfg) for _ in range(3) for func in (VecFunc.ADD, VecFunc.REQUANT)]
+    check_program(cfg, prog, seed, add_lanes)
 
 
 # Table: edges the random draws may miss.
@@ -505,5 +515,7 @@ def test_constructor_messages():
         VecUnit(dataclasses.replace(cfg, vector_lanes=0))
     with pytest.raises(ValueError, match="cfg.out_bytes must be a positive int"):
         VecUnit(dataclasses.replace(cfg, out_bytes=0))
+    with pytest.raises(ValueError, match=r"add_lanes must be a positive divisor of vector_lanes \(2\), got 3"):
+        VecUnit(cfg, add_lanes=3)
     with pytest.raises(ValueError, match="count_bits must be 1..32"):
         MeanMultiplier(0)
