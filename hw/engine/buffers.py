@@ -14,7 +14,7 @@ The engine's four buffers, with the ports ``engine_contract.md`` gives them, com
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -115,6 +115,13 @@ class ByteBuffer(wiring.Component):
 
     A read and a write of the same byte in the same cycle: the read returns the old value.
 
+    Every port has its own path to the banks unless grouped: ports in one ``shared_reads``
+    (``shared_writes``) group share one physical read (write) port per bank, which is what a
+    block RAM has (a RAM with k read ports is k copies of it). The caller then enables at most
+    one port of a group per cycle (if several are, the first listed wins and the others read
+    nothing / write nothing); each shared read port still shows its own bytes the cycle after its
+    ``en`` and holds them until its next read (a register per port).
+
     Parameters
     ----------
     size : int
@@ -125,6 +132,8 @@ class ByteBuffer(wiring.Component):
         Port name -> bytes per access (>= 1); the members are ``r_<name>`` and ``w_<name>``.
     align : int
         Power of two <= ``banks``: every read address is a multiple of it.
+    shared_reads, shared_writes : iterable of iterables of port names
+        Groups of ports never enabled in the same cycle, each sharing one physical port.
 
     Members
     -------
@@ -133,7 +142,7 @@ class ByteBuffer(wiring.Component):
     """
 
     def __init__(self, size: int, banks: int, read_ports: dict[str, int], write_ports: dict[str, int],
-                 align: int = 1):
+                 align: int = 1, shared_reads=(), shared_writes=()):
         if not isinstance(size, int) or size < 1:
             raise ValueError(f"ByteBuffer: size must be a positive number of bytes, got {size!r}")
         if not isinstance(banks, int) or banks < 1 or banks & (banks - 1):
@@ -152,6 +161,8 @@ class ByteBuffer(wiring.Component):
                 members[f"{kind}_{name}"] = In(sig)
         if not members:
             raise ValueError("ByteBuffer: needs at least one port")
+        self.read_groups = self._groups("read", read_ports, shared_reads)
+        self.write_groups = self._groups("write", write_ports, shared_writes)
         self.size, self.banks, self.align = size, banks, align
         self.rows = -(-size // banks)
         self.read_ports, self.write_ports = dict(read_ports), dict(write_ports)
@@ -159,6 +170,22 @@ class ByteBuffer(wiring.Component):
         self.bank_data = [memory.MemoryData(shape=unsigned(8), depth=max(1, (size - b + banks - 1) // banks), init=[])
                           for b in range(banks)]
         super().__init__(members)
+
+    @staticmethod
+    def _groups(kind, ports, shared):
+        groups, seen = [], set()
+        for group in shared:
+            group = list(group)
+            for name in group:
+                if name not in ports:
+                    raise ValueError(f"ByteBuffer: shared {kind} group {group} names no {kind} port {name!r}")
+                if name in seen:
+                    raise ValueError(f"ByteBuffer: {kind} port {name!r} is in two shared groups")
+                seen.add(name)
+            if len(group) < 2:
+                raise ValueError(f"ByteBuffer: a shared {kind} group needs two ports or more, got {group}")
+            groups.append(group)
+        return groups + [[name] for name in ports if name not in seen]
 
     def sim_peek(self, ctx, addr: int, n: int) -> bytes:
         """Bytes ``addr .. addr + n - 1`` as a simulation testbench sees them now (``ctx`` of an
@@ -189,39 +216,62 @@ class ByteBuffer(wiring.Component):
             m.submodules[f"bank{b}"] = mem
             mems.append((mem, depth))
 
-        for name, n in self.read_ports.items():
-            port = getattr(self, f"r_{name}")
-            la = (self.align - 1).bit_length()
-            addr = Signal.like(port.addr, name=f"r_{name}_a")
-            m.d.comb += addr.eq(port.addr & ~Const((1 << la) - 1, len(port.addr)))
+        la = (self.align - 1).bit_length()
+        for group in self.read_groups:
+            ports = [(name, self.read_ports[name], getattr(self, f"r_{name}")) for name in group]
+            tag = "_".join(group)
+            width = max(n for _, n, _ in ports)
+            # One physical read per bank for the group: the first enabled port's address.
+            en, addr = Signal(name=f"r_{tag}_en"), Signal(len(ports[0][2].addr), name=f"r_{tag}_a")
+            for _, _, port in reversed(ports):
+                with m.If(port.en):
+                    m.d.comb += addr.eq(port.addr & ~Const((1 << la) - 1, len(port.addr)))
+            m.d.comb += en.eq(Cat(*(port.en for _, _, port in ports)).any())
             row, s = addr[lb:], addr[:lb]
-            s_q = Signal(max(1, lb), name=f"r_{name}_rot")  # rotation, as of the read
-            ok_q = Signal(B, name=f"r_{name}_ok")  # bank b's byte was inside the buffer
-            with m.If(port.en):
+            s_q = Signal(max(1, lb), name=f"r_{tag}_rot")  # rotation, as of the read
+            ok_q = Signal(B, name=f"r_{tag}_ok")  # bank b's byte was inside the buffer
+            with m.If(en):
                 m.d.sync += s_q.eq(s if lb else 0)
             bank_data = []
             for b, (mem, depth) in enumerate(mems):
                 rp = mem.read_port(domain="sync")
-                r = Signal(len(row) + 1, name=f"r_{name}_row{b}")
-                m.d.comb += [r.eq(row + (b < s) if lb else row), rp.addr.eq(r), rp.en.eq(port.en)]
-                with m.If(port.en):
+                r = Signal(len(row) + 1, name=f"r_{tag}_row{b}")
+                m.d.comb += [r.eq(row + (b < s) if lb else row), rp.addr.eq(r), rp.en.eq(en)]
+                with m.If(en):
                     m.d.sync += ok_q[b].eq(r < depth)
-                byte = Signal(8, name=f"r_{name}_b{b}")
+                byte = Signal(8, name=f"r_{tag}_b{b}")
                 m.d.comb += byte.eq(rp.data & ok_q[b].replicate(8))
                 bank_data.append(byte)
             both = Cat(*bank_data, *bank_data)
-            if lb:
-                step = 8 * self.align
-                m.d.comb += port.data.eq(both.bit_select((s_q >> la) * step, 8 * n) if la < lb else
-                                         both[:8 * n])
+            rot = Signal(8 * width, name=f"r_{tag}_data")
+            if lb and la < lb:
+                m.d.comb += rot.eq(both.bit_select((s_q >> la) * (8 * self.align), 8 * width))
             else:
-                m.d.comb += port.data.eq(both[:8 * n])
+                m.d.comb += rot.eq(both[:8 * width])
+            if len(ports) == 1:
+                m.d.comb += ports[0][2].data.eq(rot[:8 * ports[0][1]])
+                continue
+            # Shared: each port shows the RAM's output the cycle after its own read, else holds it.
+            earlier = Const(0)
+            for name, n, port in ports:
+                mine, hold = Signal(name=f"r_{name}_mine"), Signal(8 * n, name=f"r_{name}_hold")
+                m.d.sync += mine.eq(port.en & ~earlier)
+                earlier = earlier | port.en
+                out = Signal(8 * n, name=f"r_{name}_out")
+                m.d.comb += [out.eq(Mux(mine, rot[:8 * n], hold)), port.data.eq(out)]
+                m.d.sync += hold.eq(out)
 
-        for name, n in self.write_ports.items():
-            port = getattr(self, f"w_{name}")
-            row, s = port.addr[lb:], port.addr[:lb]
-            dpad = Cat(port.data.as_value(), Const(0, 8 * (B - n)))
-            mpad = Cat(port.mask, Const(0, B - n))
+        for group in self.write_groups:
+            ports = [(name, self.write_ports[name], getattr(self, f"w_{name}")) for name in group]
+            tag = "_".join(group)
+            # One physical write per bank for the group: the first enabled port.
+            en, addr = Signal(name=f"w_{tag}_en"), Signal(len(ports[0][2].addr), name=f"w_{tag}_a")
+            dpad, mpad = Signal(8 * B, name=f"w_{tag}_d"), Signal(B, name=f"w_{tag}_m")
+            for _, n, port in reversed(ports):
+                with m.If(port.en):
+                    m.d.comb += [addr.eq(port.addr), dpad.eq(port.data.as_value()), mpad.eq(port.mask)]
+            m.d.comb += en.eq(Cat(*(port.en for _, _, port in ports)).any())
+            row, s = addr[lb:], addr[:lb]
             if lb:
                 # rotate left by s: bank (s + i) % B gets byte i
                 neg = (Const(0, lb) - s)[:lb]  # (B - s) % B
@@ -231,12 +281,12 @@ class ByteBuffer(wiring.Component):
                 drot, mrot = dpad, mpad
             for b, (mem, depth) in enumerate(mems):
                 wp = mem.write_port(domain="sync")
-                r = Signal(len(row) + 1, name=f"w_{name}_row{b}")
+                r = Signal(len(row) + 1, name=f"w_{tag}_row{b}")
                 m.d.comb += [
                     r.eq(row + (b < s) if lb else row),
                     wp.addr.eq(r),
                     wp.data.eq(drot[8 * b:8 * b + 8]),
-                    wp.en.eq(port.en & mrot[b] & (r < depth)),
+                    wp.en.eq(en & mrot[b] & (r < depth)),
                 ]
         return m
 
@@ -276,6 +326,10 @@ def param_buffer(cfg) -> ByteBuffer:
 
 
 def out_buffer(cfg) -> ByteBuffer:
-    """OUT: writes ``gemm`` (1) and ``vec`` (vector_lanes), read ``store`` (P)."""
+    """OUT: writes ``gemm`` (1) and ``vec`` (vector_lanes), read ``store`` (P).
+
+    The two writes share one physical write port (``shared_writes``; ``gemm`` first): only the
+    compute module writes OUT, one instruction at a time, and a block RAM has one write port
+    (two would make the buffer flip-flops)."""
     return ByteBuffer(cfg.out_bytes, out_banks(cfg), read_ports={"store": cfg.mem_port_bits // 8},
-                      write_ports={"gemm": 1, "vec": cfg.vector_lanes})
+                      write_ports={"gemm": 1, "vec": cfg.vector_lanes}, shared_writes=[["gemm", "vec"]])

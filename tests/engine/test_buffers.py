@@ -29,13 +29,18 @@ def run_random(buf: ByteBuffer, cycles: int, seed: int, *, p_read=0.6, p_write=0
     def expect(addr, n):
         return [model[a] if a < buf.size else 0 for a in range(addr, addr + n)]
 
+    def chosen(groups):
+        # The ports of a shared group take turns: one of them, picked at random, may go.
+        return {rng.choice(g) for g in groups}
+
     async def bench(ctx):
         held = {name: None for name in buf.read_ports}
         for _ in range(cycles):
             reads = {}
+            may_read, may_write = chosen(buf.read_groups), chosen(buf.write_groups)
             for name, n in buf.read_ports.items():
                 port = getattr(buf, f"r_{name}")
-                en = rng.random() < p_read
+                en = rng.random() < p_read and name in may_read
                 addr = rng.randrange(0, limit) // buf.align * buf.align
                 ctx.set(port.en, en)
                 ctx.set(port.addr, addr)
@@ -49,7 +54,7 @@ def run_random(buf: ByteBuffer, cycles: int, seed: int, *, p_read=0.6, p_write=0
                 mask = rng.getrandbits(n)
                 data = [rng.randrange(256) for _ in range(n)]
                 span = {addr + i for i in range(n) if mask >> i & 1}
-                en = rng.random() < p_write and not (span & taken)  # one writer per byte a cycle
+                en = rng.random() < p_write and not (span & taken) and name in may_write  # one writer per byte
                 if en:
                     taken |= span
                     writes.append((addr, mask, data))
@@ -98,6 +103,15 @@ def test_every_port_width_random_against_bytearray():
                      write_ports={f"w{n}": n for n in range(1, 9)})
     stats = run_random(buf, 300, seed=1)
     assert stats["reads"] > 1200 and stats["writes"] > 600 and stats["held"] > 600
+
+
+def test_shared_ports_take_turns():
+    # Shared read ports hold their own bytes while the others of their group read.
+    buf = ByteBuffer(203, 8, read_ports={f"r{n}": n for n in range(1, 9)}, write_ports={f"w{n}": n for n in range(1, 9)},
+                     shared_reads=[["r1", "r3", "r8"], ["r2", "r5"]], shared_writes=[["w1", "w8", "w4"]])
+    assert [len(g) for g in buf.read_groups] == [3, 2, 1, 1, 1] and len(buf.write_groups) == 6
+    stats = run_random(buf, 300, seed=6, p_read=0.8)
+    assert stats["reads"] > 900 and stats["held"] > 600
 
 
 def test_aligned_reads_wide_banks():
@@ -150,6 +164,7 @@ def test_engine_buffers_as_configured(board):
     assert wgt.read_ports == {"gemm": cfg.lanes * cfg.width} and wgt.write_ports == {"load": P}
     assert param.banks == 16 and param.read_ports == {"gemm": 12, "vec": 4}
     assert out.read_ports == {"store": P} and out.write_ports == {"gemm": 1, "vec": cfg.vector_lanes}
+    assert out.write_groups == [["gemm", "vec"], ] and out.read_groups == [["store"]]
     assert act.signature.members["w_load"].signature.flip() == ByteWriteSignature(act.banks, addr_bits(cfg.act_bytes))
     assert act.signature.members["r_store"].signature.flip() == ByteReadSignature(P, addr_bits(cfg.act_bytes))
     # A short random run on the real PARAM (and OUT where it is small enough to read back whole).
@@ -167,6 +182,9 @@ def test_engine_buffers_as_configured(board):
     ((16, 4, {}, {"w": 0}), r"port w_w is 0 bytes wide; ports must be 1..banks \(4\) bytes"),
     ((16, 4, {"2x": 1}, {}), "port name must be an identifier, got '2x'"),
     ((16, 4, {}, {}), "needs at least one port"),
+    ((16, 4, {"a": 1, "b": 1}, {}, 1, [["a", "c"]]), r"shared read group \['a', 'c'\] names no read port 'c'"),
+    ((16, 4, {"a": 1, "b": 1}, {}, 1, [["a", "b"], ["b", "a"]]), "read port 'b' is in two shared groups"),
+    ((16, 4, {"a": 1}, {"w": 1}, 1, (), [["w"]]), r"a shared write group needs two ports or more, got \['w'\]"),
 ])
 def test_constructor_rejects_bad_parameters(args, message):
     with pytest.raises(ValueError, match=message):
