@@ -7,8 +7,9 @@ arithmetic is the datapath's (``onda.hw.datapath``), bit-exact with the golden m
 * COPY, SPACE_TO_DEPTH: bytes move unchanged, ``vector_lanes`` a cycle, as contiguous *segments*
   (the whole tensor; or, for SPACE_TO_DEPTH, ``2 * channels`` bytes of one input row per segment,
   since ``dst[r, c, dy*2C : dy*2C + 2C] = src[2r + dy, 2c : 2c + 2, :]``).
-* ADD: ``vector_lanes`` :class:`~onda.hw.datapath.vector.ResidualAdd` lanes, both operands read in
-  the same cycle through ``r_vec_a`` and ``r_vec_b``; the record's nine words are its static ports.
+* ADD: ``add_lanes`` (default ``vector_lanes``) :class:`~onda.hw.datapath.vector.ResidualAdd`
+  lanes, both operands read in the same cycle through ``r_vec_a`` and ``r_vec_b``; the record's nine
+  words are their static ports. With fewer lanes than ``vector_lanes`` a beat is taken in chunks.
 * REQUANT: the same ResidualAdd lanes programmed as ``clamp(out_zp + MBQM(x - in_zp, M0, shift))``
   (:func:`requant_as_add`): the first input's scaling ``MBQM((x - zp) << 20, 2**30, -19)`` is exactly
   ``x - zp`` and the second input is zero.
@@ -27,6 +28,13 @@ Order of work: the command is latched; three cycles compute the extents and refu
 are issued (a read of ACT, its bytes a cycle later into a small FIFO, then the function's unit); the
 results are written at consecutive OUT addresses (every function's output is dense and in walk
 order), each with a byte mask for the channel tail. ``done`` pulses the cycle after the last write.
+The timing, cycle for cycle without stalls, is :func:`vec_cycles` (the tests hold the RTL to it).
+
+Refusals (``error``, sticky; nothing read or written; at most ``CHECK_CYCLES + 1`` cycles), in this
+priority, as ``Machine.vec`` refuses them: unknown func (BAD_FIELD); ``src`` extent (BUFFER_RANGE);
+SPACE_TO_DEPTH not ``[2R, 2C] -> [R, C]`` (BAD_FIELD); ADD's ``src2`` or the record's extent
+(BUFFER_RANGE); a pool's zero kernel or stride, MEAN over zero pixels, an output size other than
+the function's (BAD_FIELD); the ``dst`` extent (BUFFER_RANGE). A zero-size result writes nothing.
 """
 
 from __future__ import annotations
@@ -44,7 +52,8 @@ from onda.hw.isa import Opcode, VecFunc
 from .buffers import ByteReadSignature, ByteWriteSignature, addr_bits
 from .errors import EngineError
 
-__all__ = ["VecUnit", "MeanMultiplier", "requant_as_add", "vec_cycles", "vec_cycles_bounds", "CHECK_CYCLES", "BEAT_FIFO_DEPTH"]
+__all__ = ["VecUnit", "MeanMultiplier", "requant_as_add", "vec_cycles", "vec_cycles_bounds", "CHECK_CYCLES",
+           "BEAT_FIFO_DEPTH"]
 
 CHECK_CYCLES = 3       # extents: products, sizes, comparisons
 BEAT_FIFO_DEPTH = 4    # read data waiting for its unit (credit: issued + buffered <= depth)
