@@ -53,7 +53,8 @@ class Harness(wiring.Component):
         self.param = ByteBuffer(cfg.param_bytes, 16, read_ports={"gemm": 12, "vec": 4},
                                 write_ports={"load": P, "fill": 16})
         self.out = ByteBuffer(cfg.out_bytes, ob, read_ports={"store": P, "check": ob},
-                              write_ports={"gemm": 1, "vec": cfg.vector_lanes, "fill": ob})
+                              write_ports={"gemm": 1, "vec": cfg.vector_lanes, "fill": ob},
+                              shared_writes=[["gemm", "vec"]])  # as out_buffer(cfg)
         super().__init__({})
 
     def elaborate(self, platform):
