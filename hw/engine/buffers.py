@@ -320,9 +320,14 @@ def wgt_buffer(cfg) -> ByteBuffer:
 
 
 def param_buffer(cfg) -> ByteBuffer:
-    """PARAM: write ``load`` (P), reads ``gemm`` (12 bytes: one channel's record), ``vec`` (4)."""
+    """PARAM: write ``load`` (P), reads ``gemm`` (12 bytes: one channel's record), ``vec`` (4).
+
+    The two reads share one physical read port (``shared_reads``; ``gemm`` first): only the
+    compute module reads PARAM, one instruction at a time, so a sequencer keeps its ``en`` low
+    while it is not reading. Two read ports would be two copies of the RAM, which neither board
+    has room for."""
     return ByteBuffer(cfg.param_bytes, 16, read_ports={"gemm": 12, "vec": 4},
-                      write_ports={"load": cfg.mem_port_bits // 8})
+                      write_ports={"load": cfg.mem_port_bits // 8}, shared_reads=[["gemm", "vec"]])
 
 
 def out_buffer(cfg) -> ByteBuffer:

@@ -162,7 +162,7 @@ def test_engine_buffers_as_configured(board):
     assert act.read_ports == {"gemm": cfg.width, "vec_a": cfg.vector_lanes, "vec_b": cfg.vector_lanes, "store": P}
     assert wgt.banks == cfg.lanes * cfg.width and wgt.align == cfg.lanes
     assert wgt.read_ports == {"gemm": cfg.lanes * cfg.width} and wgt.write_ports == {"load": P}
-    assert param.banks == 16 and param.read_ports == {"gemm": 12, "vec": 4}
+    assert param.banks == 16 and param.read_ports == {"gemm": 12, "vec": 4} and param.read_groups == [["gemm", "vec"]]
     assert out.read_ports == {"store": P} and out.write_ports == {"gemm": 1, "vec": cfg.vector_lanes}
     assert out.write_groups == [["gemm", "vec"], ] and out.read_groups == [["store"]]
     assert act.signature.members["w_load"].signature.flip() == ByteWriteSignature(act.banks, addr_bits(cfg.act_bytes))
