@@ -12,7 +12,8 @@ stream without a gap). ``MemoryModel.from_config`` takes the latency from
 ``cfg.mem_latency_cycles`` and checks the port is ``cfg.mem_port_bits`` wide.
 
 A command outside the memory, misaligned, or of 0 or more than ``MAX_BURST`` beats raises
-:class:`MemoryModelError` out of ``sim.run()``, naming the cycle and the command.
+:class:`MemoryModelError` out of ``sim.run()``, naming the cycle and the command; so does a
+``cmd`` or ``wdata`` beat withdrawn or changed before the model took it (the stream rules).
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ class MemoryModel:
         cur: Transfer | None = None
         beat = 0
         rvalid = False
+        held_cmd = held_w = None  # payloads offered but not taken last cycle
         while True:
             cready = len(pending) + (cur is not None) < self.queue and not self._stalled()
             ctx.set(port.cmd.ready, cready)
@@ -150,6 +152,14 @@ class MemoryModel:
             ctx.set(port.wdata.ready, wready)
             _, _, cvalid, cmd, rready, wvalid, wbeat = await ctx.tick().sample(
                 port.cmd.valid, port.cmd.payload, port.rdata.ready, port.wdata.valid, port.wdata.payload)
+            # The client's streams keep the rules: once valid, valid and payload hold until taken.
+            for what, held, valid, payload in (("cmd", held_cmd, cvalid, cmd), ("wdata", held_w, wvalid, wbeat)):
+                if held is not None and not valid:
+                    raise MemoryModelError(f"memory model, cycle {self.cycle}: {what}.valid dropped before the transfer")
+                if held is not None and payload.as_value().value != held:
+                    raise MemoryModelError(f"memory model, cycle {self.cycle}: {what}.payload changed while waiting")
+            held_cmd = cmd.as_value().value if cvalid and not cready else None
+            held_w = wbeat.as_value().value if wvalid and not wready else None
             if cvalid and cready:
                 t = Transfer(int(cmd.addr), int(cmd.beats), bool(cmd.write), self.cycle)
                 self._check(t.addr, t.beats, t.write)

@@ -292,3 +292,39 @@ def test_load_and_store_dmas_share_the_port():
     writes = [t.accepted for t in model.transfers if t.write]
     assert len(reads) >= 12 and len(writes) >= 12
     assert min(writes) < max(reads) and min(reads) < max(writes), "the two DMAs never overlapped"
+
+
+@pytest.mark.parametrize("what", ["cmd", "wdata"])
+@pytest.mark.parametrize("fault", ["drop", "change"])
+def test_model_checks_the_stream_rules(what, fault):
+    dut = Port(2)
+    model = MemoryModel(dut.mem, bytearray(64), latency=1, stall=0.9, seed=1)
+
+    async def bench(ctx):
+        stream = getattr(dut.mem, what)
+        if what == "wdata":
+            ctx.set(dut.mem.cmd.payload, dict(addr=0, beats=4, write=1))
+            ctx.set(dut.mem.cmd.valid, 1)
+            await ctx.tick().until(dut.mem.cmd.ready)
+            ctx.set(dut.mem.cmd.valid, 0)
+            ctx.set(stream.payload, dict(data=[1, 2], mask=3))
+        else:
+            ctx.set(stream.payload, dict(addr=0, beats=1, write=0))
+        ctx.set(stream.valid, 1)
+        while ctx.get(stream.ready):  # wait for a stall, then break the rule during it
+            await ctx.tick()
+        await ctx.tick()
+        if fault == "drop":
+            ctx.set(stream.valid, 0)
+        else:
+            ctx.set(stream.payload, dict(data=[3, 2], mask=3) if what == "wdata" else dict(addr=2, beats=1, write=0))
+        for _ in range(40):
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    model.add_to(sim)
+    sim.add_testbench(bench)
+    message = "valid dropped before the transfer" if fault == "drop" else "payload changed while waiting"
+    with pytest.raises(MemoryModelError, match=rf"{what}\.{message}"):
+        sim.run()
