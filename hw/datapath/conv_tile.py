@@ -60,7 +60,8 @@ class ConvTile(wiring.Component):
 
     Parameter handshake: a bank is *in use* from the cycle a ``last`` beat naming it is accepted
     on ``i`` until that vector's last lane has entered the requantizer; ``params.ready`` is low
-    while the written bank is in use. So a sequencer loads the next lane group's parameters into
+    while the written lane of the bank is in use (a lane the serializer has already sent from the
+    bank's last vector in flight is free again). So a sequencer loads the next lane group's parameters into
     the other bank while the current group computes, and waits only when that bank's previous
     vectors are still on their way (a write can never change a vector's parameters).
 
@@ -148,7 +149,9 @@ class ConvTile(wiring.Component):
         inflight = [Signal(range(self.max_inflight + 2), name=f"inflight{b}") for b in range(2)]
         enter = Signal()  # a `last` beat accepted: its vector now holds its bank
         leave = Signal()  # the serializer's last lane entered the requantizer: its bank is released
-        held_bank = Signal()
+        lane = Signal(range(self.lanes))  # the serializer's lane
+        busy = Signal()  # the serializer holds a vector
+        held_bank = Signal()  # ... and its bank
         m.d.comb += [enter.eq(self.i.valid & self.i.ready & self.i.payload.last),
                      banks.w_en.eq(enter), banks.w_data.eq(self.i.payload.bank)]
         for b in range(2):
@@ -157,8 +160,13 @@ class ConvTile(wiring.Component):
             m.d.sync += inflight[b].eq(inflight[b] + inc - dec)
 
         p = self.params.payload
-        # (a `last` beat naming the bank in this very cycle makes it in use already)
-        m.d.comb += self.params.ready.eq(Mux(p.bank, inflight[1] == 0, inflight[0] == 0)
+        # A lane's registers are free when no vector naming the bank is in flight, or when the one
+        # left is being serialized and has already sent that lane (the requantizer holds what it
+        # took): the next group's parameters follow the serializer lane by lane. A `last` beat
+        # naming the bank in this very cycle makes it in use already.
+        n_bank = Mux(p.bank, inflight[1], inflight[0])
+        lane_passed = (n_bank == 1) & busy & (held_bank == p.bank) & (p.lane < lane)
+        m.d.comb += self.params.ready.eq(((n_bank == 0) | lane_passed)
                                          & ~(enter & (self.i.payload.bank == p.bank)))
         with m.If(self.params.valid & self.params.ready):
             for b in range(2):
@@ -170,8 +178,6 @@ class ConvTile(wiring.Component):
 
         # Serializer: a held accumulator vector and the lane being sent.
         accs = Array(Signal(signed(self.acc_width), name=f"held{l}", reset_less=True) for l in range(self.lanes))
-        lane = Signal(range(self.lanes))
-        busy = Signal()
         take = Signal()  # the current requantizer takes the lane offered
         use_double = Signal()
         if self.double:

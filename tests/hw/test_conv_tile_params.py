@@ -1,6 +1,6 @@
-"""ConvTile's two parameter banks: a write to a bank waits while a vector that names it is in
-flight (worst moment: the cycle its `last` beat enters, and every cycle until its last lane has
-entered the requantizer), a write to the other bank goes straight in, and every vector is
+"""ConvTile's two parameter banks: a write to a lane of a bank waits while a vector that names
+the bank is in flight and has not yet sent that lane to the requantizer (worst moment: the cycle
+its `last` beat enters), a write to the other bank goes straight in, and every vector is
 requantized with the parameters its bank held when it was sent; outputs against the golden
 ``fixedpoint.requantize``, with stalls on the output."""
 
@@ -102,8 +102,8 @@ def test_parameter_write_waits_for_its_bank(mul_style, beats, delay):
     want = golden(vecs[0][0], vecs[0][1], banks[0]) + golden(vecs[1][0], vecs[1][1], banks[1]) \
         + golden(vecs[2][0], vecs[2][1], new0)
     assert got == want
-    assert log["bank0"][0] > 0, "the first write to bank 0 went in while its vector was in flight"
-    assert all(wt == 0 for wt in log["bank0"][1:]), f"later writes to a free bank waited: {log['bank0']}"
+    if delay == 0:  # written right behind the vectors: lane 0 waits for bank 0's vector to be sent
+        assert log["bank0"][0] > 0, f"a write went into a bank in use: {log['bank0']}"
 
 
 def test_other_bank_is_free():
