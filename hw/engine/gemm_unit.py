@@ -16,10 +16,21 @@ Parameters: while group ``g`` computes, the ``lanes`` PARAM records of group ``g
 that bank's previous vectors are still in flight, and the walk waits at a group's first beat
 only until that group's parameters are in.
 
-Timing: one MAC beat a cycle, a dot product no faster than the requantizer drains a vector
-(``EngineConfig.drain_cycles``), so a GEMM takes ``pixels * groups * max(beats, drain_cycles)``
-plus a constant fill (:attr:`GemmUnit.fill_cycles` documents what it is made of), with
-``beats = kh * ceil(kw * C / width)`` (``kh * kw * ceil(C / width)`` when ``dilation_w > 1``).
+Timing (measured, ``tests/engine/test_gemm_unit.py``): one MAC beat a cycle, a dot product no
+faster than the requantizer drains a vector (``d = EngineConfig.drain_cycles``). With
+``N = pixels * groups`` dot products of ``beats = kh * ceil(kw * C / width)`` beats
+(``kh * kw * ceil(C / width)`` when ``dilation_w > 1``), command taken to ``done``::
+
+    (N - 1) * max(beats, d) + beats + FILL
+
+``FILL`` = 65 on the ULX3S build (16 x 8, DSP requantizer) and 134 .. 140 on the iCEBreaker's
+(4 x 2, serial requantizer: it takes a lane every 7 cycles on a grid from the instruction's
+start, so the end rounds up to that grid). The last dot product's drain is in the fill, so this
+is ``gemm_cycles`` minus ``max(0, d - beats)`` plus FILL. A GEMM with no pixel or channel takes
+5 cycles. Exception: a single-pixel tile of three or more lane groups with short dot products
+can wait a few cycles for the third and later groups' parameters (their bank is free only once
+the group before last has left the serializer): at most 3 cycles a group (ULX3S) or 13 in all
+(iCEBreaker) measured, at beats near ``d``.
 """
 
 from __future__ import annotations
@@ -71,10 +82,9 @@ class GemmUnit(wiring.Component):
     out_w : Out(ByteWriteSignature(1, addr_bits(out_bytes)))
         To OUT's ``w_gemm``: one output byte a cycle.
 
-    Latency: ``fill_cycles`` of constant overhead per instruction (see
-    ``tests/engine/test_gemm_unit.py`` for the measured value): :data:`SETUP_CYCLES`, the first
-    group's parameter records, the ACT/WGT read, the MAC array, the serializer, the requantizer and
-    the OUT write, then ``done``.
+    Latency: the module docstring's formula. The fill is :data:`SETUP_CYCLES`, the first group's
+    ``lanes`` parameter records, the ACT/WGT read, the MAC array, the serializer, the
+    requantizer's latency and the OUT write, then ``done``.
     """
 
     def __init__(self, cfg):
