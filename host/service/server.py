@@ -178,7 +178,11 @@ class PredictionServer:
             from .rest import RestServer
 
             self.rest = RestServer(self)
-            await self.rest.start(c.host, c.rest_port)
+            try:
+                await self.rest.start(c.host, c.rest_port)
+            except OSError as e:
+                await self.server.stop(0)
+                raise OSError(f"cannot serve REST on {c.host}:{c.rest_port}: {e.strerror or e}") from None
         for name in ["", SERVICE_NAME, *self.models]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.keys.enabled and not self.tls:
