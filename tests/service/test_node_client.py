@@ -93,3 +93,22 @@ def test_node_client_refuses_an_untrusted_certificate(tls_server):
     r = run_node([f"localhost:{tls_server.port}", str(sorted(sample_images())[0]), "--key", KEYS[0],
                   "--timeout", "10"])
     assert r.returncode == 1 and "UNAVAILABLE" in r.stderr, (r.returncode, r.stderr)
+
+
+def test_node_client_plaintext_sends_the_key_per_call(pipeline_zips, photos, reference, tmp_path):
+    """Without TLS there are no call credentials: --plaintext puts the key in each call's metadata."""
+    from onda.host.service import ServerConfig, ServerThread
+
+    image = tmp_path / "coffee.jpg"
+    image.write_bytes(photos["coffee.jpg"])
+    server = ServerThread(ServerConfig(models={"tiny": pipeline_zips["tiny"]}, keys=["plain-key"]))
+    try:
+        r = run_node([f"127.0.0.1:{server.port}", str(image), "--plaintext", "--key", "plain-key"])
+        assert r.returncode == 0, r.stderr
+        (block,) = top5(r.stdout)
+        want = reference.scores_images([photos["coffee.jpg"]])[0]
+        assert [c for c, _, _ in block] == list(np.argsort(-want, kind="stable")[:5])
+        r = run_node([f"127.0.0.1:{server.port}", str(image), "--plaintext"])
+        assert r.returncode == 1 and "UNAUTHENTICATED: missing key" in r.stderr
+    finally:
+        server.stop()
