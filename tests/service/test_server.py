@@ -200,6 +200,8 @@ def _bad_requests(photos):
                              grpc.StatusCode.NOT_FOUND)
     versioned = string_request([good])
     versioned.model_spec.version.value = 7
+    labelled = string_request([good])
+    labelled.model_spec.version_label = "stable"
     return {
         "missing input": (no_input, bad, "missing input 'images' (inputs given: 'x')"),
         "wrong dtype": (int_input, bad, "unsupported dtype DT_INT32"),
@@ -216,6 +218,7 @@ def _bad_requests(photos):
         "float NaN": (float_request(nan), bad, "NaN or infinity"),
         "unknown model": (string_request([good], model="nope"), missing, "unknown model 'nope'"),
         "unknown version": (versioned, missing, "has no version 7"),
+        "version label": (labelled, missing, "has no version label 'stable'"),
         "too many images": (string_request([good] * 17), big, "over the limit of 16 per request"),
         "message too large": (string_request([b"\xff" * (3 * 1024 * 1024)]), big, ""),
     }
