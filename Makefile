@@ -3,26 +3,43 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-setup
-APT_PACKAGES := iverilog g++ make
+APT_PACKAGES := iverilog g++ make nodejs npm
+NODE_CLIENT := host/client/node
+NODE_STAMP := $(NODE_CLIENT)/node_modules/.package-lock.json
 PYTEST_WORKERS ?= 2
 
 .PHONY: setup test test-slow bench sim formal synth-datapath demo clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(NODE_STAMP)
 
-# Debian packages first (only what PyPI cannot provide), then the venv and the editable install.
-$(STAMP): pyproject.toml
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# Debian packages (only what PyPI cannot provide). A package counts as present when dpkg has it or an installed
+# package provides it (a Node.js build that bundles npm provides "npm"); only missing ones are installed.
+define APT_INSTALL
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || \
+	  dpkg-query -W -f='$${db:Status-Abbrev} $${Provides}\n' 2>/dev/null | grep -qE "^ii .*[ ,]$$p([ ,(]|$$)" || \
+	  missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "setup: apt-get install$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
+endef
+
+# The Debian packages, then the venv and the editable install.
+$(STAMP): pyproject.toml
+	$(APT_INSTALL)
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@echo "setup: pip install -e .[dev] (first run takes a minute)"
 	@$(PY) -m pip install -q --upgrade pip >/dev/null
 	@$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
+
+# The Node.js client's packages (@grpc/grpc-js, @grpc/proto-loader), exactly as package-lock.json pins them.
+$(NODE_STAMP): $(NODE_CLIENT)/package-lock.json $(NODE_CLIENT)/package.json
+	$(APT_INSTALL)
+	@echo "setup: npm ci in $(NODE_CLIENT)"
+	@cd $(NODE_CLIENT) && npm ci --no-audit --no-fund --loglevel=error >/dev/null
+	@touch $@
 
 test: setup
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow" tests

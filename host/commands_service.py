@@ -91,10 +91,12 @@ def cmd_deploy(args) -> int:
     else:
         s = ws.deploy(args.name, name, version, host=args.host, port=args.port, backend=args.backend,
                       tls_cert=args.tls_cert, tls_key=args.tls_key, devices=args.devices, max_batch=args.max_batch,
-                      max_wait_ms=args.max_wait_ms, timeout=args.timeout)
+                      max_wait_ms=args.max_wait_ms, timeout=args.timeout, rest_port=args.rest_port)
     keys = ws.keys(s.name)
     print(f"service {s.name}: running on {s.host}:{s.port} ({'TLS' if s.tls else 'plaintext'}), model "
           f"{s.model_name}:{s.model_version}, backend {s.backend}, pid {s.pid}")
+    if s.rest_url():
+        print(f"REST: POST {s.rest_url()}")
     print(f"primary key: {keys['primary']}")
     return 0
 
@@ -107,17 +109,20 @@ def cmd_services(args) -> int:
         if args.restart:
             ws.start(s.name)
         st = ws.status(s.name)
-        print(f"service   {s.name}\nstate     {st['state']} ({st['detail']})\naddress   {s.host}:{s.port} "
-              f"({'TLS' if s.tls else 'plaintext'})\nmodel     {s.model_name}:{s.model_version}\nbackend   "
-              f"{s.backend}\npid       {s.pid}\noptions   {s.options}\nlog       {ws.service_dir(s.name) / 'service.log'}")
+        rest = f"POST {s.rest_url()}" if s.rest_url() else "off (deploy with --rest-port)"
+        print(f"service   {s.name}\nstate     {st['state']} ({st['detail']})\ngrpc      {s.host}:{s.port} "
+              f"({'TLS' if s.tls else 'plaintext'}) tensorflow.serving.PredictionService/Predict\nrest      {rest}\n"
+              f"model     {s.model_name}:{s.model_version}\nbackend   {s.backend}\npid       {s.pid}\n"
+              f"options   {s.options}\nlog       {ws.service_dir(s.name) / 'service.log'}")
         if args.logs:
             print("--- log (tail) ---")
             print(ws.logs(s.name, args.logs))
         return 0
-    print(f"{'SERVICE':<20} {'STATE':<10} {'ADDRESS':<22} {'TLS':<4} {'MODEL':<24} BACKEND")
+    print(f"{'SERVICE':<20} {'STATE':<10} {'GRPC ADDRESS':<22} {'REST':<6} {'TLS':<4} {'MODEL':<24} BACKEND")
     for s in ws.services():
         st = ws.status(s.name)["state"]
-        print(f"{s.name:<20} {st:<10} {f'{s.host}:{s.port}':<22} {'yes' if s.tls else 'no':<4} "
+        rest = str(s.rest_port) if s.rest_port is not None else "-"
+        print(f"{s.name:<20} {st:<10} {f'{s.host}:{s.port}':<22} {rest:<6} {'yes' if s.tls else 'no':<4} "
               f"{f'{s.model_name}:{s.model_version}':<24} {s.backend}")
     return 0
 
@@ -220,7 +225,9 @@ def add_commands(sub) -> None:
     p.add_argument("name", help="service name")
     p.add_argument("--model", required=True, help="MODEL[:VERSION] registered, or a pipeline .zip to register")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0, help="default: a free port")
+    p.add_argument("--port", type=int, default=0, help="gRPC port (default: a free one)")
+    p.add_argument("--rest-port", type=int, default=None, metavar="PORT",
+                   help="also answer TensorFlow Serving's REST API on this port (0: a free one; default: no REST)")
     p.add_argument("--backend")
     p.add_argument("--tls-cert", help="PEM certificate chain")
     p.add_argument("--tls-key", help="PEM private key")
@@ -233,7 +240,7 @@ def add_commands(sub) -> None:
     _ws_arg(p)
     p.set_defaults(func=cmd_deploy)
 
-    p = sub.add_parser("services", help="list services, or inspect one (state, address, logs)")
+    p = sub.add_parser("services", help="list services, or inspect one (state, gRPC and REST endpoints, logs)")
     p.add_argument("name", nargs="?")
     p.add_argument("--logs", type=int, nargs="?", const=20, default=0, metavar="N", help="show the last N log lines")
     p.add_argument("--restart", action="store_true", help="start the service's process again (same port)")

@@ -5,11 +5,13 @@ Same constructor and methods as Brainwave's (``score_image``, ``score_file``, ``
 sent (in the ``authorization`` metadata, on every call, with or without TLS: Brainwave built call credentials
 and dropped them), a self-signed certificate can be passed as ``root_certificates`` (bytes or a path), and
 retries (1, 2, 4, 8 s by default) happen on UNAVAILABLE and DEADLINE_EXCEEDED only.
+
+The messages are those of ``protos/`` (``onda.host.service.contract``), so the client needs no TensorFlow;
+``predict`` also takes a request built with ``tensorflow-serving-api``'s classes (the bytes are the same).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +19,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-from tensorflow.core.framework import types_pb2  # noqa: E402
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
+from ..service.contract import contract, serialize
 
 RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-DTYPES = {"float32": types_pb2.DT_FLOAT, "string": types_pb2.DT_STRING, "DT_FLOAT": types_pb2.DT_FLOAT,
-          "DT_STRING": types_pb2.DT_STRING}
+DT_FLOAT, DT_STRING = 1, 7  # tensorflow.DataType numbers (protos/tensorflow/core/framework/types.proto)
+DTYPES = {"float32": DT_FLOAT, "string": DT_STRING}
 
 
 @dataclass
@@ -63,7 +63,9 @@ class PredictionClient:
             self._channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=roots), options)
         else:
             self._channel = grpc.insecure_channel(target, options)
-        self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        c = contract()
+        self._predict = self._channel.unary_unary(c.predict_path, request_serializer=serialize,
+                                                  response_deserializer=c.PredictResponse.FromString)
 
     # -- Brainwave's methods ---------------------------------------------------------------------------
     def score_image(self, path: str | Path, timeout: float | None = None) -> np.ndarray:
@@ -75,26 +77,31 @@ class PredictionClient:
 
     def score_images(self, images: list[bytes], timeout: float | None = None) -> np.ndarray:
         """Scores for several encoded images in one request: [N, ...]."""
-        return self.score_tensor(list(images), [len(images)], types_pb2.DT_STRING, timeout=timeout)
+        return self.score_tensor(list(images), [len(images)], DT_STRING, timeout=timeout)
 
     def score_numpy_array(self, array: np.ndarray, timeout: float | None = None) -> np.ndarray:
         """Scores for preprocessed float images [N,H,W,3] (a single [H,W,3] image is batched)."""
         array = np.asarray(array, np.float32)
         if array.ndim == 3:
             array = array[None]
-        return self.score_tensor(array.tobytes(), list(array.shape), types_pb2.DT_FLOAT, timeout=timeout)
+        return self.score_tensor(array.tobytes(), list(array.shape), DT_FLOAT, timeout=timeout)
 
     def score_tensor(self, data, shape: list[int], dtype, timeout: float | None = None) -> np.ndarray:
         """A raw tensor: ``data`` is bytes (tensor_content, or one encoded image for DT_STRING) or a list of
         encoded images; ``dtype`` a TF DataType number or name."""
-        request = predict_pb2.PredictRequest()
+        c = contract()
+        request = c.PredictRequest()
         if self.model_name:
             request.model_spec.name = self.model_name
         t = request.inputs["images"]
-        t.dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else int(dtype)
+        if isinstance(dtype, str):
+            dtype = DTYPES.get(dtype) or c.data_types.get(dtype)
+            if dtype is None:
+                raise ValueError("unknown dtype name; use a tensorflow.DataType name such as DT_FLOAT")
+        t.dtype = int(dtype)
         for d in shape:
             t.tensor_shape.dim.add(size=int(d))
-        if t.dtype == types_pb2.DT_STRING:
+        if t.dtype == DT_STRING:
             t.string_val.extend([data] if isinstance(data, (bytes, bytearray)) else list(data))
         else:
             t.tensor_content = bytes(data)
@@ -113,7 +120,7 @@ class PredictionClient:
             attempt += 1
             t0 = time.perf_counter()
             try:
-                response, call = self._stub.Predict.with_call(request, timeout=timeout, metadata=self.metadata())
+                response, call = self._predict.with_call(request, timeout=timeout, metadata=self.metadata())
             except grpc.RpcError as e:
                 if e.code() in RETRY_CODES and attempt <= len(self.retry_delays):
                     time.sleep(self.retry_delays[attempt - 1])

@@ -1,6 +1,6 @@
-"""The Brainwave-compatible scoring service (TF Serving's PredictionService/Predict over gRPC).
+"""The Brainwave-compatible scoring service (TF Serving's PredictionService/Predict over gRPC, its REST API beside).
 
-``server`` imports TensorFlow's protos (seconds), so it is loaded only when used.
+``server`` loads grpc, the backends and the contract compiled from ``protos/``, so it is loaded only when used.
 """
 
 __all__ = ["PredictionServer", "ServerConfig", "ServerThread"]

@@ -10,7 +10,9 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", action="append", default=[], metavar="[NAME[:VERSION]=]ZIP",
                    help="a pipeline zip to serve (repeat for several; the first is the default)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--port", type=int, default=0, help="gRPC port (default: a free one)")
+    p.add_argument("--rest-port", type=int, default=None, metavar="PORT",
+                   help="also answer TensorFlow Serving's REST API on this port (0: a free one; default: no REST)")
     p.add_argument("--backend", default=None, help="backend (default: the default backend)")
     p.add_argument("--devices", type=int, default=1, help="devices in the pool (default 1)")
     p.add_argument("--max-batch", type=int, default=8)
@@ -20,7 +22,8 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-key", help="PEM private key")
     p.add_argument("--key", action="append", default=[], help="an accepted access key (repeatable)")
     p.add_argument("--keys-file", help="JSON file of keys (primary, secondary), re-read when it changes")
-    p.add_argument("--port-file", help="write the bound port to this file once listening")
+    p.add_argument("--port-file", help="write the bound gRPC port to this file once listening")
+    p.add_argument("--rest-port-file", help="write the bound REST port to this file once listening")
     p.add_argument("--grace", type=float, default=10.0, help="seconds to drain on shutdown")
 
 
@@ -38,6 +41,7 @@ def config_from_args(args):
         if version:
             versions[name] = int(version)
     return ServerConfig(models=models, backend=args.backend or default_backend(), host=args.host, port=args.port,
+                        rest_port=args.rest_port,
                         tls_cert=args.tls_cert, tls_key=args.tls_key, keys=args.key, keys_file=args.keys_file,
                         devices=args.devices, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                         max_queue=args.max_queue, versions=versions)

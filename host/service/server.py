@@ -1,4 +1,5 @@
-"""The scoring service: TensorFlow Serving's ``PredictionService/Predict`` over gRPC (grpc.aio), as Brainwave's.
+"""The scoring service: TensorFlow Serving's ``PredictionService/Predict`` over gRPC (grpc.aio), as Brainwave's,
+and on request TensorFlow Serving's REST API on a second port (``rest.py``), both on one asyncio loop.
 
 Wire contract (Brainwave's): ``inputs["images"]`` is DT_STRING (encoded images, shape [N]) or DT_FLOAT
 (preprocessed, [N,H,W,3]); the answer is ``outputs["output_alias"]``, float32 in ``float_val`` with a leading
@@ -9,6 +10,9 @@ a ``request_id`` in its initial metadata and, in its trailing metadata, what the
 Unlike Brainwave, keys are checked on every call whenever keys are configured, with or without TLS.
 Also served: gRPC health checking (per model name too) and server reflection; both without a key, for load
 balancers and tools.
+
+The messages are the contract in ``protos/`` (``contract.py`` compiles it into its own descriptor pool), so the
+server needs neither TensorFlow nor ``tensorflow-serving-api``; the method is registered by its full name.
 """
 
 from __future__ import annotations
@@ -33,22 +37,19 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-from tensorflow.core.framework import types_pb2  # noqa: E402  (comes with the TF Serving API stubs)
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
 from ..pipeline import ModelDefinition, PipelineError  # noqa: E402
 from ..runtime import BackendError, default_backend  # noqa: E402
 from .batching import DeadlineExpired, DeviceFailed, PoolClosed, QueueFull  # noqa: E402
+from .contract import SERVICE as SERVICE_NAME, contract  # noqa: E402
 from .keys import KeyStore  # noqa: E402
 from .model import InputError, ServedModel  # noqa: E402
 from .options import add_server_arguments, config_from_args  # noqa: E402
 
 log = logging.getLogger("onda.service")
 
-SERVICE_NAME = "tensorflow.serving.PredictionService"
 INPUT_NAME = "images"
 OUTPUT_NAME = "output_alias"
-DTYPE_NAMES = {v: k for k, v in types_pb2.DataType.items()}
 
 
 @dataclass
@@ -57,6 +58,7 @@ class ServerConfig:
     backend: str = field(default_factory=default_backend)
     host: str = "127.0.0.1"
     port: int = 0
+    rest_port: int | None = None  # TensorFlow Serving's REST API on this port (0: a free one); None: no REST
     tls_cert: str | Path | None = None  # PEM certificate chain
     tls_key: str | Path | None = None  # PEM private key
     keys: list[str] = field(default_factory=list)
@@ -72,15 +74,26 @@ class ServerConfig:
 
 
 class RpcFailure(Exception):
+    """A request refused, as a gRPC status and a precise message (REST maps the status to HTTP)."""
+
     def __init__(self, code: grpc.StatusCode, message: str):
         super().__init__(message)
         self.code = code
         self.message = message
 
 
-class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+class PredictionServicer:
+    """``Predict`` of ``tensorflow.serving.PredictionService``, registered by its full name (``handler``)."""
+
     def __init__(self, server: "PredictionServer"):
         self.s = server
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        c = contract()
+        service, method = c.predict_path.strip("/").split("/")
+        return grpc.method_handlers_generic_handler(service, {method: grpc.unary_unary_rpc_method_handler(
+            self.Predict, request_deserializer=c.PredictRequest.FromString,
+            response_serializer=c.PredictResponse.SerializeToString)})
 
     async def Predict(self, request, context):  # noqa: N802 - the proto's name
         rid = uuid.uuid4().hex
@@ -104,7 +117,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class PredictionServer:
-    """Owns the gRPC server, the loaded models and their device pools. ``await start()`` returns the port."""
+    """Owns the gRPC server (and the REST one, if asked), the loaded models and their device pools.
+    ``await start()`` returns the gRPC port; ``rest_port`` is the REST one."""
 
     def __init__(self, config: ServerConfig):
         self.config = config
@@ -115,6 +129,7 @@ class PredictionServer:
         self.server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
         self.port: int | None = None
+        self.rest = None  # rest.RestServer when config.rest_port is not None
         self.tls = bool(config.tls_cert)
         self._workdir = tempfile.mkdtemp(prefix="onda-serve-")
         self._pre = None
@@ -144,10 +159,10 @@ class PredictionServer:
         self.server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                                ("grpc.max_send_message_length", limit),
                                                ("grpc.so_reuseport", 0)])
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(self), self.server)
+        self.server.add_generic_rpc_handlers((PredictionServicer(self).handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection([SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                                             reflection.SERVICE_NAME], self.server)
+                                             reflection.SERVICE_NAME], self.server, pool=contract().pool)
         address = f"{c.host}:{c.port}"
         if c.tls_cert:
             if not c.tls_key:
@@ -159,6 +174,15 @@ class PredictionServer:
         if not self.port:
             raise OSError(f"cannot listen on {address}")
         await self.server.start()
+        if c.rest_port is not None:
+            from .rest import RestServer
+
+            self.rest = RestServer(self)
+            try:
+                await self.rest.start(c.host, c.rest_port)
+            except OSError as e:
+                await self.server.stop(0)
+                raise OSError(f"cannot serve REST on {c.host}:{c.rest_port}: {e.strerror or e}") from None
         for name in ["", SERVICE_NAME, *self.models]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.keys.enabled and not self.tls:
@@ -168,32 +192,59 @@ class PredictionServer:
             log.warning("no keys configured: anyone who can reach %s can score", address)
         return self.port
 
+    @property
+    def rest_port(self) -> int | None:
+        return self.rest.port if self.rest is not None else None
+
     async def stop(self, grace: float = 10.0) -> None:
         """Drain: refuse new calls (UNAVAILABLE), finish the ones in flight, then close."""
         self.draining = True
         await self.health.enter_graceful_shutdown()
-        if self.server is not None:
-            await self.server.stop(grace)
+        closing = [self.server.stop(grace)] if self.server is not None else []
+        if self.rest is not None:
+            closing.append(self.rest.stop(grace))
+        await asyncio.gather(*closing)
         for m in self.models.values():
             await m.pool.close()
         if self._pre is not None:
             self._pre.shutdown(wait=False)
         shutil.rmtree(self._workdir, ignore_errors=True)
 
-    # -- one request ---------------------------------------------------------------------------------
-    async def predict(self, request, context):
+    # -- one request: the steps both protocols take -------------------------------------------------------
+    def check_serving(self) -> None:
         if self.draining:
             raise RpcFailure(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry on another replica")
-        if self.keys.enabled:
-            auth = next((v for k, v in context.invocation_metadata() if k == "authorization"), None)
-            why = self.keys.check(auth if isinstance(auth, str) else (auth or b"").decode("latin-1"))
-            if why:
-                raise RpcFailure(grpc.StatusCode.UNAUTHENTICATED, why)
-        model = self._model(request.model_spec)
-        if INPUT_NAME not in request.inputs:
-            got = ", ".join(repr(k) for k in request.inputs) or "none"
-            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, f"missing input {INPUT_NAME!r} (inputs given: {got})")
-        kind, payload, n = self._parse(model, request.inputs[INPUT_NAME])
+
+    def authorize(self, authorization: str | bytes | None, where: str = "the 'authorization' metadata") -> None:
+        """Raise UNAUTHENTICATED unless keys are off or ``authorization`` holds one ('<key>' or 'Bearer <key>')."""
+        if not self.keys.enabled:
+            return
+        if isinstance(authorization, bytes):
+            authorization = authorization.decode("latin-1")
+        why = self.keys.check(authorization)
+        if why:
+            raise RpcFailure(grpc.StatusCode.UNAUTHENTICATED, why.replace("the 'authorization' metadata", where))
+
+    def resolve(self, name: str | None, version: int | None = None, label: str | None = None) -> ServedModel:
+        """The model a request names (the default one for an empty name); NOT_FOUND for anything else."""
+        name = name or self.default_model
+        model = self.models.get(name)
+        if model is None:
+            raise RpcFailure(grpc.StatusCode.NOT_FOUND,
+                             f"unknown model {name!r} (this server serves: {', '.join(self.models)})")
+        if version is not None and version != model.version:
+            raise RpcFailure(grpc.StatusCode.NOT_FOUND,
+                             f"model {name!r} has no version {version} (serving version {model.version})")
+        if label is not None:
+            raise RpcFailure(grpc.StatusCode.NOT_FOUND,
+                             f"model {name!r} has no version label {label!r} (onda serves no labels; version "
+                             f"{model.version} is served)")
+        return model
+
+    async def score(self, model: ServedModel, kind: str, payload, n: int,
+                    remaining_s: float | None = None) -> tuple[np.ndarray, object]:
+        """Scores [n, ...] of ``payload`` (``kind`` "string": encoded images; "float": [n,H,W,3]) and the batch
+        info; preprocessing in the thread pool, the featurizer on the device pool, then the classifier."""
         if n > self.config.max_images:
             raise RpcFailure(grpc.StatusCode.RESOURCE_EXHAUSTED,
                              f"batch of {n} images is over the limit of {self.config.max_images} per request")
@@ -202,8 +253,7 @@ class PredictionServer:
             with model.pool.announce() as announcement:
                 prepare = model.from_images if kind == "string" else model.from_floats
                 x = await loop.run_in_executor(self._pre, prepare, payload)
-                remaining = context.time_remaining()
-                deadline = loop.time() + remaining if remaining is not None else None
+                deadline = loop.time() + remaining_s if remaining_s is not None else None
                 future = model.pool.submit(x, deadline)
                 announcement.done()
             out, info = await future
@@ -218,32 +268,40 @@ class PredictionServer:
         except (DeviceFailed, BackendError) as e:
             raise RpcFailure(grpc.StatusCode.UNAVAILABLE,
                              f"backend {self.config.backend} failed: {e}") from None
-        scores = model.postprocess(out)
-        response = predict_pb2.PredictResponse()
+        return model.postprocess(out), info
+
+    # -- one gRPC request ----------------------------------------------------------------------------
+    async def predict(self, request, context):
+        self.check_serving()
+        auth = next((v for k, v in context.invocation_metadata() if k == "authorization"), None)
+        self.authorize(auth)
+        model = self._model(request.model_spec)
+        if INPUT_NAME not in request.inputs:
+            got = ", ".join(repr(k) for k in request.inputs) or "none"
+            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, f"missing input {INPUT_NAME!r} (inputs given: {got})")
+        kind, payload, n = self._parse(model, request.inputs[INPUT_NAME])
+        scores, info = await self.score(model, kind, payload, n, context.time_remaining())
+        c = contract()
+        response = c.PredictResponse()
         response.model_spec.name = model.name
         response.model_spec.version.value = model.version
         tensor = response.outputs[OUTPUT_NAME]
-        tensor.dtype = types_pb2.DT_FLOAT
+        tensor.dtype = c.data_types["DT_FLOAT"]
         for d in scores.shape:
             tensor.tensor_shape.dim.add(size=int(d))
         tensor.float_val.extend(scores.ravel().tolist())
         return response, info
 
     def _model(self, spec) -> ServedModel:
-        name = spec.name or self.default_model
-        model = self.models.get(name)
-        if model is None:
-            raise RpcFailure(grpc.StatusCode.NOT_FOUND,
-                             f"unknown model {name!r} (this server serves: {', '.join(self.models)})")
-        if spec.HasField("version") and spec.version.value != model.version:
-            raise RpcFailure(grpc.StatusCode.NOT_FOUND,
-                             f"model {name!r} has no version {spec.version.value} (serving version {model.version})")
-        return model
+        choice = spec.WhichOneof("version_choice")
+        return self.resolve(spec.name, spec.version.value if choice == "version" else None,
+                            spec.version_label if choice == "version_label" else None)
 
     def _parse(self, model: ServedModel, t) -> tuple[str, object, int]:
         dims = [d.size for d in t.tensor_shape.dim]
         bad = grpc.StatusCode.INVALID_ARGUMENT
-        if t.dtype == types_pb2.DT_STRING:
+        types = contract().data_types
+        if t.dtype == types["DT_STRING"]:
             images = list(t.string_val)
             if t.tensor_shape.unknown_rank or (not dims and len(images) == 1):
                 dims = [len(images)]
@@ -253,7 +311,7 @@ class PredictionServer:
             if not images:
                 raise RpcFailure(bad, "inputs['images']: empty batch (no images)")
             return "string", images, len(images)
-        if t.dtype == types_pb2.DT_FLOAT:
+        if t.dtype == types["DT_FLOAT"]:
             want = list(model.image_shape)
             if len(dims) != 4 or dims[1:] != want:
                 raise RpcFailure(bad, f"inputs['images']: DT_FLOAT must have shape [N,{','.join(map(str, want))}], "
@@ -272,7 +330,7 @@ class PredictionServer:
                                           f"(needs {count})")
                 x = np.asarray(t.float_val, np.float32)
             return "float", x.reshape(dims).astype(np.float32), dims[0]
-        name = DTYPE_NAMES.get(t.dtype, str(t.dtype))
+        name = contract().dtype_name(t.dtype)
         raise RpcFailure(bad, f"inputs['images']: unsupported dtype {name}; send DT_STRING (encoded images, [N]) "
                               f"or DT_FLOAT (preprocessed, [N,{','.join(map(str, model.image_shape))}])")
 
@@ -288,6 +346,7 @@ class ServerThread:
         self._thread = threading.Thread(target=self._loop.run_forever, name="onda-server", daemon=True)
         self._thread.start()
         self.port = asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(60)
+        self.rest_port = self.server.rest_port
 
     def call(self, coro, timeout: float = 60):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
@@ -307,7 +366,15 @@ class ServerThread:
         self.stop()
 
 
-async def serve(config: ServerConfig, port_file: str | None = None, grace: float = 10.0) -> None:
+def _write_port(path: str | None, port: int) -> None:
+    if path:
+        tmp = Path(path).with_suffix(".tmp")
+        tmp.write_text(str(port))
+        tmp.replace(path)
+
+
+async def serve(config: ServerConfig, port_file: str | None = None, grace: float = 10.0,
+                rest_port_file: str | None = None) -> None:
     server = PredictionServer(config)
     server.load()
     port = await server.start()
@@ -316,10 +383,11 @@ async def serve(config: ServerConfig, port_file: str | None = None, grace: float
     log.info("listening on %s:%d (%s), models %s, backend %s (%s), %d device(s), keys %s", config.host, port, mode,
              ", ".join(server.models), config.backend, device.get("device", "?"), config.devices,
              "on" if server.keys.enabled else "off")
-    if port_file:
-        tmp = Path(port_file).with_suffix(".tmp")
-        tmp.write_text(str(port))
-        tmp.replace(port_file)
+    if server.rest is not None:
+        log.info("REST (TensorFlow Serving's API) on %s://%s:%d/v1/models/%s:predict", "https" if server.tls else
+                 "http", config.host, server.rest_port, server.default_model)
+        _write_port(rest_port_file, server.rest_port)  # before the gRPC port file, which says "ready"
+    _write_port(port_file, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -334,7 +402,7 @@ def run(args) -> int:
     """Serve in the foreground until SIGTERM/SIGINT (then drain); ``args`` from ``add_server_arguments``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        asyncio.run(serve(config_from_args(args), args.port_file, args.grace))
+        asyncio.run(serve(config_from_args(args), args.port_file, args.grace, args.rest_port_file))
     except (PipelineError, BackendError, ValueError, OSError) as e:
         log.error("%s", e)
         return 1

@@ -68,6 +68,7 @@ class DeploymentConfiguration:
     ssl_cert_pem_file: str | None = None
     ssl_key_pem_file: str | None = None
     port: int = 0
+    rest_port: int | None = None  # also TensorFlow Serving's REST API on this port (0: a free one)
     host: str = "127.0.0.1"
     backend: str | None = None
     max_batch: int = 8
@@ -103,7 +104,7 @@ class Webservice:
         workspace.deploy(name, m.name, m.version, host=c.host, port=c.port, backend=c.backend,
                          tls_cert=c.ssl_cert_pem_file if c.ssl_enabled else None,
                          tls_key=c.ssl_key_pem_file if c.ssl_enabled else None, devices=c.num_replicas,
-                         max_batch=c.max_batch, max_wait_ms=c.max_wait_ms)
+                         max_batch=c.max_batch, max_wait_ms=c.max_wait_ms, rest_port=c.rest_port)
         return Webservice(workspace, name)
 
     @staticmethod

@@ -76,6 +76,17 @@ class ServiceRecord:
     def tls(self) -> bool:
         return bool(self.tls_cert)
 
+    @property
+    def rest_port(self) -> int | None:
+        """The REST port (TensorFlow Serving's API) once bound; 0 before the first start; None: no REST."""
+        return self.options.get("rest_port")
+
+    def rest_url(self) -> str | None:
+        if self.rest_port is None:
+            return None
+        host = "localhost" if self.host in ("127.0.0.1", "0.0.0.0", "::") else self.host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.rest_port}/v1/models/{self.model_name}:predict"
+
 
 def _check_name(kind: str, name: str) -> str:
     import re
@@ -168,7 +179,7 @@ class LocalWorkspace:
     def deploy(self, name: str, model_name: str, model_version: int | None = None, host: str = "127.0.0.1",
                port: int = 0, backend: str | None = None, tls_cert: str | Path | None = None,
                tls_key: str | Path | None = None, devices: int = 1, max_batch: int = 8, max_wait_ms: float = 5.0,
-               wait: bool = True, timeout: float = 180.0) -> ServiceRecord:
+               wait: bool = True, timeout: float = 180.0, rest_port: int | None = None) -> ServiceRecord:
         from ..runtime import available_backends, default_backend
 
         _check_name("service", name)
@@ -190,6 +201,8 @@ class LocalWorkspace:
                 tls_cert, tls_key = str(d / "tls.crt"), str(d / "tls.key")
             write_keys(d / "keys.json", {k: new_key() for k in KEY_NAMES})
             options = {"devices": devices, "max_batch": max_batch, "max_wait_ms": max_wait_ms}
+            if rest_port is not None:
+                options["rest_port"] = rest_port
             db.execute("INSERT INTO services VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (name, model.name, model.version, host, port or None, None, backend, tls_cert, tls_key,
                         json.dumps(options), time.time()))
@@ -217,6 +230,9 @@ class LocalWorkspace:
                "--max-batch", str(s.options["max_batch"]), "--max-wait-ms", str(s.options["max_wait_ms"])]
         if s.tls:
             cmd += ["--tls-cert", s.tls_cert, "--tls-key", s.tls_key]
+        if s.rest_port is not None:
+            (d / "rest_port").unlink(missing_ok=True)
+            cmd += ["--rest-port", str(s.rest_port), "--rest-port-file", str(d / "rest_port")]
         with open(d / "service.log", "ab") as logf:
             logf.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(cmd)}\n".encode())
             logf.flush()
@@ -247,8 +263,11 @@ class LocalWorkspace:
                 raise WorkspaceError(f"service {name} exited while starting; log tail:\n{self.logs(name, 8)}")
             if port_file.is_file():
                 port = int(port_file.read_text())
+                rest_file = self.service_dir(name) / "rest_port"
+                options = dict(s.options, rest_port=int(rest_file.read_text())) if rest_file.is_file() else s.options
                 with self._db() as db:
-                    db.execute("UPDATE services SET port = ? WHERE name = ?", (port, name))
+                    db.execute("UPDATE services SET port = ?, options = ? WHERE name = ?",
+                               (port, json.dumps(options), name))
                 if self.health(self.get_service(name)) == "SERVING":
                     return
             time.sleep(0.1)

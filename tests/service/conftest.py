@@ -106,12 +106,12 @@ def photos():
 
 @pytest.fixture(scope="module")
 def tls_server(pipeline_zips, tls_files):
-    """A real server on a loopback port: TLS, two keys, two models (the first is the default)."""
+    """A real server on loopback ports: TLS, two keys, two models (the first is the default), gRPC and REST."""
     from onda.host.service import ServerConfig, ServerThread
 
     cert, key = tls_files
     config = ServerConfig(models={"tiny": pipeline_zips["tiny"], "features": pipeline_zips["features"]},
-                          tls_cert=cert, tls_key=key, keys=list(KEYS), max_images=16, max_message_mb=2)
+                          tls_cert=cert, tls_key=key, keys=list(KEYS), max_images=16, max_message_mb=2, rest_port=0)
     server = ServerThread(config)
     yield server
     server.stop()

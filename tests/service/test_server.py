@@ -1,5 +1,5 @@
 """The scoring server on a loopback port, over TLS with keys: answers, keys, every bad input, concurrency,
-health, reflection, the official TF Serving stubs."""
+health, reflection, the official TF Serving stubs (the independent client: the server speaks protos/)."""
 
 from __future__ import annotations
 
@@ -83,6 +83,15 @@ def test_official_tf_serving_stubs_over_tls_with_raw_key(tls_server, tls_files, 
     np.testing.assert_allclose(scores, reference.scores_images(images), rtol=1e-5, atol=1e-6)
     assert len(initial["request_id"]) == 32
     assert response.model_spec.name == "tiny"
+
+
+def test_prediction_client_sends_a_tf_serving_request_unchanged(client_factory, photos, reference):
+    """PredictionClient speaks protos/' classes, and takes a request built with tensorflow-serving-api's."""
+    response = client_factory().predict(string_request([photos["rocket.jpg"]]))
+    np.testing.assert_allclose(output(response), reference.scores_images([photos["rocket.jpg"]]), rtol=1e-5,
+                               atol=1e-6)
+    assert response.DESCRIPTOR.full_name == "tensorflow.serving.PredictResponse"
+    assert type(response) is not predict_pb2.PredictResponse  # onda's own class, from protos/
 
 
 def test_float_input_and_featurizer_only_model(client_factory, reference):
@@ -191,6 +200,8 @@ def _bad_requests(photos):
                              grpc.StatusCode.NOT_FOUND)
     versioned = string_request([good])
     versioned.model_spec.version.value = 7
+    labelled = string_request([good])
+    labelled.model_spec.version_label = "stable"
     return {
         "missing input": (no_input, bad, "missing input 'images' (inputs given: 'x')"),
         "wrong dtype": (int_input, bad, "unsupported dtype DT_INT32"),
@@ -207,6 +218,7 @@ def _bad_requests(photos):
         "float NaN": (float_request(nan), bad, "NaN or infinity"),
         "unknown model": (string_request([good], model="nope"), missing, "unknown model 'nope'"),
         "unknown version": (versioned, missing, "has no version 7"),
+        "version label": (labelled, missing, "has no version label 'stable'"),
         "too many images": (string_request([good] * 17), big, "over the limit of 16 per request"),
         "message too large": (string_request([b"\xff" * (3 * 1024 * 1024)]), big, ""),
     }
@@ -270,6 +282,16 @@ def test_health_and_reflection(tls_server, tls_files):
         (answer,) = refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
         names = {s.name for s in answer.list_services_response.service}
         assert {"tensorflow.serving.PredictionService", "grpc.health.v1.Health"} <= names
+        # A tool (grpcurl) asks for the file of the service: it gets protos/' descriptors, imports included.
+        from google.protobuf import descriptor_pb2
+
+        ask = reflection_pb2.ServerReflectionRequest(file_containing_symbol="tensorflow.serving.PredictionService")
+        (answer,) = refl.ServerReflectionInfo(iter([ask]))
+        files = {f.name: f for f in map(descriptor_pb2.FileDescriptorProto.FromString,
+                                         answer.file_descriptor_response.file_descriptor_proto)}
+        service = files["tensorflow_serving/apis/prediction_service.proto"].service[0]
+        assert service.name == "PredictionService" and [m.name for m in service.method] == ["Predict"]
+        assert service.method[0].input_type == ".tensorflow.serving.PredictRequest"
 
 
 def test_client_retries_only_unavailable(photos):

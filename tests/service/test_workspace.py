@@ -109,22 +109,47 @@ def test_brainwave_style_script_end_to_end(tmp_path, tiny_tflite, tiny_classifie
     assert ws.services() == [] and ws.models() == []
 
 
-def test_cli_deploy_score_keys_kill_restart_delete(tmp_path, pipeline_zips, photos, capsys):
-    """The CLI over a plaintext service (keys still enforced); then the process is killed: clients get
-    UNAVAILABLE, the workspace shows it down; a restart brings it back on the same port."""
+def _rest_predict(port: int, image: bytes, key: str | None) -> tuple[int, dict]:
+    import base64
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("POST", "/v1/models/tiny:predict", json.dumps({"instances": [{"b64": base64.b64encode(
+            image).decode()}]}), {"Authorization": f"Bearer {key}"} if key else {})
+        r = conn.getresponse()
+        return r.status, json.loads(r.read())
+    finally:
+        conn.close()
+
+
+def test_cli_deploy_score_keys_kill_restart_delete(tmp_path, pipeline_zips, photos, reference, capsys):
+    """The CLI over a plaintext service with REST too (keys still enforced on both); then the process is
+    killed: clients get UNAVAILABLE, the workspace shows it down; a restart brings it back on the same ports."""
     from onda.host.cli import main
     from onda.host.client import PredictionClient
 
     ws_dir = str(tmp_path / "ws")
     image = tmp_path / "rocket.jpg"
     image.write_bytes(photos["rocket.jpg"])
-    assert main(["deploy", "svc", "--model", str(pipeline_zips["tiny"]), "--workspace", ws_dir]) == 0
+    assert main(["deploy", "svc", "--model", str(pipeline_zips["tiny"]), "--rest-port", "0",
+                 "--workspace", ws_dir]) == 0
     out = capsys.readouterr().out
     assert "service svc: running on 127.0.0.1:" in out and "(plaintext)" in out
     ws = LocalWorkspace(ws_dir)
     s = ws.get_service("svc")
+    assert s.rest_port and s.rest_port != s.port
+    assert f"REST: POST http://localhost:{s.rest_port}/v1/models/tiny:predict" in out
     primary = ws.keys("svc")["primary"]
     try:
+        status, doc = _rest_predict(s.rest_port, photos["rocket.jpg"], primary)
+        assert status == 200, doc
+        np.testing.assert_allclose(doc["predictions"], reference.scores_images([photos["rocket.jpg"]]),
+                                   rtol=1e-5, atol=1e-6)
+        assert _rest_predict(s.rest_port, photos["rocket.jpg"], None) == (401, {"error": "missing key: send it "
+                                                                               "in the 'Authorization' header "
+                                                                               "('<key>' or 'Bearer <key>')"})
         assert main(["score", f"127.0.0.1:{s.port}", str(image), "--key", primary]) == 0
         out = capsys.readouterr().out
         assert f"{image}: " in out and " ms" in out
@@ -139,7 +164,12 @@ def test_cli_deploy_score_keys_kill_restart_delete(tmp_path, pipeline_zips, phot
         assert "invalid key" in capsys.readouterr().err
 
         assert main(["services", "--workspace", ws_dir]) == 0
-        assert "running" in capsys.readouterr().out
+        listing = capsys.readouterr().out.splitlines()
+        assert "REST" in listing[0] and "running" in listing[1] and f" {s.rest_port} " in listing[1]
+        assert main(["services", "svc", "--workspace", ws_dir]) == 0
+        out = capsys.readouterr().out
+        assert f"grpc      127.0.0.1:{s.port} (plaintext) tensorflow.serving.PredictionService/Predict" in out
+        assert f"rest      POST http://localhost:{s.rest_port}/v1/models/tiny:predict" in out
 
         os.kill(s.pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
@@ -155,7 +185,8 @@ def test_cli_deploy_score_keys_kill_restart_delete(tmp_path, pipeline_zips, phot
 
         assert main(["services", "svc", "--restart", "--workspace", ws_dir]) == 0
         assert "state     running" in capsys.readouterr().out
-        assert ws.get_service("svc").port == s.port
+        assert ws.get_service("svc").port == s.port and ws.get_service("svc").rest_port == s.rest_port
+        assert _rest_predict(s.rest_port, photos["rocket.jpg"], new)[0] == 200
         client.retry_delays = (0.5, 1, 2)  # the same client reconnects (its reconnect backoff is at most 1 s)
         assert client.score_image(image).shape == (10,)
     finally:
@@ -174,9 +205,10 @@ def test_onda_serve_foreground_answers_then_drains_on_sigterm(tmp_path, pipeline
 
     from .test_server import output, string_request
 
-    port_file = tmp_path / "port"
+    port_file, rest_file = tmp_path / "port", tmp_path / "rest_port"
     proc = subprocess.Popen([sys.executable, "-m", "onda.host.cli", "serve", "--model", f"tiny={pipeline_zips['tiny']}",
-                             "--key", "k", "--port-file", str(port_file)], stderr=subprocess.PIPE, text=True)
+                             "--key", "k", "--port-file", str(port_file), "--rest-port", "0",
+                             "--rest-port-file", str(rest_file)], stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while not port_file.is_file():
@@ -186,6 +218,9 @@ def test_onda_serve_foreground_answers_then_drains_on_sigterm(tmp_path, pipeline
             stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
             r = stub.Predict(string_request([photos["coffee.jpg"]]), metadata=[("authorization", "k")])
         np.testing.assert_allclose(output(r), reference.scores_images([photos["coffee.jpg"]]), rtol=1e-5, atol=1e-6)
+        status, doc = _rest_predict(int(rest_file.read_text()), photos["coffee.jpg"], "k")
+        assert status == 200
+        np.testing.assert_array_equal(np.asarray(doc["predictions"], np.float32), output(r))
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
