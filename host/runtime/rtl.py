@@ -45,16 +45,23 @@ class RtlModel(EmulatedModel):
         self._device = None
         self.measured_cycles: int | None = None
         self.counters: dict[str, int] = {}
-        # Where each layer's output is complete in memory: the last compute-module instruction
-        # at or before the layer's end (its barrier has drained the layer's stores).
-        modules = [ins.module for ins in self.program]
+        # Where each layer's output is complete in memory: the compute instruction whose pop of
+        # STORE->COMPUTE takes the token of the layer's last store (a barrier NOP of the next layer
+        # or of FINISH). Stores complete in order and no later store can start before it.
+        pushes_upto, pushed = [], 0
+        for ins in self.program:
+            pushed += ins.module == Module.STORE and ins.push_prev
+            pushes_upto.append(pushed)
+        popped, pop_at = 0, {}
+        for i, ins in enumerate(self.program):
+            if ins.module == Module.COMPUTE and ins.pop_next:
+                popped += 1
+                pop_at[popped] = i
         self._capture: dict[int, int] = {}
         for layer in self.layers:
-            i = layer["last"]
-            while i >= 0 and modules[i] != Module.COMPUTE:
-                i -= 1
-            if i >= 0:
-                self._capture[layer["output"]] = i
+            need = pushes_upto[layer["last"]]
+            if need in pop_at:
+                self._capture[layer["output"]] = pop_at[need]
 
     def _new_device(self):
         if self.simulator == "verilator":

@@ -53,6 +53,8 @@ class IssueUnit(wiring.Component):
     retire : Out(1)
         An instruction completes this cycle (its pushes are made); ``retire_index`` is its index.
     retire_index : Out(32)
+    started : Out(1)
+        An instruction starts this cycle (its pops are made); its index is ``i.payload.index``.
     """
 
     def __init__(self, module: IsaModule, token_depth: int = 255):
@@ -65,7 +67,7 @@ class IssueUnit(wiring.Component):
             "finish": Out(1), "finish_done": In(1), "halt": In(1),
             "error": Out(EngineError), "index": Out(INDEX_BITS),
             "busy": Out(1), "wait": Out(1), "quiet": Out(1),
-            "retire": Out(1), "retire_index": Out(INDEX_BITS),
+            "retire": Out(1), "retire_index": Out(INDEX_BITS), "started": Out(1),
         }
         for op in self.targets:
             name = op.name.lower()
@@ -133,7 +135,7 @@ class IssueUnit(wiring.Component):
                      self.busy.eq(executing | (take & is_nop)),
                      self.wait.eq(~executing & self.i.valid & ~tokens_ok),
                      self.quiet.eq(~executing & ~self.i.valid),
-                     self.retire.eq(done | (take & is_nop)),
+                     self.retire.eq(done | (take & is_nop)), self.started.eq(take),
                      self.retire_index.eq(Mux(take & is_nop, self.i.payload.index, self.index))]
         return m
 

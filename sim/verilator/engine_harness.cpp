@@ -49,7 +49,7 @@ struct Harness {
     uint64_t prev_end = ~0ull;
     bool port_idle = true;  // no command in flight: the next one pays the full latency
     uint64_t cycles = 0;
-    std::vector<uint64_t> trace;  // (cycle << 34 | module << 32 | index) per retirement, when enabled
+    std::vector<uint64_t> trace;  // (cycle << 35 | start << 34 | module << 32 | index) per event, when enabled
     bool tracing = false;
     int error = 0;          // 1: access outside the memory; 2: misaligned
     uint64_t error_addr = 0;
@@ -98,10 +98,13 @@ struct Harness {
         bool w_fire = wready && SIG(mem___05Fwdata___05Fvalid);
         uint64_t wpayload = SIG(mem___05Fwdata___05Fpayload);
         if (tracing) {
-            uint32_t retire = SIG(trace___05Fretire);
-            if (retire & 1) trace.push_back(cycles << 34 | 0ull << 32 | SIG(trace___05Fload_index));
-            if (retire & 2) trace.push_back(cycles << 34 | 1ull << 32 | SIG(trace___05Fcompute_index));
-            if (retire & 4) trace.push_back(cycles << 34 | 2ull << 32 | SIG(trace___05Fstore_index));
+            uint32_t retire = SIG(trace___05Fretire), start = SIG(trace___05Fstart);
+            if (start & 1) trace.push_back(cycles << 35 | 1ull << 34 | 0ull << 32 | SIG(trace___05Fload_start_index));
+            if (start & 2) trace.push_back(cycles << 35 | 1ull << 34 | 1ull << 32 | SIG(trace___05Fcompute_start_index));
+            if (start & 4) trace.push_back(cycles << 35 | 1ull << 34 | 2ull << 32 | SIG(trace___05Fstore_start_index));
+            if (retire & 1) trace.push_back(cycles << 35 | 0ull << 32 | SIG(trace___05Fload_index));
+            if (retire & 2) trace.push_back(cycles << 35 | 1ull << 32 | SIG(trace___05Fcompute_index));
+            if (retire & 4) trace.push_back(cycles << 35 | 2ull << 32 | SIG(trace___05Fstore_index));
         }
         // Clock edge.
         top->clk = 1;

@@ -99,15 +99,16 @@ class VerilatorEngine:
         """Record every instruction's retirement from now on (and forget earlier ones)."""
         self._lib.onda_trace(self._h, int(enable))
 
-    def retirements(self) -> np.ndarray:
-        """[(cycle, module, index)] of the recorded retirements, in order (cycles of this engine's
-        clock, see ``cycles``)."""
+    def events(self) -> np.ndarray:
+        """[(cycle, started, module, index)] of the recorded instruction starts (started 1) and
+        retirements (0), in order (cycles of this engine's clock, see ``cycles``)."""
         n = int(self._lib.onda_trace_size(self._h))
         raw = np.empty(n, dtype=np.uint64)
-        if n:
-            self._lib.onda_trace_read(self._h, raw.ctypes.data)
-        return np.stack([raw >> np.uint64(34), (raw >> np.uint64(32)) & np.uint64(3), raw & np.uint64(0xFFFFFFFF)],
-                        axis=1).astype(np.int64) if n else np.zeros((0, 3), dtype=np.int64)
+        if not n:
+            return np.zeros((0, 4), dtype=np.int64)
+        self._lib.onda_trace_read(self._h, raw.ctypes.data)
+        return np.stack([raw >> np.uint64(35), (raw >> np.uint64(34)) & np.uint64(1),
+                         (raw >> np.uint64(32)) & np.uint64(3), raw & np.uint64(0xFFFFFFFF)], axis=1).astype(np.int64)
 
     def run(self, max_cycles: int, break_index: int = -1) -> int:
         """Clock until done or error (``RunResult.STATUS``), the compute module completing
