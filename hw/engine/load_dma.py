@@ -37,7 +37,7 @@ from onda.hw.engine.buffers import ByteWriteSignature, act_banks, addr_bits
 from onda.hw.engine.errors import EngineError
 from onda.hw.engine.memory_port import MAX_BURST, MemoryPortSignature
 
-__all__ = ["CHECK_CYCLES", "DIGIT_BITS", "LoadDMA", "digit_product", "load_cycles"]
+__all__ = ["CHECK_CYCLES", "DIGIT_BITS", "LoadDMA", "SaturatingProduct", "digit_product", "load_cycles"]
 
 _Y_BITS = isa.field_range(isa.Opcode.LOAD, "y_size")[1].bit_length()  # 16
 _R_BITS = _Y_BITS + 1  # pad_top + y_size + pad_bottom < 2**17
@@ -55,6 +55,40 @@ def digit_product(digit, value):
     for i in range(len(digit)):
         total = total + Mux(digit[i], value << i, 0)
     return total
+
+
+class SaturatingProduct:
+    """``multiplier * multiplicand`` by shift-add, ``DIGIT_BITS`` of the multiplier a cycle, in
+    ``width`` bits: ``acc`` is the product if ``over`` is low, and ``over`` is set iff the
+    product is ``>= 2**width``. A range check only needs to know a product exceeds a buffer or
+    the memory, so the adders are as wide as the limit, not as the fields.
+
+    ``load(multiplier, multiplicand)`` and ``step()`` return the statements for ``m.d.sync``.
+    """
+
+    def __init__(self, name: str, multiplier_bits: int, width: int):
+        self.width = width
+        self.mult = Signal(multiplier_bits, name=f"{name}_mult")
+        self.mcand = Signal(width, name=f"{name}_mcand")
+        self.big = Signal(name=f"{name}_big")  # the shifted multiplicand is >= 2**width
+        self.acc = Signal(width, name=f"{name}_acc")
+        self.over = Signal(name=f"{name}_over")
+
+    def load(self, multiplier, multiplicand):
+        return [self.mult.eq(multiplier), self.mcand.eq(multiplicand), self.big.eq((multiplicand >> self.width) != 0),
+                self.acc.eq(0), self.over.eq(0)]
+
+    def step(self):
+        D, k = DIGIT_BITS, self.width
+        digit = self.mult[:D]
+        total = self.acc + digit_product(digit, self.mcand)
+        return [
+            self.mult.eq(self.mult >> D),
+            self.mcand.eq(self.mcand << D),
+            self.big.eq(self.big | ((self.mcand >> (k - D)) != 0)),
+            self.acc.eq(total),
+            self.over.eq(self.over | (self.big & (digit != 0)) | ((total >> k) != 0)),
+        ]
 
 
 def _ceil(a: int, b: int) -> int:
@@ -149,29 +183,36 @@ class LoadDMA(wiring.Component):
         W = Signal(26)  # pad_left + x + pad_right
         R = Signal(_R_BITS)  # pad_top + y + pad_bottom
         m.d.comb += [W.eq(f.pad_left + f.x_size + f.pad_right), R.eq(f.pad_top + f.y_size + f.pad_bottom)]
-        size = Signal(25)
+        # Widths: products up to the largest buffer / the memory (saturating beyond), buffer
+        # and memory addresses as wide as their (checked) range.
+        kb = max(cfg.act_bytes, cfg.wgt_bytes, cfg.param_bytes).bit_length() + 1
+        km = cfg.mem_size_bytes.bit_length() + 1
+        ab, am = kb + 1, km + 1
+        size = Signal(kb)
         m.d.comb += size.eq(Mux(f.buffer == Buffer.ACT, cfg.act_bytes,
                                 Mux(f.buffer == Buffer.WGT, cfg.wgt_bytes, cfg.param_bytes)))
         step = Signal(range(B + 1))  # bytes the buffer's write port takes a cycle
         m.d.comb += step.eq(Mux(f.buffer == Buffer.ACT, B, P))
 
         # -- shift-add multiplier: R*W, pad_top*W, pad_bottom*W, (y-1)*stride --------------------
-        mr, mt, mb, my = Signal(_R_BITS), Signal(8), Signal(8), Signal(_Y_BITS)
-        wsh = Signal(26 + _R_BITS)
-        ssh = Signal(24 + _Y_BITS)
-        total, top, bottom, span = Signal(26 + _R_BITS), Signal(26 + 8), Signal(26 + 8), Signal(24 + _Y_BITS)
+        p_total = SaturatingProduct("total", _R_BITS, kb)  # R*W
+        p_top = SaturatingProduct("top", 8, kb)  # pad_top*W (<= R*W when that fits)
+        p_bottom = SaturatingProduct("bottom", 8, kb)
+        p_span = SaturatingProduct("span", _Y_BITS, km)  # (y - 1)*stride
+        products = (p_total, p_top, p_bottom, p_span)
+        total, top, bottom, span = p_total.acc, p_top.acc, p_bottom.acc, p_span.acc
         count = Signal(range(CHECK_CYCLES + 1))
 
         # -- fill and data bookkeeping ---------------------------------------------------------
-        end = Signal(25)  # sram_addr + R*W (checked <= buffer size)
+        end = Signal(ab)  # sram_addr + R*W (checked <= buffer size)
         seg_k = Signal(_Y_BITS + 1)  # fill run k = 0 .. y
-        cur = Signal(25)  # next byte of the current run
-        dk = Signal(26)  # start of data row k (the run's end while k < y)
-        seg_end = Signal(26)
+        cur = Signal(ab)  # next byte of the current run
+        dk = Signal(ab)  # start of data row k (the run's end while k < y)
+        seg_end = Signal(ab)
         m.d.comb += seg_end.eq(Mux(seg_k < f.y_size, dk, end))
 
         # write bus (B bytes), routed to the selected buffer's port
-        w_addr, w_mask, w_en = Signal(25), Signal(B), Signal()
+        w_addr, w_mask, w_en = Signal(ab), Signal(B), Signal()
         w_data = Signal(data.ArrayLayout(unsigned(8), B))
         for port, which, n in ((self.act_w, Buffer.ACT, B), (self.wgt_w, Buffer.WGT, P),
                                (self.param_w, Buffer.PARAM, P)):
@@ -182,9 +223,9 @@ class LoadDMA(wiring.Component):
         iss_go = Signal()  # pulse: start issuing the instruction's commands
         iss_busy = Signal()
         iss_row = Signal(_Y_BITS)
-        iss_addr = Signal(33)  # row start in memory
-        iss_beat = Signal(33)  # next beat's address
-        iss_left = Signal(24)  # beats left in the row
+        iss_addr = Signal(am)  # row start in memory
+        iss_beat = Signal(am)  # next beat's address
+        iss_left = Signal(km)  # beats left in the row
         row_beats = lambda a: (a[:lp] + f.x_size + (P - 1)) >> lp if lp else f.x_size  # noqa: E731
         cmd = self.mem.cmd
         burst = Signal(16)
@@ -200,7 +241,7 @@ class LoadDMA(wiring.Component):
             with m.If(iss_left == burst):  # the row's last burst
                 nxt = iss_addr + f.dram_stride
                 m.d.sync += [iss_row.eq(iss_row + 1), iss_addr.eq(nxt),
-                             iss_beat.eq(nxt & ~Const(P - 1, 33)), iss_left.eq(row_beats(nxt))]
+                             iss_beat.eq(nxt & ~Const(P - 1, am)), iss_left.eq(row_beats(nxt))]
                 with m.If(iss_row + 1 == f.y_size):
                     m.d.sync += iss_busy.eq(0)
             with m.Else():
@@ -210,10 +251,10 @@ class LoadDMA(wiring.Component):
         d_row = Signal(_Y_BITS)
         d_off = Signal(max(1, lp))  # the row's first byte within its beat
         d_first = Signal()  # next beat is the row's first
-        d_addr = Signal(26)  # where the next beat's byte 0 goes (first beat: the row start)
-        d_row_start = Signal(26)
-        d_left = Signal(25)  # row bytes not yet written
-        d_mem = Signal(33)  # the row's memory address (for the next row's offset)
+        d_addr = Signal(ab)  # where the next beat's byte 0 goes (first beat: the row start)
+        d_row_start = Signal(ab)
+        d_left = Signal(km)  # row bytes not yet written
+        d_mem = Signal(am)  # the row's memory address (for the next row's offset)
         rdata = self.mem.rdata
 
         with m.FSM():
@@ -223,18 +264,15 @@ class LoadDMA(wiring.Component):
                     m.d.sync += f.eq(self.cmd.payload)
                     m.next = "MULTIPLY"
                     p = self.cmd.payload
+                    width = p.pad_left + p.x_size + p.pad_right
                     m.d.sync += [
-                        mr.eq(p.pad_top + p.y_size + p.pad_bottom), mt.eq(p.pad_top), mb.eq(p.pad_bottom),
-                        my.eq(Mux(p.y_size == 0, 0, p.y_size - 1)),
-                        wsh.eq(p.pad_left + p.x_size + p.pad_right), ssh.eq(p.dram_stride),
-                        total.eq(0), top.eq(0), bottom.eq(0), span.eq(0), count.eq(0),
+                        *p_total.load(p.pad_top + p.y_size + p.pad_bottom, width),
+                        *p_top.load(p.pad_top, width), *p_bottom.load(p.pad_bottom, width),
+                        *p_span.load(Mux(p.y_size == 0, 0, p.y_size - 1), p.dram_stride),
+                        count.eq(0),
                     ]
             with m.State("MULTIPLY"):
-                D = DIGIT_BITS
-                m.d.sync += [mr.eq(mr >> D), mt.eq(mt >> D), mb.eq(mb >> D), my.eq(my >> D),
-                             wsh.eq(wsh << D), ssh.eq(ssh << D), count.eq(count + 1),
-                             total.eq(total + digit_product(mr[:D], wsh)), top.eq(top + digit_product(mt[:D], wsh)),
-                             bottom.eq(bottom + digit_product(mb[:D], wsh)), span.eq(span + digit_product(my[:D], ssh))]
+                m.d.sync += [count.eq(count + 1), *(s for p in products for s in p.step())]
                 with m.If(count == CHECK_CYCLES - 2):
                     m.next = "CHECK"
             with m.State("CHECK"):
@@ -243,10 +281,10 @@ class LoadDMA(wiring.Component):
                 with m.If(f.buffer == Buffer.OUT):
                     m.d.sync += self.error.eq(EngineError.BAD_BUFFER)
                     m.next = "ERROR"
-                with m.Elif(reads & (f.dram_addr + span + f.x_size > cfg.mem_size_bytes)):
+                with m.Elif(reads & (p_span.over | (f.dram_addr + span + f.x_size > cfg.mem_size_bytes))):
                     m.d.sync += self.error.eq(EngineError.MEMORY_RANGE)
                     m.next = "ERROR"
-                with m.Elif(f.sram_addr + total > size):
+                with m.Elif(p_total.over | (f.sram_addr + total > size)):
                     m.d.sync += self.error.eq(EngineError.BUFFER_RANGE)
                     m.next = "ERROR"
                 with m.Else():
@@ -265,7 +303,7 @@ class LoadDMA(wiring.Component):
                     with m.Else():
                         m.next = "DONE"
             with m.State("FILL"):
-                left = Signal(26)
+                left = Signal(ab)
                 m.d.comb += left.eq(seg_end - cur)
                 m.d.comb += [w_en.eq(left != 0), w_addr.eq(cur),
                              w_data.eq(f.pad_value.as_unsigned().replicate(B))]

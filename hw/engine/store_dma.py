@@ -30,7 +30,7 @@ from amaranth.lib.wiring import In, Out
 from onda.hw import isa
 from onda.hw.engine.buffers import ByteReadSignature, addr_bits
 from onda.hw.engine.errors import EngineError
-from onda.hw.engine.load_dma import DIGIT_BITS, digit_product
+from onda.hw.engine.load_dma import DIGIT_BITS, SaturatingProduct
 from onda.hw.engine.memory_port import MAX_BURST, MemoryPortSignature
 
 __all__ = ["CHECK_CYCLES", "StoreDMA", "store_cycles"]
@@ -108,20 +108,23 @@ class StoreDMA(wiring.Component):
         f = Signal(isa.field_layout(isa.Opcode.STORE))
         Buffer = isa.Buffer
 
-        size = Signal(25)
+        kb = max(cfg.act_bytes, cfg.out_bytes).bit_length() + 1
+        km = cfg.mem_size_bytes.bit_length() + 1
+        ab, am = kb + 1, km + 1
+        size = Signal(kb)
         m.d.comb += size.eq(Mux(f.buffer == Buffer.ACT, cfg.act_bytes, cfg.out_bytes))
 
-        # -- shift-add multiplier: y*x and (y-1)*stride ---------------------------------------
-        my, my1 = Signal(_Y_BITS), Signal(_Y_BITS)
-        xsh, ssh = Signal(24 + _Y_BITS), Signal(24 + _Y_BITS)
-        total, span = Signal(24 + _Y_BITS), Signal(24 + _Y_BITS)
+        # -- shift-add multiplier: y*x and (y-1)*stride, saturating past the buffer / memory ---
+        p_total = SaturatingProduct("total", _Y_BITS, kb)
+        p_span = SaturatingProduct("span", _Y_BITS, km)
+        total, span = p_total.acc, p_span.acc
         count = Signal(range(CHECK_CYCLES + 1))
 
         # -- write command issuer -------------------------------------------------------------
         iss_go, iss_busy = Signal(), Signal()
         iss_row = Signal(_Y_BITS)
-        iss_addr, iss_beat = Signal(33), Signal(33)
-        iss_left = Signal(24)
+        iss_addr, iss_beat = Signal(am), Signal(am)
+        iss_left = Signal(km)
         row_beats = lambda a: (a[:lp] + f.x_size + (P - 1)) >> lp if lp else f.x_size  # noqa: E731
         cmd = self.mem.cmd
         burst = Signal(16)
@@ -137,7 +140,7 @@ class StoreDMA(wiring.Component):
             with m.If(iss_left == burst):
                 nxt = iss_addr + f.dram_stride
                 m.d.sync += [iss_row.eq(iss_row + 1), iss_addr.eq(nxt),
-                             iss_beat.eq(nxt & ~Const(P - 1, 33)), iss_left.eq(row_beats(nxt))]
+                             iss_beat.eq(nxt & ~Const(P - 1, am)), iss_left.eq(row_beats(nxt))]
                 with m.If(iss_row + 1 == f.y_size):
                     m.d.sync += iss_busy.eq(0)
             with m.Else():
@@ -148,10 +151,10 @@ class StoreDMA(wiring.Component):
         d_row = Signal(_Y_BITS)
         d_first = Signal()
         d_off = Signal(max(1, lp))
-        d_addr = Signal(26)  # buffer address of the next read
-        d_row_start = Signal(26)
-        d_left = Signal(25)
-        d_mem = Signal(33)
+        d_addr = Signal(ab)  # buffer address of the next read
+        d_row_start = Signal(ab)
+        d_left = Signal(km)
+        d_mem = Signal(am)
         # the beat whose bytes the read port shows now
         q_shift = Signal(max(1, lp))
         q_n = Signal(range(P + 1))
@@ -194,14 +197,11 @@ class StoreDMA(wiring.Component):
                 m.d.comb += self.cmd.ready.eq(self.error == EngineError.NONE)
                 with m.If(self.cmd.valid & (self.error == EngineError.NONE)):
                     p = self.cmd.payload
-                    m.d.sync += [f.eq(p), my.eq(p.y_size), my1.eq(Mux(p.y_size == 0, 0, p.y_size - 1)),
-                                 xsh.eq(p.x_size), ssh.eq(p.dram_stride), total.eq(0), span.eq(0), count.eq(0)]
+                    m.d.sync += [f.eq(p), *p_total.load(p.y_size, p.x_size),
+                                 *p_span.load(Mux(p.y_size == 0, 0, p.y_size - 1), p.dram_stride), count.eq(0)]
                     m.next = "MULTIPLY"
             with m.State("MULTIPLY"):
-                D = DIGIT_BITS
-                m.d.sync += [my.eq(my >> D), my1.eq(my1 >> D), xsh.eq(xsh << D), ssh.eq(ssh << D),
-                             count.eq(count + 1), total.eq(total + digit_product(my[:D], xsh)),
-                             span.eq(span + digit_product(my1[:D], ssh))]
+                m.d.sync += [count.eq(count + 1), *p_total.step(), *p_span.step()]
                 with m.If(count == CHECK_CYCLES - 2):
                     m.next = "CHECK"
             with m.State("CHECK"):
@@ -209,10 +209,10 @@ class StoreDMA(wiring.Component):
                 with m.If((f.buffer != Buffer.OUT) & (f.buffer != Buffer.ACT)):
                     m.d.sync += self.error.eq(EngineError.BAD_BUFFER)
                     m.next = "ERROR"
-                with m.Elif(f.sram_addr + total > size):
+                with m.Elif(p_total.over | (f.sram_addr + total > size)):
                     m.d.sync += self.error.eq(EngineError.BUFFER_RANGE)
                     m.next = "ERROR"
-                with m.Elif((f.y_size != 0) & (f.dram_addr + span + f.x_size > cfg.mem_size_bytes)):
+                with m.Elif((f.y_size != 0) & (p_span.over | (f.dram_addr + span + f.x_size > cfg.mem_size_bytes))):
                     m.d.sync += self.error.eq(EngineError.MEMORY_RANGE)
                     m.next = "ERROR"
                 with m.Elif(moves):

@@ -6,6 +6,7 @@ without stalls next to the cycle model's."""
 import random
 
 import pytest
+from amaranth.hdl import Signal
 
 from onda.hw import isa
 from onda.hw.config import load_config
@@ -219,3 +220,43 @@ def test_constructor_rejects_a_port_that_is_not_whole_bytes():
         LoadDMA(cfg)
     with pytest.raises(ValueError, match="LoadDMA: mem_port_bits must be 8 times a power of two, got 12"):
         LoadDMA(dataclasses.replace(cfg, mem_port_bits=12))
+
+
+def test_saturating_product_against_python():
+    # The range checks' multiplier: the product when it fits in `width` bits, else `over`.
+    from amaranth.hdl import ClockDomain, Module
+    from amaranth.sim import Simulator
+
+    from onda.hw.engine.load_dma import SaturatingProduct
+    width, mbits = 10, 9
+    prod = SaturatingProduct("p", mbits, width)
+    a, b = Signal(mbits), Signal(24)
+    start = Signal()
+    m = Module()
+    m.domains.sync = ClockDomain()
+    with m.If(start):
+        m.d.sync += prod.load(a, b)
+    with m.Else():
+        m.d.sync += prod.step()
+    rng = random.Random(9)
+    cases = [(0, 0), (1, 1023), (1, 1024), (511, 2), (3, 341), (3, 342), (256, 4), (0, (1 << 24) - 1)]
+    cases += [(rng.randrange(1 << mbits), rng.choice([rng.randrange(1 << 24), rng.randrange(64)])) for _ in range(60)]
+
+    async def bench(ctx):
+        for x, y in cases:
+            ctx.set(a, x)
+            ctx.set(b, y)
+            ctx.set(start, 1)
+            await ctx.tick()
+            ctx.set(start, 0)
+            for _ in range(-(-mbits // 4)):
+                await ctx.tick()
+            over, acc = ctx.get(prod.over), ctx.get(prod.acc)
+            assert over == (x * y >= 1 << width), (x, y)
+            if not over:
+                assert acc == x * y, (x, y)
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
