@@ -189,9 +189,9 @@ def random_fields(cfg, rng: np.random.Generator, small: bool = True) -> dict:
     dh, dw = (int(v) for v in rng.integers(1, 4, 2))
     if rng.random() < 0.5:
         dh = dw = 1
-    c = int(rng.integers(1, 2 * width + 4))
+    c = int(rng.integers(1, 2 * width + 4 if small else width + 2))
     ct = int(rng.integers(1, 2 * lanes + 4)) if lanes <= 4 else int(rng.choice([1, 5, lanes, lanes + 3, 2 * lanes - 1]))
-    orow, ocol = int(rng.integers(1, 3)), int(rng.integers(1, 4))
+    orow, ocol = int(rng.integers(1, 3)), int(rng.integers(1, 4 if small else 3))
     ekh, ekw = (kh - 1) * dh + 1, (kw - 1) * dw + 1
     ir = (orow - 1) * sh + ekh + int(rng.integers(0, 2))
     ic = (ocol - 1) * sw + ekw + int(rng.integers(0, 2))
@@ -266,11 +266,13 @@ def test_table(cfg_name):
     print(cfg_name, "fill", fills)
 
 
-@pytest.mark.parametrize("cfg_name,seed", [(c, s) for c in CONFIGS for s in (1, 2)])
+@pytest.mark.parametrize("cfg_name,seed", [(c, s) for c in CONFIGS for s in (1, 2, 3)])
 def test_random(cfg_name, seed):
+    """Random geometry: channels and out_channels not multiples of width / lanes, strides and
+    dilations 1-3, kernels 1-3 (seed 3: 1-5), both epilogues, tiles ending at a buffer's end."""
     cfg = load_config(cfg_name)
     rng = np.random.default_rng(seed)
-    cases = [Case(random_fields(cfg, rng), seed * 1000 + n) for n in range(6)]
+    cases = [Case(random_fields(cfg, rng, small=seed != 3), seed * 1000 + n) for n in range(6)]
     cfg, results = run_cases(cfg_name, cases)
     fills = check_results(cfg, cases, results)
     print(cfg_name, "fill", fills)
@@ -334,3 +336,17 @@ def test_many_groups(cfg_name):
              for px in (1, 2) for b in (1, d, 2 * d)]
     cfg, results = run_cases(cfg_name, cases)
     check_results(cfg, cases, results, bubble={"icebreaker": 7, "ulx3s-85f": 12}[cfg_name])
+
+
+def test_configurations_the_rtl_cannot_build_are_refused():
+    import dataclasses
+
+    from onda.hw.config import ConfigError
+
+    cfg = load_config("ulx3s-85f")
+    with pytest.raises(ConfigError, match="lanes must be a power of two"):
+        dataclasses.replace(cfg, lanes=12).validate()
+    with pytest.raises(ConfigError, match=r"weight slot \(98306 B\) must be a multiple of lanes \(16\)"):
+        dataclasses.replace(cfg, wgt_bytes=cfg.wgt_bytes + 4).validate()
+    with pytest.raises(ValueError, match="GemmUnit: lanes must be a power of two"):
+        GemmUnit(dataclasses.replace(cfg, lanes=12))
