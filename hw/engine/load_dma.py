@@ -7,7 +7,8 @@ data rows ``pad_value``.
 
 How it runs, one instruction at a time:
 
-1. **Check** (``CHECK_CYCLES`` cycles): a shift-add multiplier (``DIGIT_BITS`` a cycle) forms ``R*W``, ``pad_top*W``,
+1. **Check** (``check_cycles(digit_bits)`` cycles, 6 by default): a shift-add multiplier
+   (``digit_bits`` a cycle) forms ``R*W``, ``pad_top*W``,
    ``pad_bottom*W`` and ``(y_size - 1)*dram_stride`` (no DSP block needed: the iCE40 build has
    none to spare), then the refusals, in this order: a LOAD into OUT (``BAD_BUFFER``), a read past
    ``cfg.mem_size_bytes`` (``MEMORY_RANGE``; only if ``y_size`` and ``x_size`` are nonzero), a
@@ -37,15 +38,23 @@ from onda.hw.engine.buffers import ByteWriteSignature, act_banks, addr_bits
 from onda.hw.engine.errors import EngineError
 from onda.hw.engine.memory_port import MAX_BURST, MemoryPortSignature
 
-__all__ = ["CHECK_CYCLES", "DIGIT_BITS", "LoadDMA", "SaturatingProduct", "digit_product", "load_cycles"]
+__all__ = ["CHECK_CYCLES", "DIGIT_BITS", "LoadDMA", "SaturatingProduct", "check_cycles", "digit_product",
+           "load_cycles"]
 
 _Y_BITS = isa.field_range(isa.Opcode.LOAD, "y_size")[1].bit_length()  # 16
 _R_BITS = _Y_BITS + 1  # pad_top + y_size + pad_bottom < 2**17
 DIGIT_BITS = 4
-"""Multiplier bits the range check's shift-add multiplier takes a cycle (four shifted adds)."""
-CHECK_CYCLES = -(-_R_BITS // DIGIT_BITS) + 1
-"""Cycles between taking a LOAD and starting it: one per ``DIGIT_BITS`` of ``R`` (17 bits: 5),
-then one to compare."""
+"""Multiplier bits the range check's shift-add multiplier takes a cycle by default (four shifted
+adds a product; ``digit_bits=1`` takes a quarter of the adders and 12 more cycles a LOAD)."""
+
+
+def check_cycles(digit_bits: int = DIGIT_BITS) -> int:
+    """Cycles between taking a LOAD and starting it: one per ``digit_bits`` of ``R`` (17 bits),
+    then one to compare."""
+    return -(-_R_BITS // digit_bits) + 1
+
+
+CHECK_CYCLES = check_cycles()
 
 
 def digit_product(digit, value):
@@ -58,7 +67,7 @@ def digit_product(digit, value):
 
 
 class SaturatingProduct:
-    """``multiplier * multiplicand`` by shift-add, ``DIGIT_BITS`` of the multiplier a cycle, in
+    """``multiplier * multiplicand`` by shift-add, ``digit_bits`` of the multiplier a cycle, in
     ``width`` bits: ``acc`` is the product if ``over`` is low, and ``over`` is set iff the
     product is ``>= 2**width``. A range check only needs to know a product exceeds a buffer or
     the memory, so the adders are as wide as the limit, not as the fields.
@@ -66,8 +75,8 @@ class SaturatingProduct:
     ``load(multiplier, multiplicand)`` and ``step()`` return the statements for ``m.d.sync``.
     """
 
-    def __init__(self, name: str, multiplier_bits: int, width: int):
-        self.width = width
+    def __init__(self, name: str, multiplier_bits: int, width: int, digit_bits: int = DIGIT_BITS):
+        self.width, self.digit_bits = width, digit_bits
         self.mult = Signal(multiplier_bits, name=f"{name}_mult")
         self.mcand = Signal(width, name=f"{name}_mcand")
         self.big = Signal(name=f"{name}_big")  # the shifted multiplicand is >= 2**width
@@ -79,7 +88,7 @@ class SaturatingProduct:
                 self.acc.eq(0), self.over.eq(0)]
 
     def step(self):
-        D, k = DIGIT_BITS, self.width
+        D, k = self.digit_bits, self.width
         digit = self.mult[:D]
         total = self.acc + digit_product(digit, self.mcand)
         return [
@@ -95,13 +104,13 @@ def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def load_cycles(cfg, f: dict, latency: int | None = None) -> int:
+def load_cycles(cfg, f: dict, latency: int | None = None, digit_bits: int = DIGIT_BITS) -> int:
     """Cycles the RTL takes for a LOAD with fields ``f`` and no stalls, from the cycle its
     command transfers to its ``done`` pulse, both included, with the memory answering a read
     ``latency`` cycles after taking it (default ``cfg.mem_latency_cycles``; add 1 for the
     arbiter's register) and sending one beat a cycle:
 
-    ``2 + CHECK_CYCLES + (max(latency + 1, F) + N if y_size and x_size else F)``
+    ``2 + check_cycles(digit_bits) + (max(latency + 1, F) + N if y_size and x_size else F)``
 
     ``N = sum over rows j of ceil((addr_j % P + x_size) / P)`` beats (``addr_j = dram_addr +
     j*dram_stride``); ``F`` the fill: 0 without padding, else the sum over its runs of
@@ -125,9 +134,9 @@ def load_cycles(cfg, f: dict, latency: int | None = None) -> int:
         runs = [pt * W + pl] + [pl + pr] * (y - 1) + [pr + pb * W]
     F = sum(max(1, _ceil(r, port)) for r in runs)
     if not (y and x):
-        return 2 + CHECK_CYCLES + F
+        return 2 + check_cycles(digit_bits) + F
     N = sum(_ceil((f["dram_addr"] + j * f["dram_stride"]) % P + x, P) for j in range(y))
-    return 2 + CHECK_CYCLES + max(L + 1, F) + N
+    return 2 + check_cycles(digit_bits) + max(L + 1, F) + N
 
 
 class LoadDMA(wiring.Component):
@@ -141,6 +150,8 @@ class LoadDMA(wiring.Component):
     cfg : EngineConfig
         ``mem_port_bits`` (P = bytes per beat), ``mem_size_bytes``, the buffer sizes, and ACT's
         bank count (:func:`~onda.hw.engine.buffers.act_banks`), which is its write port's width.
+    digit_bits : int
+        Multiplier bits per cycle of the range check (1..8): fewer adders or fewer cycles.
 
     Members
     -------
@@ -157,11 +168,14 @@ class LoadDMA(wiring.Component):
     param_w : Out(ByteWriteSignature(P, addr_bits(cfg.param_bytes)))
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, digit_bits: int = DIGIT_BITS):
         P = cfg.mem_port_bits // 8
         if P < 1 or P & (P - 1) or P * 8 != cfg.mem_port_bits:
             raise ValueError(f"LoadDMA: mem_port_bits must be 8 times a power of two, got {cfg.mem_port_bits}")
-        self.cfg, self.P, self.B = cfg, P, act_banks(cfg)
+        if not isinstance(digit_bits, int) or not 1 <= digit_bits <= 8:
+            raise ValueError(f"LoadDMA: digit_bits must be 1..8, got {digit_bits!r}")
+        self.cfg, self.P, self.B, self.digit_bits = cfg, P, act_banks(cfg), digit_bits
+        self.check_cycles = check_cycles(digit_bits)
         super().__init__({
             "cmd": In(stream.Signature(isa.field_layout(isa.Opcode.LOAD))),
             "done": Out(1),
@@ -195,13 +209,14 @@ class LoadDMA(wiring.Component):
         m.d.comb += step.eq(Mux(f.buffer == Buffer.ACT, B, P))
 
         # -- shift-add multiplier: R*W, pad_top*W, pad_bottom*W, (y-1)*stride --------------------
-        p_total = SaturatingProduct("total", _R_BITS, kb)  # R*W
-        p_top = SaturatingProduct("top", 8, kb)  # pad_top*W (<= R*W when that fits)
-        p_bottom = SaturatingProduct("bottom", 8, kb)
-        p_span = SaturatingProduct("span", _Y_BITS, km)  # (y - 1)*stride
+        d = self.digit_bits
+        p_total = SaturatingProduct("total", _R_BITS, kb, d)  # R*W
+        p_top = SaturatingProduct("top", 8, kb, d)  # pad_top*W (<= R*W when that fits)
+        p_bottom = SaturatingProduct("bottom", 8, kb, d)
+        p_span = SaturatingProduct("span", _Y_BITS, km, d)  # (y - 1)*stride
         products = (p_total, p_top, p_bottom, p_span)
         total, top, bottom, span = p_total.acc, p_top.acc, p_bottom.acc, p_span.acc
-        count = Signal(range(CHECK_CYCLES + 1))
+        count = Signal(range(self.check_cycles + 1))
 
         # -- fill and data bookkeeping ---------------------------------------------------------
         end = Signal(ab)  # sram_addr + R*W (checked <= buffer size)
@@ -273,7 +288,7 @@ class LoadDMA(wiring.Component):
                     ]
             with m.State("MULTIPLY"):
                 m.d.sync += [count.eq(count + 1), *(s for p in products for s in p.step())]
-                with m.If(count == CHECK_CYCLES - 2):
+                with m.If(count == self.check_cycles - 2):
                     m.next = "CHECK"
             with m.State("CHECK"):
                 reads = (f.y_size != 0) & (f.x_size != 0)

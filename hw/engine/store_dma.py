@@ -6,7 +6,8 @@ bytes at ``sram_addr`` (dense rows of ``x_size``) go to ``y_size`` rows at ``dra
 
 How it runs, one instruction at a time:
 
-1. **Check** (``CHECK_CYCLES`` cycles): a shift-add multiplier (``DIGIT_BITS`` a cycle) forms ``y_size*x_size`` and
+1. **Check** (``check_cycles(digit_bits)`` cycles, 5 by default): a shift-add multiplier
+   (``digit_bits`` a cycle) forms ``y_size*x_size`` and
    ``(y_size - 1)*dram_stride``, then the refusals in the emulator's order: a buffer other than
    OUT or ACT (``BAD_BUFFER``), a read past the buffer (``BUFFER_RANGE``), a write past
    ``cfg.mem_size_bytes`` (``MEMORY_RANGE``; checked whenever ``y_size`` is nonzero, as the
@@ -33,34 +34,40 @@ from onda.hw.engine.errors import EngineError
 from onda.hw.engine.load_dma import DIGIT_BITS, SaturatingProduct
 from onda.hw.engine.memory_port import MAX_BURST, MemoryPortSignature
 
-__all__ = ["CHECK_CYCLES", "StoreDMA", "store_cycles"]
+__all__ = ["CHECK_CYCLES", "StoreDMA", "check_cycles", "store_cycles"]
 
 _Y_BITS = isa.field_range(isa.Opcode.STORE, "y_size")[1].bit_length()  # 16
-CHECK_CYCLES = -(-_Y_BITS // DIGIT_BITS) + 1
-"""Cycles between taking a STORE and starting it: one per ``DIGIT_BITS`` of ``y_size`` (16
-bits: 4), then one to compare."""
+
+
+def check_cycles(digit_bits: int = DIGIT_BITS) -> int:
+    """Cycles between taking a STORE and starting it: one per ``digit_bits`` of ``y_size`` (16
+    bits), then one to compare."""
+    return -(-_Y_BITS // digit_bits) + 1
+
+
+CHECK_CYCLES = check_cycles()
 
 
 def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def store_cycles(cfg, f: dict, latency: int | None = None) -> int:
+def store_cycles(cfg, f: dict, latency: int | None = None, digit_bits: int = DIGIT_BITS) -> int:
     """Cycles the RTL takes for a STORE with fields ``f`` and no stalls, from the cycle its
     command transfers to its ``done`` pulse, both included, with the memory taking a command's
     first write beat ``latency`` cycles after the command (default ``cfg.mem_latency_cycles``;
     add 1 for the arbiter's register), one beat a cycle:
 
-    ``2 + CHECK_CYCLES + (latency + 1 + N if y_size and x_size else 0)``,
+    ``2 + check_cycles(digit_bits) + (latency + 1 + N if y_size and x_size else 0)``,
     ``N = sum over rows j of ceil((addr_j % P + x_size) / P)`` (``addr_j = dram_addr + j*dram_stride``).
     """
     P = cfg.mem_port_bits // 8
     L = cfg.mem_latency_cycles if latency is None else latency
     y, x = f["y_size"], f["x_size"]
     if not (y and x):
-        return 2 + CHECK_CYCLES
+        return 2 + check_cycles(digit_bits)
     N = sum(_ceil((f["dram_addr"] + j * f["dram_stride"]) % P + x, P) for j in range(y))
-    return 2 + CHECK_CYCLES + L + 1 + N
+    return 2 + check_cycles(digit_bits) + L + 1 + N
 
 
 class StoreDMA(wiring.Component):
@@ -70,6 +77,8 @@ class StoreDMA(wiring.Component):
     ----------
     cfg : EngineConfig
         ``mem_port_bits`` (P = bytes per beat), ``mem_size_bytes``, the OUT and ACT sizes.
+    digit_bits : int
+        Multiplier bits per cycle of the range check (1..8): fewer adders or fewer cycles.
 
     Members
     -------
@@ -87,11 +96,14 @@ class StoreDMA(wiring.Component):
         To OUT's ``r_store``.
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, digit_bits: int = DIGIT_BITS):
         P = cfg.mem_port_bits // 8
         if P < 1 or P & (P - 1) or P * 8 != cfg.mem_port_bits:
             raise ValueError(f"StoreDMA: mem_port_bits must be 8 times a power of two, got {cfg.mem_port_bits}")
-        self.cfg, self.P = cfg, P
+        if not isinstance(digit_bits, int) or not 1 <= digit_bits <= 8:
+            raise ValueError(f"StoreDMA: digit_bits must be 1..8, got {digit_bits!r}")
+        self.cfg, self.P, self.digit_bits = cfg, P, digit_bits
+        self.check_cycles = check_cycles(digit_bits)
         super().__init__({
             "cmd": In(stream.Signature(isa.field_layout(isa.Opcode.STORE))),
             "done": Out(1),
@@ -115,10 +127,10 @@ class StoreDMA(wiring.Component):
         m.d.comb += size.eq(Mux(f.buffer == Buffer.ACT, cfg.act_bytes, cfg.out_bytes))
 
         # -- shift-add multiplier: y*x and (y-1)*stride, saturating past the buffer / memory ---
-        p_total = SaturatingProduct("total", _Y_BITS, kb)
-        p_span = SaturatingProduct("span", _Y_BITS, km)
+        p_total = SaturatingProduct("total", _Y_BITS, kb, self.digit_bits)
+        p_span = SaturatingProduct("span", _Y_BITS, km, self.digit_bits)
         total, span = p_total.acc, p_span.acc
-        count = Signal(range(CHECK_CYCLES + 1))
+        count = Signal(range(self.check_cycles + 1))
 
         # -- write command issuer -------------------------------------------------------------
         iss_go, iss_busy = Signal(), Signal()
@@ -202,7 +214,7 @@ class StoreDMA(wiring.Component):
                     m.next = "MULTIPLY"
             with m.State("MULTIPLY"):
                 m.d.sync += [count.eq(count + 1), *p_total.step(), *p_span.step()]
-                with m.If(count == CHECK_CYCLES - 2):
+                with m.If(count == self.check_cycles - 2):
                     m.next = "CHECK"
             with m.State("CHECK"):
                 moves = (f.y_size != 0) & (f.x_size != 0)

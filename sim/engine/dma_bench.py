@@ -58,9 +58,9 @@ def machine_buffer(machine: Machine, buffer: isa.Buffer) -> bytes:
 class LoadBench(Elaboratable):
     """LoadDMA with ACT, WGT and PARAM (as the engine builds them) on its write ports."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, **dma_args):
         from onda.hw.engine.load_dma import LoadDMA
-        self.dma = LoadDMA(cfg)
+        self.dma = LoadDMA(cfg, **dma_args)
         self.buffers = {isa.Buffer.ACT: act_buffer(cfg), isa.Buffer.WGT: wgt_buffer(cfg),
                         isa.Buffer.PARAM: param_buffer(cfg)}
         self.writes = [self.dma.act_w, self.dma.wgt_w, self.dma.param_w]
@@ -79,9 +79,9 @@ class LoadBench(Elaboratable):
 class StoreBench(Elaboratable):
     """StoreDMA reading OUT and ACT (as the engine builds them) through their ``store`` ports."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, **dma_args):
         from onda.hw.engine.store_dma import StoreDMA
-        self.dma = StoreDMA(cfg)
+        self.dma = StoreDMA(cfg, **dma_args)
         self.buffers = {isa.Buffer.ACT: act_buffer(cfg), isa.Buffer.OUT: out_buffer(cfg)}
         self.writes = []
 

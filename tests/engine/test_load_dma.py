@@ -38,7 +38,7 @@ def windows(program, margin=24):
     return out
 
 
-def check_against_emulator(cfg, program, *, stall, seed, expect_error=None, whole=None):
+def check_against_emulator(cfg, program, *, stall, seed, expect_error=None, whole=None, digit_bits=4):
     """Run ``program`` on the RTL and the emulator; compare the buffers whole (``whole``, the
     default on the small iCEBreaker buffers) or around each LOAD's destination."""
     memory, memmap, weights = flat_memory(cfg, ACT_SIZE, WEIGHTS, seed)
@@ -47,7 +47,7 @@ def check_against_emulator(cfg, program, *, stall, seed, expect_error=None, whol
     done, message = emulate(machine, program)
     if whole is None:
         whole = cfg.act_bytes + cfg.wgt_bytes + cfg.param_bytes <= 16384
-    run = run_dma(LoadBench(cfg), cfg, program, memory, stall=stall, seed=seed,
+    run = run_dma(LoadBench(cfg, digit_bits=digit_bits), cfg, program, memory, stall=stall, seed=seed,
                   windows=None if whole else windows(program))
     assert len(run.dones) == done, f"RTL completed {len(run.dones)} instructions, emulator {done} ({message})"
     if expect_error is None:
@@ -192,21 +192,23 @@ def test_emulator_refuses_load_into_out():
     assert done == 0 and "LOAD into OUT" in message
 
 
-@pytest.mark.parametrize("board", BOARDS)
-def test_cycles_without_stalls(board, capsys):
+@pytest.mark.parametrize("board, digit_bits", [("icebreaker", 4), ("ulx3s-85f", 4), ("icebreaker", 1)])
+def test_cycles_without_stalls(board, digit_bits, capsys):
     """The RTL's cycles (accept .. done) follow load_dma.load_cycles exactly; printed next to
     the cycle model's instruction_cycles."""
     from onda.hw.engine.load_dma import load_cycles
     cfg = load_config(board)
     program = [resolve(cfg, i) for i in TABLE]
-    run = check_against_emulator(cfg, program, stall=0.0, seed=2)
+    run = check_against_emulator(cfg, program, stall=0.0, seed=2, digit_bits=digit_bits)
     rows = []
     for ins, got in zip(program, run.cycles):
-        assert got == load_cycles(cfg, ins.fields), f"{ins.fields}: RTL {got}, formula {load_cycles(cfg, ins.fields)}"
+        want = load_cycles(cfg, ins.fields, digit_bits=digit_bits)
+        assert got == want, f"{ins.fields}: RTL {got}, formula {want}"
         rows.append((ins.fields["y_size"], ins.fields["x_size"], ins.fields["dram_addr"] % 2, got,
                      cycles.instruction_cycles(cfg, ins)))
     with capsys.disabled():
-        print(f"\nLOAD cycles on {board} (latency {cfg.mem_latency_cycles}): y, x, addr%P, RTL, cycle model")
+        print(f"\nLOAD cycles on {board} (latency {cfg.mem_latency_cycles}, digit_bits {digit_bits}): "
+              "y, x, addr%P, RTL, cycle model")
         for r in rows:
             print("  %5d %5d %2d %6d %6d" % r)
 
@@ -220,16 +222,19 @@ def test_constructor_rejects_a_port_that_is_not_whole_bytes():
         LoadDMA(cfg)
     with pytest.raises(ValueError, match="LoadDMA: mem_port_bits must be 8 times a power of two, got 12"):
         LoadDMA(dataclasses.replace(cfg, mem_port_bits=12))
+    with pytest.raises(ValueError, match="LoadDMA: digit_bits must be 1..8, got 0"):
+        LoadDMA(load_config("icebreaker"), digit_bits=0)
 
 
-def test_saturating_product_against_python():
+@pytest.mark.parametrize("digit_bits", [1, 3, 4])
+def test_saturating_product_against_python(digit_bits):
     # The range checks' multiplier: the product when it fits in `width` bits, else `over`.
     from amaranth.hdl import ClockDomain, Module
     from amaranth.sim import Simulator
 
     from onda.hw.engine.load_dma import SaturatingProduct
     width, mbits = 10, 9
-    prod = SaturatingProduct("p", mbits, width)
+    prod = SaturatingProduct("p", mbits, width, digit_bits)
     a, b = Signal(mbits), Signal(24)
     start = Signal()
     m = Module()
@@ -249,7 +254,7 @@ def test_saturating_product_against_python():
             ctx.set(start, 1)
             await ctx.tick()
             ctx.set(start, 0)
-            for _ in range(-(-mbits // 4)):
+            for _ in range(-(-mbits // digit_bits)):
                 await ctx.tick()
             over, acc = ctx.get(prod.over), ctx.get(prod.acc)
             assert over == (x * y >= 1 << width), (x, y)

@@ -26,7 +26,7 @@ def store(**f):
     return isa.make(Opcode.STORE, **(base | f))
 
 
-def check_against_emulator(cfg, program, *, stall, seed, expect_error=None):
+def check_against_emulator(cfg, program, *, stall, seed, expect_error=None, digit_bits=4):
     memory, memmap, weights = flat_memory(cfg, ACT_SIZE, 64, seed)
     machine = machine_for(cfg, memory, memmap, weights)
     rng = np.random.default_rng(seed + 100)
@@ -40,7 +40,7 @@ def check_against_emulator(cfg, program, *, stall, seed, expect_error=None):
             target[addr:addr + len(data)] = np.frombuffer(data, dtype=np.int8)
     before = bytes(memory)
     done, message = emulate(machine, program)
-    run = run_dma(StoreBench(cfg), cfg, program, memory, stall=stall, seed=seed, preload=preload, windows={})
+    run = run_dma(StoreBench(cfg, digit_bits=digit_bits), cfg, program, memory, stall=stall, seed=seed, preload=preload, windows={})
     assert len(run.dones) == done, f"RTL completed {len(run.dones)} instructions, emulator {done} ({message})"
     if expect_error is None:
         assert not message, message
@@ -162,22 +162,23 @@ def test_emulator_order_of_refusals():
     assert done == 0 and "buffer access" in message
 
 
-@pytest.mark.parametrize("board", BOARDS)
-def test_cycles_without_stalls(board, capsys):
+@pytest.mark.parametrize("board, digit_bits", [("icebreaker", 4), ("ulx3s-85f", 4), ("icebreaker", 1)])
+def test_cycles_without_stalls(board, digit_bits, capsys):
     """The RTL's cycles (accept .. done) follow store_dma.store_cycles exactly; printed next to
     the cycle model's instruction_cycles."""
     from onda.hw.engine.store_dma import store_cycles
     cfg = load_config(board)
     program = table(cfg)
-    run = check_against_emulator(cfg, program, stall=0.0, seed=2)
+    run = check_against_emulator(cfg, program, stall=0.0, seed=2, digit_bits=digit_bits)
     rows = []
     for ins, got in zip(program, run.cycles, strict=True):
-        want = store_cycles(cfg, ins.fields)
+        want = store_cycles(cfg, ins.fields, digit_bits=digit_bits)
         assert got == want, f"{ins.fields}: RTL {got}, formula {want}"
         rows.append((ins.fields["y_size"], ins.fields["x_size"], ins.fields["dram_addr"] % 2, got,
                      cycles.instruction_cycles(cfg, ins)))
     with capsys.disabled():
-        print(f"\nSTORE cycles on {board} (latency {cfg.mem_latency_cycles}): y, x, addr%P, RTL, cycle model")
+        print(f"\nSTORE cycles on {board} (latency {cfg.mem_latency_cycles}, digit_bits {digit_bits}): "
+              "y, x, addr%P, RTL, cycle model")
         for r in rows:
             print("  %5d %5d %2d %6d %6d" % r)
 
@@ -188,3 +189,5 @@ def test_constructor_rejects_a_port_that_is_not_whole_bytes():
     from onda.hw.engine.store_dma import StoreDMA
     with pytest.raises(ValueError, match="StoreDMA: mem_port_bits must be 8 times a power of two, got 48"):
         StoreDMA(dataclasses.replace(load_config("ulx3s-85f"), mem_port_bits=48))
+    with pytest.raises(ValueError, match="StoreDMA: digit_bits must be 1..8, got 9"):
+        StoreDMA(load_config("ulx3s-85f"), digit_bits=9)
