@@ -11,10 +11,11 @@ The last beat of a segment has its activation bytes past the segment's end zeroe
 outputs, ``lanes`` per pixel in lane order, go to OUT one byte a cycle at
 ``out_addr + pixel * out_channels + g * lanes + lane`` (lanes past ``out_channels`` dropped).
 
-Parameters: while group ``g`` computes, the ``lanes`` PARAM records of group ``g + 1`` are read
-(one a cycle) into the ConvTile's other parameter bank; the ConvTile holds a write back while
-that bank's previous vectors are still in flight, and the walk waits at a group's first beat
-only until that group's parameters are in.
+Parameters: the ``lanes`` PARAM records of group ``g`` are read (one a cycle, contiguous from
+group to group) into the ConvTile's parameter bank ``g % 2`` as soon as group ``g - 2``'s last
+beat is in the tile; the ConvTile holds a lane's write back while that bank's previous vector
+still has to send the lane, and the walk waits at a group's first beat only until that group's
+parameters are in.
 
 Timing (measured, ``tests/engine/test_gemm_unit.py``): one MAC beat a cycle, a dot product no
 faster than the requantizer drains a vector (``d = EngineConfig.drain_cycles``). With
@@ -23,14 +24,15 @@ faster than the requantizer drains a vector (``d = EngineConfig.drain_cycles``).
 
     (N - 1) * max(beats, d) + beats + FILL
 
-``FILL`` = 65 on the ULX3S build (16 x 8, DSP requantizer) and 134 .. 140 on the iCEBreaker's
+``FILL`` = 64 on the ULX3S build (16 x 8, DSP requantizer) and 133 .. 139 on the iCEBreaker's
 (4 x 2, serial requantizer: it takes a lane every 7 cycles on a grid from the instruction's
 start, so the end rounds up to that grid). The last dot product's drain is in the fill, so this
 is ``gemm_cycles`` minus ``max(0, d - beats)`` plus FILL. A GEMM with no pixel or channel takes
-5 cycles. Exception: a single-pixel tile of three or more lane groups with short dot products
-can wait a few cycles for the third and later groups' parameters (their bank is free only once
-the group before last has left the serializer): at most 3 cycles a group (ULX3S) or 13 in all
-(iCEBreaker) measured, at beats near ``d``.
+5 cycles. Exception: a single-pixel tile of three or more lane groups with dot products of about
+``d`` beats can wait for the third group's parameters (bank 0 is free only once the first group
+has left the serializer, and the walk starts a group only when its parameters are in): at most
+9 cycles once per instruction on the ULX3S build (beats 16..22), 8 on the iCEBreaker's (beats
+27..33), measured.
 """
 
 from __future__ import annotations
@@ -137,17 +139,17 @@ class GemmUnit(wiring.Component):
         wgt_group, wgt_seg, wgt_cur = Signal(A), Signal(A), Signal(A)
         pix_first, grp_first, gen_active = Signal(), Signal(), Signal()
         loaded = Signal(2)  # a bank holds the parameters of the group the walk is about to start
-        started = Signal(17)  # groups whose first beat the tile has taken
+        ended = Signal(17)  # groups whose last beat the tile has taken
 
         # -- beat stage B: the ACT/WGT data of the beat read last cycle -------------------------------
-        b_valid, b_first, b_last, b_bank, b_gfirst = Signal(), Signal(), Signal(), Signal(), Signal()
+        b_valid, b_first, b_last, b_bank, b_glast = Signal(), Signal(), Signal(), Signal(), Signal()
         b_count = Signal(range(width + 1))
 
         # -- parameter loader ---------------------------------------------------------------------------
-        lg = Signal(17)  # the group being (or next to be) loaded
+        lg = Signal(17)  # the group whose records are being read
         ll = Signal(range(lanes))
         l_active = Signal()
-        p_addr, p_group = Signal(A), Signal(A)
+        p_addr = Signal(A)
         pv, p_lane, p_bank, p_last = Signal(), Signal(range(lanes)), Signal(), Signal()
 
         # -- outputs ------------------------------------------------------------------------------------
@@ -230,8 +232,8 @@ class GemmUnit(wiring.Component):
                         act_pixrow.eq(f.act_addr), act_pix.eq(f.act_addr), act_row.eq(f.act_addr),
                         act_seg.eq(f.act_addr), act_cur.eq(f.act_addr),
                         wgt_group.eq(f.wgt_addr), wgt_seg.eq(f.wgt_addr), wgt_cur.eq(f.wgt_addr),
-                        pix_first.eq(1), grp_first.eq(1), gen_active.eq(1), loaded.eq(0), started.eq(0),
-                        lg.eq(0), l_active.eq(0), p_group.eq(f.param_addr),
+                        pix_first.eq(1), grp_first.eq(1), gen_active.eq(1), loaded.eq(0), ended.eq(0),
+                        lg.eq(0), ll.eq(0), p_addr.eq(f.param_addr),
                         o_lane.eq(0), o_pix.eq(0), o_g.eq(0), o_base.eq(f.out_addr), o_gbase.eq(f.out_addr),
                         o_chbase.eq(0),
                     ]
@@ -263,7 +265,8 @@ class GemmUnit(wiring.Component):
         with m.If(adv):
             m.d.sync += b_valid.eq(issue)
         with m.If(issue):
-            m.d.sync += [b_first.eq(pix_first), b_last.eq(pix_end), b_bank.eq(g[0]), b_gfirst.eq(grp_first),
+            m.d.sync += [b_first.eq(pix_first), b_last.eq(pix_end), b_bank.eq(g[0]),
+                         b_glast.eq(pix_end & (c == f.out_cols - 1) & (r == f.out_rows - 1)),
                          b_count.eq(Mux(rem < width, rem, width)), pix_first.eq(0), grp_first.eq(0)]
             with m.If(grp_first):
                 m.d.sync += loaded.bit_select(g[0], 1).eq(0)
@@ -304,23 +307,26 @@ class GemmUnit(wiring.Component):
             m.d.comb += beat.x[k].eq(Mux(k < b_count, self.act_r.data[k], 0))
             for lane in range(lanes):
                 m.d.comb += beat.w[lane][k].eq(self.wgt_r.data[k * lanes + lane])
-        with m.If(tile.i.valid & tile.i.ready & b_gfirst):
-            m.d.sync += started.eq(started + 1)
+        with m.If(tile.i.valid & tile.i.ready & b_glast):
+            m.d.sync += ended.eq(ended + 1)
 
         # -- parameter loader: group lg's records into bank lg % 2 ---------------------------------------
         p_adv = Signal()
         p_issue = Signal()
-        m.d.comb += [p_adv.eq(~pv | tile.params.ready), p_issue.eq(l_active & p_adv),
+        # Group lg's bank was last used by group lg - 2: once that group's last beat is in the tile
+        # (the tile then knows every vector that still needs the bank, and the walk has consumed
+        # the bank's earlier load), its records may go in, lane by lane as the tile frees them.
+        # Records are contiguous in PARAM, so the reads run on from group to group without a gap.
+        m.d.comb += [l_active.eq(running & (lg < groups) & (ended + 1 >= lg)),
+                     p_adv.eq(~pv | tile.params.ready), p_issue.eq(l_active & p_adv),
                      self.param_r.addr.eq(p_addr), self.param_r.en.eq(p_issue)]
-        with m.If(running & ~l_active & ~pv & (lg < groups) & (started >= lg) & ~loaded.bit_select(lg[0], 1)):
-            m.d.sync += [l_active.eq(1), ll.eq(0), p_addr.eq(p_group)]
         with m.If(p_adv):
             m.d.sync += pv.eq(p_issue)
         with m.If(p_issue):
             m.d.sync += [p_lane.eq(ll), p_bank.eq(lg[0]), p_last.eq(ll == lanes - 1), ll.eq(ll + 1),
                          p_addr.eq(p_addr + PARAM_RECORD_BYTES)]
             with m.If(ll == lanes - 1):
-                m.d.sync += l_active.eq(0)
+                m.d.sync += [ll.eq(0), lg.eq(lg + 1)]
         rec = self.param_r.data
         word = [Cat(*(rec[4 * w + b] for b in range(4))) for w in range(3)]
         pp = tile.params.payload
@@ -328,8 +334,7 @@ class GemmUnit(wiring.Component):
                      pp.bias.eq(word[0]), pp.multiplier.eq(word[1]), pp.shift.eq(word[2][:6]),
                      pp.scale_hi.eq(word[2])]
         with m.If(tile.params.valid & tile.params.ready & p_last):
-            m.d.sync += [loaded.bit_select(p_bank, 1).eq(1), lg.eq(lg + 1),
-                         p_group.eq(p_group + lanes * PARAM_RECORD_BYTES)]
+            m.d.sync += loaded.bit_select(p_bank, 1).eq(1)
 
         # -- outputs: lane order, lanes past out_channels dropped, one byte a cycle into OUT --------------
         m.d.comb += [tile.o.ready.eq(1), o_ch.eq(o_chbase + o_lane),
