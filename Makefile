@@ -58,11 +58,13 @@ bench: setup
 demo: setup
 	$(PY) -m onda.host.demo
 
-# Datapath (issue 4): every RTL bench (Amaranth sim + cocotb on Icarus and Verilator),
+# Every RTL bench: the datapath (Amaranth sim + cocotb on Icarus and Verilator) and the whole engine
+# (Amaranth-sim unit tests of each block, compiled programs on the Verilator-built engine),
 # SymbiYosys proofs of the stream handshakes, and synthesis reports per board.
 BOARD ?= ulx3s-85f
-HW_BENCHES := tests/hw/test_gemm.py tests/hw/test_requantize.py tests/hw/test_vector.py \
-	tests/hw/test_buffers.py tests/hw/test_conv_tile_timing.py tests/hw/test_cocotb_datapath.py
+HW_BENCHES := tests/hw/test_gemm.py tests/hw/test_requantize.py tests/hw/test_requantize_double.py \
+	tests/hw/test_vector.py tests/hw/test_buffers.py tests/hw/test_conv_tile_timing.py \
+	tests/hw/test_cocotb_datapath.py tests/engine
 
 sim: setup
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(HW_BENCHES)

@@ -23,14 +23,14 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("run", help="run a model on a backend: .npy in, .npy out")
     p.add_argument("model", help=".tflite (golden backend) or compiled model")
-    p.add_argument("--backend", default="golden")
+    p.add_argument("--backend", default="golden", help="golden | emulator | rtl (default golden)")
     p.add_argument("--input", required=True, help=".npy with the model's input dtype and shape [N, ...]")
     p.add_argument("-o", "--output", required=True, help=".npy for the output tensor")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("verify", help="compare a backend with TFLite's reference kernels, tensor by tensor")
     p.add_argument("model")
-    p.add_argument("--backend", default="golden")
+    p.add_argument("--backend", default="golden", help="golden | emulator | rtl (default golden)")
     p.add_argument("--images", type=int, default=2, help="random inputs to compare")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_verify)

@@ -10,6 +10,7 @@ the (about a minute long) build is doing.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -71,6 +72,16 @@ def build(cfg: EngineConfig, quiet: bool = False) -> Path:
     lib = out / f"lib{TOP}.so"
     if lib.is_file():
         return lib
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_name(out.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process building the same model: wait for it
+        if lib.is_file():
+            return lib
+        return _build(cfg, text, defines, out, say, t0)
+
+
+def _build(cfg: EngineConfig, text: str, defines: list[str], out: Path, say, t0: float) -> Path:
+    lib = out / f"lib{TOP}.so"
     work = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
