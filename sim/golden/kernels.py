@@ -27,13 +27,36 @@ def pad_spatial(x: np.ndarray, pads_h: tuple[int, int], pads_w: tuple[int, int],
     return np.pad(x, ((0, 0), pads_h, pads_w, (0, 0)), constant_values=value)
 
 
+def patch_matrix(x: np.ndarray, kh: int, kw: int, stride, dilation, pads: tuple[int, int], oh: int, ow: int,
+                 pad_value: int, dtype=np.float32) -> np.ndarray:
+    """The [N*OH*OW, KH*KW*C] patch matrix of int8 NHWC ``x`` (TFLite's OHWI K order): row
+    ``(b, oy, ox)`` holds the taps ``x[b, oy*sh + i*dh - pt, ox*sw + j*dw - pl, :]``, with
+    ``pad_value`` for taps outside ``x``. Written once, converted to ``dtype``; a 1x1 stride-1
+    matrix is the input itself, converted.
+    """
+    n, h, w, c = x.shape
+    sh, sw = stride
+    dh, dw = dilation
+    pt, pl = pads
+    if loops.enabled() and (kh, kw) != (1, 1) and x.dtype == np.int8:
+        return loops.patches(x, kh, kw, stride, dilation, pads, oh, ow, pad_value, dtype)
+    hp = max(h + pt, (oh - 1) * sh + (kh - 1) * dh + 1)
+    wp = max(w + pl, (ow - 1) * sw + (kw - 1) * dw + 1)
+    xp = pad_spatial(x, (pt, hp - h - pt), (pl, wp - w - pl), pad_value)
+    if kh == 1 and kw == 1:
+        cols = xp[:, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw, :]
+        return cols.astype(dtype).reshape(n * oh * ow, c)
+    s0, s1, s2, s3 = xp.strides
+    win = as_strided(xp, shape=(n, oh, ow, kh, kw, c),
+                     strides=(s0, sh * s1, sw * s2, dh * s1, dw * s2, s3), writeable=False)
+    cols = np.empty((n, oh, ow, kh, kw, c), dtype=dtype)
+    np.copyto(cols, win, casting="unsafe")
+    return cols.reshape(n * oh * ow, kh * kw * c)
+
+
 def im2col(x: np.ndarray, kh: int, kw: int, stride: tuple[int, int], dilation: tuple[int, int],
            padding: Padding, pad_value: int, dtype=np.float32) -> tuple[np.ndarray, int, int]:
-    """Patches of an NHWC tensor as a [N*OH*OW, KH*KW*C] matrix (TFLite's OHWI K order).
-
-    One pass: the padded input is read through a strided window view (no copy) and written once,
-    converted, into the matrix; a 1x1 stride-1 conv's matrix is the input itself, converted.
-    """
+    """Patches of an NHWC tensor as a [N*OH*OW, KH*KW*C] matrix for a TFLite padding mode."""
     n, h, w, c = x.shape
     sh, sw = stride
     dh, dw = dilation
@@ -41,20 +64,7 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: tuple[int, int], dilation: t
     ow = conv_output_size(w, kw, sw, dw, padding)
     ph = same_padding(h, kh, sh, dh, padding) if padding == Padding.SAME else (0, 0)
     pw = same_padding(w, kw, sw, dw, padding) if padding == Padding.SAME else (0, 0)
-    if loops.enabled() and (kh, kw) != (1, 1) and x.dtype == np.int8:
-        return loops.patches(x, kh, kw, stride, dilation, (ph[0], pw[0]), oh, ow, pad_value, dtype), oh, ow
-    xp = pad_spatial(x, ph, pw, pad_value)
-    if kh == 1 and kw == 1:
-        if (sh, sw) == (1, 1) and xp.shape[1:3] == (oh, ow):
-            return xp.reshape(n * oh * ow, c).astype(dtype), oh, ow
-        cols = xp[:, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw, :]
-        return cols.astype(dtype).reshape(n * oh * ow, c), oh, ow
-    s0, s1, s2, s3 = xp.strides
-    win = as_strided(xp, shape=(n, oh, ow, kh, kw, c),
-                     strides=(s0, sh * s1, sw * s2, dh * s1, dw * s2, s3), writeable=False)
-    cols = np.empty((n, oh, ow, kh, kw, c), dtype=dtype)
-    np.copyto(cols, win, casting="unsafe")
-    return cols.reshape(n * oh * ow, kh * kw * c), oh, ow
+    return patch_matrix(x, kh, kw, stride, dilation, (ph[0], pw[0]), oh, ow, pad_value, dtype), oh, ow
 
 
 def _gemm_correction(p: GemmParams, w: np.ndarray, k: int) -> np.ndarray:

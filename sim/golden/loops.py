@@ -132,6 +132,6 @@ def patches(x: np.ndarray, kh: int, kw: int, stride, dilation, pads: tuple[int, 
     n, _, _, c = x.shape
     out = np.empty((n * oh * ow, kh * kw * c), dtype=dtype)
     with _LOCK:
-        _patches(np.ascontiguousarray(x), kh, kw, stride[0], stride[1], dilation[0], dilation[1], pads[0], pads[1],
+        _patches(x, kh, kw, stride[0], stride[1], dilation[0], dilation[1], pads[0], pads[1],
                  oh, ow, np.dtype(dtype).type(pad_value), out)
     return out
