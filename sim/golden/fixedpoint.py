@@ -166,8 +166,8 @@ class Requantizer:
     BLOCK_ELEMENTS = 1 << 14
 
     def __init__(self, multiplier, shift, out_zero_point: int, act_min: int, act_max: int):
-        self.multiplier = _i64(multiplier).reshape(-1)
-        self.shift = _i64(shift).reshape(-1)
+        self.multiplier = np.ascontiguousarray(_i64(multiplier).reshape(-1))
+        self.shift = np.ascontiguousarray(_i64(shift).reshape(-1))
         if np.any((self.shift < -31) | (self.shift > 31)):
             raise ValueError("requantize: shift must be in -31..31")
         self.left = np.maximum(self.shift, 0)

@@ -10,7 +10,8 @@ statement; the NumPy functions there stay the reference and the fallback, used w
 installed or when ``ONDA_KERNELS=numpy`` (tests run both and compare them).
 
 The GEMMs themselves stay on BLAS (``exact_gemm``). Calls are serialized by a lock: numba's
-default threading layer does not take concurrent launches from several Python threads.
+workqueue threading layer (chosen here, see below) does not take concurrent launches from
+several Python threads.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ import numpy as np
 try:  # numba is a dependency of onda; without it every kernel takes its NumPy path
     import numba
     from numba import njit, prange
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        # workqueue: workers sleep between launches; OpenMP's spin-wait starved the GEMM threads
+        # (a 2-thread run 4x slower than a 1-thread one on a shared 2-core machine)
+        numba.config.THREADING_LAYER = "workqueue"
 except ImportError:  # pragma: no cover - exercised by ONDA_KERNELS=numpy instead
     numba = None
 
