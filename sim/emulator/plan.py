@@ -41,8 +41,8 @@ class PlanUnsupported(Exception):
 
 
 ZERO = -129  # provenance of a byte never written: the buffers start as zeros
-_GEO = ("in_rows", "in_cols", "channels", "out_rows", "out_cols", "kh", "kw", "stride_h", "stride_w",
-        "dilation_h", "dilation_w", "out_zp", "act_min", "act_max", "epilogue")
+_GEO = ("in_cols", "channels", "out_cols", "kh", "kw", "stride_h", "stride_w", "dilation_h", "dilation_w",
+        "out_zp", "act_min", "act_max", "epilogue")  # tiles batched together agree on these
 
 
 def _const(v: int) -> int:
@@ -484,6 +484,12 @@ class _Builder:
         for tiles in self._batches():
             placed = self._conv_batch(tiles)
             if placed is None:
+                by_rows = defaultdict(list)  # a short last band may be what broke the batch
+                for t in tiles:
+                    by_rows[(t.fields["in_rows"], t.fields["out_rows"])].append(t)
+                if len(by_rows) > 1:
+                    self._pending_batches.extend(by_rows.values())
+                    continue
                 for t in tiles:
                     f = t.fields
                     m = f["out_rows"] * f["out_cols"]
@@ -520,11 +526,14 @@ class _Builder:
             planned.append((steps, offs, dst))
         g.stores = self._plan_stores(planned, shapes)
 
-    def _batches(self) -> list[list[_Tile]]:
+    def _batches(self):
+        """Tiles of one geometry (band heights may differ), then any sub-batches split off."""
         by_key: dict[tuple, list[_Tile]] = defaultdict(list)
         for t in self.tiles:
             by_key[tuple(t.fields[k] for k in _GEO)].append(t)
-        return list(by_key.values())
+        self._pending_batches = list(by_key.values())
+        while self._pending_batches:
+            yield self._pending_batches.pop(0)
 
     def _conv_batch(self, tiles: list[_Tile]):
         """One ConvStep for ``tiles`` if their bands are consecutive windows of one padded region and
@@ -546,19 +555,27 @@ class _Builder:
         top, bottom = max(r.top for r in regions), max(r.bottom for r in regions)
         region = PaddedRegion(r0.addr + lo * r0.stride, hi - lo, r0.x, r0.stride, top, bottom, r0.left, r0.right,
                               r0.value)
-        ir = f["in_rows"]
         if r0.left + r0.x + r0.right != f["in_cols"] * f["channels"]:
             return None
         starts = [top - r.top + row - lo for row, r in zip(rows_of, regions)]
         codes = region.codes()
         for s, r in zip(starts, regions):  # the band each load wrote is exactly that window of the region
+            ir = r.top + r.rows + r.bottom
             if s < 0 or s + ir > codes.shape[0] or not np.array_equal(codes[s:s + ir], r.codes()):
                 return None
         uniq = sorted(set(starts))  # a band loaded again (weight-resident order) is the same band
-        step_rows = f["out_rows"] * f["stride_h"]
-        if any(b - a != step_rows for a, b in zip(uniq, uniq[1:])):
-            return None
         band_of = {lid: uniq.index(st) for lid, st in zip(loads, starts)}
+        sh, ekh = f["stride_h"], (f["kh"] - 1) * f["dilation_h"] + 1
+        orows = [None] * len(uniq)
+        for t in tiles:  # every tile of a band has the band's height, and reads all of the band
+            b = band_of[t.load]
+            tf = t.fields
+            if orows[b] not in (None, tf["out_rows"]) or tf["in_rows"] != (tf["out_rows"] - 1) * sh + ekh:
+                return None
+            orows[b] = tf["out_rows"]
+        if any(b - a != o * sh for a, b, o in zip(uniq, uniq[1:], orows)):  # consecutive windows
+            return None
+        row0 = np.cumsum([0] + orows)  # first output row of each band
         blocks: dict[tuple, int] = {}
         for t in tiles:
             blocks.setdefault(t.wkey, len(blocks))
@@ -573,13 +590,12 @@ class _Builder:
         col0 = np.cumsum([0] + [t.w.shape[0] for t in wlist])
         w_all = np.concatenate([t.w for t in wlist])
         prm_all = np.concatenate([t.prm for t in wlist])
-        m = f["out_rows"] * f["out_cols"]
-        nb = len(uniq)
-        rows_in = (nb * f["out_rows"] - 1) * f["stride_h"] + (f["kh"] - 1) * f["dilation_h"] + 1
-        step = ConvStep(region, starts[0], rows_in, nb * f["out_rows"], dict(f),
+        ocol, total = f["out_cols"], int(row0[-1])
+        rows_in = (total - 1) * sh + ekh
+        step = ConvStep(region, starts[0], rows_in, total, dict(f),
                         np.ascontiguousarray(w_all.T.astype(np.float32)), gemm_epilogue(prm_all, f))
-        layout = [(t, (band_of[t.load] * m, int(col0[blocks[t.wkey]]))) for t in tiles]
-        return step, nb * m, int(col0[-1]), layout
+        layout = [(t, (int(row0[band_of[t.load]]) * ocol, int(col0[blocks[t.wkey]]))) for t in tiles]
+        return step, total * ocol, int(col0[-1]), layout
 
     def _plan_stores(self, planned, shapes) -> list:
         if not planned:
