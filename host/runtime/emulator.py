@@ -1,5 +1,8 @@
 """The ISA-emulator backend: runs compiled engine programs (.onda) on the functional emulator.
 
+A model's program is compiled once, at its first run, into a plan of vectorized steps
+(``sim/emulator/plan.py``); a program the planner does not take runs instruction by instruction.
+
 ``EmulatorBackend(engine=None).load(path)`` takes a ``.onda`` container, or a ``.tflite`` model which
 it compiles at load for ``engine`` (default ``ulx3s-85f``; compiled programs are cached in memory
 by model content and engine). With ``engine`` given, a container compiled for another engine
