@@ -29,12 +29,11 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from onda.hw.config import EngineConfig
-from onda.hw.isa import (ADD_PARAM_WORDS, GEMM_PARAM_WORDS, RESCALE_PARAM_WORDS, Buffer, Instruction, Opcode,
-                         VecFunc)
+from onda.hw.isa import (ADD_PARAM_WORDS, GEMM_PARAM_WORDS, QUEUES, RESCALE_PARAM_WORDS, TOKEN_QUEUES, Buffer,
+                         Instruction, Opcode, VecFunc, unpack_weights, weight_bytes)
 from onda.sim.golden import kernels as K
 
-from .functional import (EmulatorError, Machine, _token_queues, check_gemm, gemm_epilogue, gemm_patches,
-                         vec_compute, vec_out_size)
+from .functional import EmulatorError, Machine, check_gemm, gemm_epilogue, gemm_patches, vec_compute, vec_out_size
 
 class PlanUnsupported(Exception):
     """A legal program the planner does not take (the caller runs ``execute`` instead); says why."""
@@ -269,7 +268,7 @@ class _Builder:
         self.blocks: dict[tuple, list] = {}  # weight blocks seen: cheap key -> [(id, (wprov, pprov, w, prm))]
         self.nblocks = 0
         self.i = 0
-        self.tokens = dict.fromkeys(("l2c", "c2l", "c2s", "s2c"), 0)
+        self.tokens = dict.fromkeys(QUEUES, 0)
         self.groups: list[Group] = []
         self._new_group()
 
@@ -300,7 +299,7 @@ class _Builder:
     def walk(self, program: list[Instruction]) -> Plan:
         for i, ins in enumerate(program):
             self.i = i
-            pops = _token_queues(ins.module)
+            pops = TOKEN_QUEUES[ins.module]
             for flag, q in zip(("pop_prev", "pop_next"), pops[:2]):
                 if getattr(ins, flag):
                     if q is None or self.tokens[q] == 0:
@@ -332,6 +331,8 @@ class _Builder:
         y, x, stride, addr = f["y_size"], f["x_size"], f["dram_stride"], f["dram_addr"]
         pt, pb, pl, pr = f["pad_top"], f["pad_bottom"], f["pad_left"], f["pad_right"]
         buf = f["buffer"]
+        if buf == Buffer.OUT:
+            raise EmulatorError("LOAD into OUT: a LOAD writes ACT, WGT or PARAM")
         if addr >= self.m.wbase:
             off = addr - self.m.wbase
             self.m._check_range("LOAD from weight image", off, y, x, stride, self.wmem.size)
@@ -340,7 +341,7 @@ class _Builder:
                     codes = PaddedRegion(off, y, x, stride, pt, pb, pl, pr, 0).codes()
                     codes[codes < 0] = -1  # fill of weights: only zero fills are meaningful here
                     if f["pad_value"]:
-                        raise EmulatorError("LOAD into WGT/PARAM: non-zero fill not supported")
+                        raise PlanUnsupported("LOAD into WGT/PARAM with a non-zero fill")
                 else:
                     codes = (off + np.arange(y)[:, None] * stride + np.arange(x)[None, :]) if y else \
                         np.zeros((0, x), np.int64)
@@ -354,8 +355,6 @@ class _Builder:
             raise EmulatorError("LOAD into PARAM must read the weight image")
         if buf == Buffer.WGT:
             raise EmulatorError("LOAD into WGT must read the weight image")
-        if buf == Buffer.OUT:
-            raise PlanUnsupported("LOAD into OUT")
         if y and x:
             rows = as_strided(self.mem_group[addr:], shape=(y, x), strides=(stride * 8, 8))
             if (rows == self.gid).any():  # reads what this group stored: start a new group
@@ -412,8 +411,11 @@ class _Builder:
         orow, ocol, ct = f["out_rows"], f["out_cols"], f["out_channels"]
         k = f["kh"] * f["kw"] * c
         sa = self.m._span(self.act, f["act_addr"], ir * ic * c, "GEMM act")
-        sw = self.m._span(self.wgt, f["wgt_addr"], ct * k, "GEMM wgt")
-        wprov = self.wgt[sw]
+        lanes = self.cfg.lanes
+        if f["wgt_addr"] % lanes:
+            raise EmulatorError(f"GEMM: wgt_addr {f['wgt_addr']} is not a multiple of lanes ({lanes})")
+        sw = self.m._span(self.wgt, f["wgt_addr"], weight_bytes(ct, k, lanes), "GEMM wgt")
+        wprov = np.ascontiguousarray(unpack_weights(self.wgt[sw], ct, k, lanes)).reshape(-1)  # [ct, k] provenance
         sp = self.m._span(self.m.param, f["param_addr"], ct * GEMM_PARAM_WORDS * 4, "PARAM")
         pprov = self.param[sp]
         so = self.m._span(self.out, f["out_addr"], orow * ocol * ct, "GEMM out")
