@@ -102,7 +102,8 @@ def main(argv=None) -> int:
                                         "emulator": lambda x=x: emulator.run([x])}, args.runs)
             per = {k: v / b for k, v in best.items()}
             if b == 1:
-                per["BUILTIN_REF"] = interleaved_best_ms({"r": lambda x=x: ref.invoke([x])}, max(1, args.runs // 3))["r"]
+                rounds = max(1, args.runs // 3)
+                per["BUILTIN_REF"] = interleaved_best_ms({"r": lambda x=x: ref.invoke([x])}, rounds)["r"]
             row = {"threads": th, "batch": b, "ms_per_image": per,
                    "golden_x_xnnpack": per["golden"] / per["XNNPACK"],
                    "emulator_x_golden": per["emulator"] / per["golden"]}

@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - exercised by ONDA_KERNELS=numpy instea
     numba = None
 
 _LOCK = threading.Lock()
+PARALLEL_MIN_ELEMENTS = 1 << 17  # below this a parallel launch costs more than it saves
 _enabled = numba is not None and os.environ.get("ONDA_KERNELS", "").lower() != "numpy"
 
 
@@ -63,8 +64,7 @@ if numba is not None:
     INT32_MIN = -(2**31)
     INT32_MAX = 2**31 - 1
 
-    @njit(parallel=True, cache=True, nogil=True)
-    def _requantize_rows(acc, bias, mult, left, wrap, right, zp, lo, hi, out):  # pragma: no cover - compiled
+    def _requantize_rows_body(acc, bias, mult, left, wrap, right, zp, lo, hi, out):  # pragma: no cover
         m_rows, n_cols = acc.shape
         for i in prange(m_rows):
             for j in range(n_cols):
@@ -87,11 +87,16 @@ if numba is not None:
                     y = hi
                 out[i, j] = y
 
-    @njit(parallel=True, cache=True, nogil=True)
-    def _lookup2(a, b, table, out):  # pragma: no cover - compiled
+    _requantize_rows = njit(parallel=True, cache=True, nogil=True)(_requantize_rows_body)
+    _requantize_rows_serial = njit(cache=True, nogil=True)(_requantize_rows_body)
+
+    def _lookup2_body(a, b, table, out):  # pragma: no cover - compiled
         n = a.shape[0]
         for i in prange(n):
             out[i] = table[(np.int64(a[i]) + 128) * 256 + np.int64(b[i]) + 128]
+
+    _lookup2 = njit(parallel=True, cache=True, nogil=True)(_lookup2_body)
+    _lookup2_serial = njit(cache=True, nogil=True)(_lookup2_body)  # prange runs as range: no launch cost
 
     @njit(parallel=True, cache=True, nogil=True)
     def _patches(x, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, pad, out):  # pragma: no cover - compiled
@@ -118,15 +123,17 @@ if numba is not None:
 def requantize_rows(acc: np.ndarray, bias: np.ndarray, multiplier: np.ndarray, left: np.ndarray,
                     right: np.ndarray, zp: int, lo: int, hi: int, out: np.ndarray) -> None:
     """``out = clamp(zp + MBQM(acc + bias, M0, shift))`` over [M, C], per-channel vectors of C."""
+    fn = _requantize_rows if acc.size >= PARALLEL_MIN_ELEMENTS else _requantize_rows_serial
     with _LOCK:
-        _requantize_rows(acc, bias, multiplier, left, bool(np.any(left > 0)), right, np.int64(zp), np.int64(lo), np.int64(hi), out)
+        fn(acc, bias, multiplier, left, bool(np.any(left > 0)), right, np.int64(zp), np.int64(lo), np.int64(hi), out)
 
 
 def lookup2(a: np.ndarray, b: np.ndarray, table: np.ndarray) -> np.ndarray:
     """``table[(a + 128) * 256 + b + 128]`` for equal-shape int8 arrays."""
     out = np.empty(a.shape, dtype=table.dtype)
+    fn = _lookup2 if a.size >= PARALLEL_MIN_ELEMENTS else _lookup2_serial
     with _LOCK:
-        _lookup2(a.reshape(-1), b.reshape(-1), table.reshape(-1), out.reshape(-1))
+        fn(a.reshape(-1), b.reshape(-1), table.reshape(-1), out.reshape(-1))
     return out
 
 

@@ -96,7 +96,8 @@ def test_requantizer_matches_reference(compiled):
     shift = rng.integers(-31, 8, n)
     shift[:4] = [-31, 0, 7, -1]
     for acc, bias in ((_extreme_accumulators(rng, 40, n), np.zeros(n, np.int64)),
-                      (rng.integers(-50000, 50000, (3000, n)), rng.integers(-(2**20), 2**20, n))):
+                      (rng.integers(-50000, 50000, (3000, n)), rng.integers(-(2**20), 2**20, n)),
+                      (rng.integers(-50000, 50000, (8000, n)), rng.integers(-(2**20), 2**20, n))):  # parallel loop
         want = fp.requantize(acc + bias, mult, shift, -7, -100, 120)
         with loops.use(compiled):
             r = fp.Requantizer(mult, shift, -7, -100, 120)
@@ -118,13 +119,14 @@ def test_add_lookup_matches_reference_arithmetic(compiled):
     rng = np.random.default_rng(2)
     p = AddParams(zp1=-3, zp2=11, rescale=fp.add_params(0.05, 0.11, 0.13), out_zero_point=-9,
                   act_min=-128, act_max=127)
-    a = rng.integers(-128, 128, (2, 9, 7, 5), dtype=np.int8)
-    b = rng.integers(-128, 128, (2, 9, 7, 5), dtype=np.int8)
-    a.reshape(-1)[:256] = np.arange(-128, 128)
-    with loops.use(compiled):
-        got = kernels.add(a, b, p)
-    want = fp.add(a, p.zp1, b, p.zp2, p.rescale, p.out_zero_point, p.act_min, p.act_max)
-    np.testing.assert_array_equal(got, want)
+    for shape in [(2, 9, 7, 5), (4, 64, 64, 16)]:  # the serial and the parallel loop
+        a = rng.integers(-128, 128, shape, dtype=np.int8)
+        b = rng.integers(-128, 128, shape, dtype=np.int8)
+        a.reshape(-1)[:256] = np.arange(-128, 128)
+        with loops.use(compiled):
+            got = kernels.add(a, b, p)
+        want = fp.add(a, p.zp1, b, p.zp2, p.rescale, p.out_zero_point, p.act_min, p.act_max)
+        np.testing.assert_array_equal(got, want)
 
 
 def _patches_by_loops(x, kh, kw, stride, dilation, pads, oh, ow, value):
