@@ -236,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     head = (f"{'protocol':<8} {'clients':>7} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} {'img/s':>8} "
             f"{'backend p50 ms':>15} {'mean batch':>10} {'overhead p50 ms':>16} {'of it queued p50':>17}")
 
+    def queued(r):
+        return f"{r['queue_p50_ms']:.2f}" if "queue_p50_ms" in r else "-"
+
     def table(rows):
         print(head)
         print("-" * len(head))
@@ -244,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  ({r['errors']} failed requests at {r['concurrency']} clients)")
             print(f"{r['protocol']:<8} {r['concurrency']:>7} {r['requests']:>8} {r['p50_ms']:>8.2f} "
                   f"{r['p99_ms']:>8.2f} {r['throughput_per_s']:>8.2f} {r['compute_p50_ms']:>15.2f} "
-                  f"{r['mean_batch']:>10.2f} {r['overhead_p50_ms']:>16.2f} {r.get('queue_p50_ms', float('nan')):>17.2f}")
+                  f"{r['mean_batch']:>10.2f} {r['overhead_p50_ms']:>16.2f} {queued(r):>17}")
 
     table(rows)
     print("overhead = latency - backend compute of the request's batch (decode, preprocess, queue, RPC, TLS, "
