@@ -57,6 +57,9 @@ def main(argv=None) -> int:
     from ..runtime.emulator import EmulatedModel
     from ..runtime.golden import GoldenBackend
 
+    from onda.sim.golden import threading as golden_threads
+
+    golden_threads.set_threads(int(os.environ["OPENBLAS_NUM_THREADS"]))  # the golden kernels' threads too
     path = args.model or resnet50_model()
     results = {"model": str(path), "engines": {}}
     print(f"{'engine':<12} {'MACs':>5} {'cycles':>10} {'ms':>9} {'img/s':>8} {'roofline':>10} {'ratio':>6} "

@@ -126,7 +126,7 @@ def run_level(port: int, cert: Path, key: str, data: bytes, concurrency: int, re
                     errors.append(f"{e.code().name}: {e.details()}")
                 continue
             with lock:
-                records.append((c.last.latency_s, c.last.compute_s, c.last.batch_images))
+                records.append((c.last.latency_s, c.last.compute_s, c.last.batch_images, c.last.queued_s or 0.0))
 
     threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
     t0 = time.perf_counter()
@@ -145,7 +145,8 @@ def run_level(port: int, cert: Path, key: str, data: bytes, concurrency: int, re
             "p99_ms": float(np.percentile(lat, 99)), "throughput_per_s": len(records) / wall,
             "compute_p50_ms": float(np.percentile(comp, 50)),
             "mean_batch": float(np.mean([r[2] for r in records])),
-            "overhead_p50_ms": float(np.percentile(lat - comp, 50))}
+            "overhead_p50_ms": float(np.percentile(lat - comp, 50)),
+            "queue_p50_ms": float(np.percentile([r[3] * 1e3 for r in records], 50))}
 
 
 def _row(protocol: str, lat_ms: list[float], comp_ms: list[float], batch: list[int], errors: int) -> dict:
@@ -233,7 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     print(title)
     print(f"preprocessing alone (decode, resize, crop, mean, quantize): {pre_ms:.2f} ms median")
     head = (f"{'protocol':<8} {'clients':>7} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} {'img/s':>8} "
-            f"{'backend p50 ms':>15} {'mean batch':>10} {'overhead p50 ms':>16}")
+            f"{'backend p50 ms':>15} {'mean batch':>10} {'overhead p50 ms':>16} {'of it queued p50':>17}")
+
+    def queued(r):
+        return f"{r['queue_p50_ms']:.2f}" if "queue_p50_ms" in r else "-"
 
     def table(rows):
         print(head)
@@ -243,11 +247,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  ({r['errors']} failed requests at {r['concurrency']} clients)")
             print(f"{r['protocol']:<8} {r['concurrency']:>7} {r['requests']:>8} {r['p50_ms']:>8.2f} "
                   f"{r['p99_ms']:>8.2f} {r['throughput_per_s']:>8.2f} {r['compute_p50_ms']:>15.2f} "
-                  f"{r['mean_batch']:>10.2f} {r['overhead_p50_ms']:>16.2f}")
+                  f"{r['mean_batch']:>10.2f} {r['overhead_p50_ms']:>16.2f} {queued(r):>17}")
 
     table(rows)
     print("overhead = latency - backend compute of the request's batch (decode, preprocess, queue, RPC, TLS, "
-          "classifier); target <= 5 ms p50 at 1 client")
+          "classifier); target <= 5 ms p50 at 1 client; queued = waiting for a device (the batch before) and "
+          "for the batch to fill")
     print("\nREST beside gRPC, 1 client each, taking turns (TensorFlow Serving's JSON with the image in base64):")
     table(paired)
     print(f"REST - gRPC at p50: {paired[1]['p50_ms'] - paired[0]['p50_ms']:+.2f} ms latency, "

@@ -28,13 +28,15 @@ DTYPES = {"float32": DT_FLOAT, "string": DT_STRING}
 
 @dataclass
 class ScoreResult:
-    """The last call's details: request id, round-trip latency, backend compute time and batch, attempts."""
+    """The last call's details: request id, round-trip latency, backend compute time and batch, attempts,
+    and the time the request waited in the batching queue before its batch ran."""
 
     request_id: str | None
     latency_s: float
     compute_s: float | None
     batch_images: int | None
     attempts: int
+    queued_s: float | None = None
 
 
 class PredictionClient:
@@ -131,8 +133,10 @@ class PredictionClient:
             trailing = dict(call.trailing_metadata() or ())
             compute = trailing.get("x-onda-compute-ms")
             batch = trailing.get("x-onda-batch")
+            queued = trailing.get("x-onda-queue-ms")
             self.last = ScoreResult(initial.get("request_id"), latency,
-                                    float(compute) / 1e3 if compute else None, int(batch) if batch else None, attempt)
+                                    float(compute) / 1e3 if compute else None, int(batch) if batch else None, attempt,
+                                    float(queued) / 1e3 if queued else None)
             return response
 
     def close(self) -> None:

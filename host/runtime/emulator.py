@@ -1,5 +1,8 @@
 """The ISA-emulator backend: runs compiled engine programs (.onda) on the functional emulator.
 
+A model's program is compiled once, at its first run, into a plan of vectorized steps
+(``sim/emulator/plan.py``); a program the planner does not take runs instruction by instruction.
+
 ``EmulatorBackend(engine=None).load(path)`` takes a ``.onda`` container, or a ``.tflite`` model which
 it compiles at load for ``engine`` (default ``ulx3s-85f``; compiled programs are cached in memory
 by model content and engine). With ``engine`` given, a container compiled for another engine
@@ -19,6 +22,7 @@ from onda.hw import isa
 from onda.hw.config import ConfigError, EngineConfig, config_from_dict, load_config
 from onda.sim.emulator.cycles import CycleTrace, simulate
 from onda.sim.emulator.functional import EmulatorError, Machine, execute
+from onda.sim.emulator.plan import Plan, PlanUnsupported, build_plan
 
 from .backend import BackendError, TensorSpec, check_inputs
 
@@ -51,6 +55,8 @@ class EmulatedModel:
         self.outputs = [self._spec(t) for t in self.output_ids]
         self.layers = self.memmap["layers"]
         self._trace: CycleTrace | None = None
+        self._plan: Plan | None = None
+        self._plan_refused: str | None = None
 
     def _spec(self, tid: int) -> TensorSpec:
         t = self.tensors[tid]
@@ -73,23 +79,46 @@ class EmulatedModel:
             self._trace = simulate(self.program, self.config)
         return self._trace
 
-    def _read(self, m: Machine, tid: int) -> np.ndarray:
+    def plan(self) -> Plan | None:
+        """The program compiled into vectorized steps (``sim/emulator/plan.py``), built once: data
+        independent, so the engine's rule checks run here. ``None`` if the planner does not take
+        this program; it then runs instruction by instruction."""
+        if self._plan is None and self._plan_refused is None:
+            cuts = {layer["last"] for layer in self.layers}
+            try:
+                self._plan = build_plan(self.program, self.config, self.memmap, self.container.weights, cuts)
+            except PlanUnsupported as e:
+                self._plan_refused = str(e)
+            except EmulatorError as e:
+                raise BackendError(f"{self.origin}: emulator: {e}") from None
+        return self._plan
+
+    def _read(self, mem: np.ndarray, tid: int) -> np.ndarray:
         t = self.tensors[tid]
-        shape = (m.n,) + tuple(t["shape"][1:])
+        n = mem.shape[0]
+        shape = (n,) + tuple(t["shape"][1:])
         if t.get("space_to_depth"):  # stored as [H/2, W/2, (dy, dx, C)]: back to NHWC
             hs, ws, c4 = t["space_to_depth"]
-            raw = m.act_mem[:, t["addr"]:t["addr"] + hs * ws * c4].reshape(m.n, hs, ws, 2, 2, c4 // 4)
-            full = raw.transpose(0, 1, 3, 2, 4, 5).reshape(m.n, 2 * hs, 2 * ws, c4 // 4)
+            raw = mem[:, t["addr"]:t["addr"] + hs * ws * c4].reshape(n, hs, ws, 2, 2, c4 // 4)
+            full = raw.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * hs, 2 * ws, c4 // 4)
             return np.ascontiguousarray(full[:, :shape[1], :shape[2]]).reshape(shape)
         size = int(np.prod(t["shape"]))
-        return m.act_mem[:, t["addr"]:t["addr"] + size].reshape(shape).copy()
+        return mem[:, t["addr"]:t["addr"] + size].reshape(shape).copy()
 
-    def _run_pass(self, inputs: list[np.ndarray], capture: bool) -> dict[int, np.ndarray]:
+    def _run_pass(self, inputs: list[np.ndarray], capture: bool, stepping: bool = False) -> dict[int, np.ndarray]:
+        """One pass of the program over a batch: by its plan, or (``stepping``, or a program the
+        planner refuses) instruction by instruction on ``Machine``."""
         n = inputs[0].shape[0]
-        m = Machine(self.config, self.memmap, self.container.weights, n)
+        plan = None if stepping else self.plan()
+        m = None
+        if plan is None:
+            m = Machine(self.config, self.memmap, self.container.weights, n)
+            mem = m.act_mem
+        else:
+            mem = np.zeros((n, max(int(self.memmap["act_size"]), 1)), dtype=np.int8)
         for tid, x in zip(self.memmap["inputs"], inputs):
             t = self.tensors[tid]
-            m.act_mem[:, t["addr"]:t["addr"] + x[0].size] = x.reshape(n, -1)
+            mem[:, t["addr"]:t["addr"] + x[0].size] = x.reshape(n, -1)
         values: dict[int, np.ndarray] = {}
         on_ins = None
         if capture:
@@ -105,16 +134,19 @@ class EmulatedModel:
             def on_ins(i: int) -> None:
                 for tid in at_end.get(i, ()):
                     for t in [tid] + aliases.get(tid, []):
-                        values[t] = self._read(m, t)
+                        values[t] = self._read(mem, t)
         try:
-            execute(m, self.program, on_ins)
+            if plan is None:
+                execute(m, self.program, on_ins)
+            else:
+                plan.run(mem, on_ins)
         except EmulatorError as e:
             raise BackendError(f"{self.origin}: emulator: {e}") from None
         for tid in self.memmap["outputs"]:
-            values[tid] = self._read(m, tid)
+            values[tid] = self._read(mem, tid)
         return values
 
-    def _batched(self, inputs: list[np.ndarray], capture: bool) -> dict[int, np.ndarray]:
+    def _batched(self, inputs: list[np.ndarray], capture: bool, stepping: bool = False) -> dict[int, np.ndarray]:
         from onda.sim.golden import kernels as K
 
         inputs = check_inputs(self.inputs, inputs)
@@ -124,7 +156,7 @@ class EmulatedModel:
                 host[h["output"]] = K.quantize(host[h["input"]], h["scale"], h["zero_point"])
         engine_in = [host[t] for t in self.memmap["inputs"]]
         n = engine_in[0].shape[0]
-        parts = [self._run_pass([x[i:i + MAX_BATCH_PER_PASS] for x in engine_in], capture)
+        parts = [self._run_pass([x[i:i + MAX_BATCH_PER_PASS] for x in engine_in], capture, stepping)
                  for i in range(0, n, MAX_BATCH_PER_PASS)]
         values = parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         for h in self.host_ops:  # int8 -> float on the host, after the engine
@@ -138,9 +170,10 @@ class EmulatedModel:
         values = self._batched(inputs, capture=False)
         return [values[t] for t in self.output_ids]
 
-    def run_all(self, inputs: list[np.ndarray]) -> dict[int, np.ndarray]:
-        """Inputs and every tensor a layer of the program writes, by the source model's tensor id."""
-        return self._batched(inputs, capture=True)
+    def run_all(self, inputs: list[np.ndarray], stepping: bool = False) -> dict[int, np.ndarray]:
+        """Inputs and every tensor a layer of the program writes, by the source model's tensor id;
+        ``stepping``: instruction by instruction (the reference the plan is tested against)."""
+        return self._batched(inputs, capture=True, stepping=stepping)
 
 
 class EmulatorBackend:

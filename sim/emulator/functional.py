@@ -160,97 +160,131 @@ class Machine:
     def gemm(self, ins: Instruction) -> None:
         f = ins.fields
         n = self.n
+        check_gemm(f)
         ir, ic, c = f["in_rows"], f["in_cols"], f["channels"]
         orow, ocol, ct = f["out_rows"], f["out_cols"], f["out_channels"]
-        kh, kw, sh, sw, dh, dw = f["kh"], f["kw"], f["stride_h"], f["stride_w"], f["dilation_h"], f["dilation_w"]
-        if min(kh, kw, sh, sw, dh, dw) < 1:
-            raise EmulatorError("GEMM: kernel, stride and dilation must be >= 1")
-        ekh, ekw = (kh - 1) * dh + 1, (kw - 1) * dw + 1
-        if (orow - 1) * sh + ekh > ir or (ocol - 1) * sw + ekw > ic:
-            raise EmulatorError("GEMM: output tile reads beyond the input band")
-        k = kh * kw * c
+        k = f["kh"] * f["kw"] * c
         a = self.act[:, self._span(self.act, f["act_addr"], ir * ic * c, "GEMM act")].reshape(n, ir, ic, c)
-        if kh == kw == 1:
-            cols = a[:, : (orow - 1) * sh + 1: sh, : (ocol - 1) * sw + 1: sw, :].reshape(n * orow * ocol, c)
-        else:
-            win = sliding_window_view(a, (ekh, ekw), axis=(1, 2))
-            win = win[:, : (orow - 1) * sh + 1: sh, : (ocol - 1) * sw + 1: sw, :, ::dh, ::dw]
-            cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(n * orow * ocol, k)
         if f["wgt_addr"] % self.cfg.lanes:
             raise EmulatorError(f"GEMM: wgt_addr {f['wgt_addr']} is not a multiple of lanes ({self.cfg.lanes})")
         w = unpack_weights(self.wgt[self._span(self.wgt, f["wgt_addr"], weight_bytes(ct, k, self.cfg.lanes),
                                                "GEMM wgt")], ct, k, self.cfg.lanes)
         prm = self.words(f["param_addr"], ct * GEMM_PARAM_WORDS).reshape(ct, GEMM_PARAM_WORDS)
-        acc = K.exact_int8_matmul(cols, w.T) + prm[:, 0]
-        if f["epilogue"] == Epilogue.FIXED:
-            y = fp.requantize(acc, prm[:, 1], prm[:, 2], f["out_zp"], f["act_min"], f["act_max"])
-        elif f["epilogue"] == Epilogue.DOUBLE:
-            scale = ((prm[:, 1] & 0xFFFFFFFF) | (prm[:, 2] << 32)).astype(np.int64).view(np.float64)
-            y = fp.clamp(fp.scale_round_double(acc, scale) + f["out_zp"], f["act_min"], f["act_max"]).astype(np.int8)
-        else:
-            raise EmulatorError(f"GEMM: unknown epilogue {f['epilogue']}")
+        cols = gemm_patches(a.astype(np.int8), f)
+        y = gemm_epilogue(prm, f)(K.exact_int8_product(cols, np.ascontiguousarray(w.T)))
         s = self._span(self.out, f["out_addr"], orow * ocol * ct, "GEMM out")
         self.out[:, s] = y.reshape(n, -1)
 
     def vec(self, ins: Instruction) -> None:
         f = ins.fields
-        n = self.n
         func = VecFunc(f["func"])
-        ir, ic, c = f["in_rows"], f["in_cols"], f["channels"]
-        orow, ocol = f["out_rows"], f["out_cols"]
-        size = ir * ic * c
+        size = f["in_rows"] * f["in_cols"] * f["channels"]
         x = self.act[:, self._span(self.act, f["src_addr"], size, "VEC src")]
-        lo, hi = f["act_min"], f["act_max"]
-        if func == VecFunc.COPY:
-            y = x.astype(np.int8)
-        elif func == VecFunc.SPACE_TO_DEPTH:
-            if ir % 2 or ic % 2 or orow * 2 != ir or ocol * 2 != ic:
-                raise EmulatorError("VEC SPACE_TO_DEPTH: needs even input rows/columns and half-size output")
-            y = x.reshape(n, orow, 2, ocol, 2, c).transpose(0, 1, 3, 2, 4, 5).astype(np.int8)
-            c = 4 * c
-        elif func == VecFunc.ADD:
-            x2 = self.act[:, self._span(self.act, f["src2_addr"], size, "VEC src2")]
-            zp1, zp2, m1, s1, m2, s2, mo, so, ozp = (int(v) for v in self.words(f["param_addr"], ADD_PARAM_WORDS))
-            p = AddParams(zp1, zp2, (m1, s1, m2, s2, mo, so), ozp, lo, hi)
-            y = K.add(x.astype(np.int64), x2.astype(np.int64), p)
-        elif func == VecFunc.REQUANT:
-            izp, m, s, ozp = (int(v) for v in self.words(f["param_addr"], RESCALE_PARAM_WORDS))
-            y = K.requantize_tensor(x.astype(np.int64), RequantParams(izp, m, s, ozp))
-        elif func in (VecFunc.MAX_POOL, VecFunc.AVG_POOL):
-            y = self._pool(func, x.reshape(n, ir, ic, c), f)
-        elif func == VecFunc.MEAN:
-            izp, m, s, ozp = (int(v) for v in self.words(f["param_addr"], RESCALE_PARAM_WORDS))
-            y = K.mean(x.reshape(n, ir, ic, c).astype(np.int64), (1, 2), False, RequantParams(izp, m, s, ozp))
-        else:
-            raise EmulatorError(f"VEC: function {func.name} not implemented")
-        y = y.reshape(n, -1)
-        out_size = orow * ocol * c  # (4C for SPACE_TO_DEPTH)
-        if y.shape[1] != out_size:
-            raise EmulatorError(f"VEC {func.name}: produced {y.shape[1]} elements, tile says {out_size}")
-        self.out[:, self._span(self.out, f["dst_addr"], out_size, "VEC dst")] = y
+        x2 = self.act[:, self._span(self.act, f["src2_addr"], size, "VEC src2")] if func == VecFunc.ADD else None
+        words = None
+        if func in (VecFunc.ADD, VecFunc.REQUANT, VecFunc.MEAN):
+            words = self.words(f["param_addr"], ADD_PARAM_WORDS if func == VecFunc.ADD else RESCALE_PARAM_WORDS)
+        y = vec_compute(f, x, x2, words)
+        self.out[:, self._span(self.out, f["dst_addr"], y.shape[1], "VEC dst")] = y
 
-    def _pool(self, func: VecFunc, x: np.ndarray, f: dict) -> np.ndarray:
-        """Pooling over a band with ``pad_top``/``pad_left`` virtual padding; taps outside the band
-        are excluded (max: never win; average: not counted), as TFLite's reference kernels do."""
-        kh, kw, sh, sw = f["kh"], f["kw"], f["stride_h"], f["stride_w"]
-        orow, ocol, pt, pl = f["out_rows"], f["out_cols"], f["pad_top"], f["pad_left"]
-        n, ir, ic, c = x.shape
-        eb = max(0, (orow - 1) * sh + kh - pt - ir)
-        er = max(0, (ocol - 1) * sw + kw - pl - ic)
-        pads = ((0, 0), (pt, eb), (pl, er), (0, 0))
-        if func == VecFunc.MAX_POOL:
-            xp = np.pad(x.astype(np.int16), pads, constant_values=-32768)
-            win = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, : (orow - 1) * sh + 1: sh, : (ocol - 1) * sw + 1: sw]
-            out = win.max(axis=(-2, -1))
-        else:
-            xp = np.pad(x.astype(np.int32), pads, constant_values=0)
-            win = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, : (orow - 1) * sh + 1: sh, : (ocol - 1) * sw + 1: sw]
-            sums = win.sum(axis=(-2, -1), dtype=np.int64)
-            ones = np.pad(np.ones((1, ir, ic, 1), dtype=np.int32), pads, constant_values=0)
-            cwin = sliding_window_view(ones, (kh, kw), axis=(1, 2))[:, : (orow - 1) * sh + 1: sh, : (ocol - 1) * sw + 1: sw]
-            counts = cwin.sum(axis=(-2, -1), dtype=np.int64)
-            out = fp.divide_round_half_away(sums, counts)
-        return fp.clamp(out, f["act_min"], f["act_max"]).astype(np.int8)
+
+def check_gemm(f: dict) -> None:
+    """A GEMM's data-independent checks: kernel, stride and dilation, and the tile within its band."""
+    kh, kw, sh, sw, dh, dw = f["kh"], f["kw"], f["stride_h"], f["stride_w"], f["dilation_h"], f["dilation_w"]
+    if min(kh, kw, sh, sw, dh, dw) < 1:
+        raise EmulatorError("GEMM: kernel, stride and dilation must be >= 1")
+    ekh, ekw = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    if (f["out_rows"] - 1) * sh + ekh > f["in_rows"] or (f["out_cols"] - 1) * sw + ekw > f["in_cols"]:
+        raise EmulatorError("GEMM: output tile reads beyond the input band")
+    if f["epilogue"] not in (Epilogue.FIXED, Epilogue.DOUBLE):
+        raise EmulatorError(f"GEMM: unknown epilogue {f['epilogue']}")
+
+
+def gemm_patches(bands: np.ndarray, f: dict, out_rows: int | None = None) -> np.ndarray:
+    """The float32 patch matrix [n * rows * out_cols, kh * kw * C] of int8 bands [n, rows', in_cols, C]
+    read through a GEMM's kernel window (the band holds its padding: no more is added)."""
+    oh = f["out_rows"] if out_rows is None else out_rows
+    return K.patch_matrix(bands, f["kh"], f["kw"], (f["stride_h"], f["stride_w"]),
+                          (f["dilation_h"], f["dilation_w"]), (0, 0), oh, f["out_cols"], 0)
+
+
+def gemm_epilogue(prm: np.ndarray, f: dict):
+    """The requantizer of a GEMM's parameter records [C, 3] (bias, then the epilogue's two words):
+    a function from exact accumulators [M, C] (without bias) to int8 [M, C]."""
+    bias = prm[:, 0].astype(np.int64)
+    if f["epilogue"] == Epilogue.FIXED:
+        r = fp.Requantizer(prm[:, 1], prm[:, 2], f["out_zp"], f["act_min"], f["act_max"])
+        return lambda acc: r(acc, bias)
+    scale = ((prm[:, 1] & 0xFFFFFFFF) | (prm[:, 2] << 32)).astype(np.int64).view(np.float64)
+
+    def double(acc):
+        y = fp.scale_round_double(np.asarray(acc).astype(np.int64) + bias, scale) + f["out_zp"]
+        return fp.clamp(y, f["act_min"], f["act_max"]).astype(np.int8)
+    return double
+
+
+def vec_out_size(f: dict) -> int:
+    """Elements a VEC instruction writes (4C per pixel for SPACE_TO_DEPTH)."""
+    c = f["channels"] * (4 if f["func"] == VecFunc.SPACE_TO_DEPTH else 1)
+    return f["out_rows"] * f["out_cols"] * c
+
+
+def vec_compute(f: dict, x: np.ndarray, x2: np.ndarray | None, words: np.ndarray | None) -> np.ndarray:
+    """A VEC instruction's result [n, out elements] from its source tile(s) [n, in elements] and its
+    parameter record: the golden model's kernels with the record's parameters."""
+    n = x.shape[0]
+    func = VecFunc(f["func"])
+    ir, ic, c = f["in_rows"], f["in_cols"], f["channels"]
+    orow, ocol = f["out_rows"], f["out_cols"]
+    lo, hi = f["act_min"], f["act_max"]
+    if func == VecFunc.COPY:
+        y = x.astype(np.int8)
+    elif func == VecFunc.SPACE_TO_DEPTH:
+        if ir % 2 or ic % 2 or orow * 2 != ir or ocol * 2 != ic:
+            raise EmulatorError("VEC SPACE_TO_DEPTH: needs even input rows/columns and half-size output")
+        y = x.reshape(n, orow, 2, ocol, 2, c).transpose(0, 1, 3, 2, 4, 5).astype(np.int8)
+    elif func == VecFunc.ADD:
+        zp1, zp2, m1, s1, m2, s2, mo, so, ozp = (int(v) for v in words)
+        p = AddParams(zp1, zp2, (m1, s1, m2, s2, mo, so), ozp, lo, hi)
+        y = K.add(x.astype(np.int8), x2.astype(np.int8), p)
+    elif func == VecFunc.REQUANT:
+        izp, m, s, ozp = (int(v) for v in words)
+        y = K.requantize_tensor(x.astype(np.int64), RequantParams(izp, m, s, ozp))
+    elif func in (VecFunc.MAX_POOL, VecFunc.AVG_POOL):
+        y = _pool(func, x.reshape(n, ir, ic, c), f)
+    elif func == VecFunc.MEAN:
+        izp, m, s, ozp = (int(v) for v in words)
+        y = K.mean(x.reshape(n, ir, ic, c).astype(np.int64), (1, 2), False, RequantParams(izp, m, s, ozp))
+    else:
+        raise EmulatorError(f"VEC: function {func.name} not implemented")
+    y = y.reshape(n, -1)
+    if y.shape[1] != vec_out_size(f):
+        raise EmulatorError(f"VEC {func.name}: produced {y.shape[1]} elements, tile says {vec_out_size(f)}")
+    return y
+
+
+def _pool(func: VecFunc, x: np.ndarray, f: dict) -> np.ndarray:
+    """Pooling over a band with ``pad_top``/``pad_left`` virtual padding; taps outside the band
+    are excluded (max: never win; average: not counted), as TFLite's reference kernels do."""
+    kh, kw, sh, sw = f["kh"], f["kw"], f["stride_h"], f["stride_w"]
+    orow, ocol, pt, pl = f["out_rows"], f["out_cols"], f["pad_top"], f["pad_left"]
+    n, ir, ic, c = x.shape
+    eb = max(0, (orow - 1) * sh + kh - pt - ir)
+    er = max(0, (ocol - 1) * sw + kw - pl - ic)
+    pads = ((0, 0), (pt, eb), (pl, er), (0, 0))
+    if func == VecFunc.MAX_POOL:
+        xp = np.pad(x.astype(np.int16), pads, constant_values=-32768)
+        win = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, : (orow - 1) * sh + 1: sh, : (ocol - 1) * sw + 1: sw]
+        out = win.max(axis=(-2, -1))
+    else:
+        xp = np.pad(x.astype(np.int32), pads, constant_values=0)
+        win = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, : (orow - 1) * sh + 1: sh, : (ocol - 1) * sw + 1: sw]
+        sums = win.sum(axis=(-2, -1), dtype=np.int64)
+        ones = np.pad(np.ones((1, ir, ic, 1), dtype=np.int32), pads, constant_values=0)
+        cwin = sliding_window_view(ones, (kh, kw), axis=(1, 2))[:, : (orow - 1) * sh + 1: sh, : (ocol - 1) * sw + 1: sw]
+        counts = cwin.sum(axis=(-2, -1), dtype=np.int64)
+        out = fp.divide_round_half_away(sums, counts)
+    return fp.clamp(out, f["act_min"], f["act_max"]).astype(np.int8)
 
 
 def execute(machine: Machine, program: list[Instruction], on_instruction=None) -> None:

@@ -1,8 +1,8 @@
 """TFLite's reference int8 kernels, written as exact, vectorized NumPy.
 
 Each function takes int8 activations (NHWC) and the integer parameters from ``params``; none
-loops over pixels. GEMMs run in float32 BLAS over K-chunks small enough that every partial
-sum is an integer below 2**24, so they are exact; the chunks are summed in float64 (exact).
+loops over pixels. GEMMs run on float BLAS, exact by the bound stated in ``exact_gemm``
+(float32 K-chunks of at most 1024 products; float64 as the fallback).
 """
 
 from __future__ import annotations
@@ -11,25 +11,14 @@ import functools
 from dataclasses import replace
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from ..ir import Padding
 from . import fixedpoint as fp
+from . import loops
 from .params import AddParams, GemmParams, RequantParams, conv_output_size, same_padding
 
-# |int8 * int8| <= 128 * 127 = 16256 and 16256 * 1032 < 2**24: float32 sums stay exact.
-EXACT_K_CHUNK = 1024
-
-
-def exact_int8_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` for int8-valued float32 matrices a [M, K] and b [K, N], exact, as int64."""
-    k = a.shape[1]
-    if k <= EXACT_K_CHUNK:
-        return (a @ b).astype(np.int64)
-    acc = np.zeros((a.shape[0], b.shape[1]), dtype=np.float64)
-    for k0 in range(0, k, EXACT_K_CHUNK):
-        acc += a[:, k0:k0 + EXACT_K_CHUNK] @ b[k0:k0 + EXACT_K_CHUNK]
-    return acc.astype(np.int64)
+from .exact_gemm import exact_int8_matmul, exact_int8_product  # noqa: F401  (the GEMM lives there)
 
 
 def pad_spatial(x: np.ndarray, pads_h: tuple[int, int], pads_w: tuple[int, int], value: int) -> np.ndarray:
@@ -38,9 +27,36 @@ def pad_spatial(x: np.ndarray, pads_h: tuple[int, int], pads_w: tuple[int, int],
     return np.pad(x, ((0, 0), pads_h, pads_w, (0, 0)), constant_values=value)
 
 
+def patch_matrix(x: np.ndarray, kh: int, kw: int, stride, dilation, pads: tuple[int, int], oh: int, ow: int,
+                 pad_value: int, dtype=np.float32) -> np.ndarray:
+    """The [N*OH*OW, KH*KW*C] patch matrix of int8 NHWC ``x`` (TFLite's OHWI K order): row
+    ``(b, oy, ox)`` holds the taps ``x[b, oy*sh + i*dh - pt, ox*sw + j*dw - pl, :]``, with
+    ``pad_value`` for taps outside ``x``. Written once, converted to ``dtype``; a 1x1 stride-1
+    matrix is the input itself, converted.
+    """
+    n, h, w, c = x.shape
+    sh, sw = stride
+    dh, dw = dilation
+    pt, pl = pads
+    if loops.enabled() and (kh, kw) != (1, 1) and x.dtype == np.int8:
+        return loops.patches(x, kh, kw, stride, dilation, pads, oh, ow, pad_value, dtype)
+    hp = max(h + pt, (oh - 1) * sh + (kh - 1) * dh + 1)
+    wp = max(w + pl, (ow - 1) * sw + (kw - 1) * dw + 1)
+    xp = pad_spatial(x, (pt, hp - h - pt), (pl, wp - w - pl), pad_value)
+    if kh == 1 and kw == 1:
+        cols = xp[:, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw, :]
+        return cols.astype(dtype).reshape(n * oh * ow, c)
+    s0, s1, s2, s3 = xp.strides
+    win = as_strided(xp, shape=(n, oh, ow, kh, kw, c),
+                     strides=(s0, sh * s1, sw * s2, dh * s1, dw * s2, s3), writeable=False)
+    cols = np.empty((n, oh, ow, kh, kw, c), dtype=dtype)
+    np.copyto(cols, win, casting="unsafe")
+    return cols.reshape(n * oh * ow, kh * kw * c)
+
+
 def im2col(x: np.ndarray, kh: int, kw: int, stride: tuple[int, int], dilation: tuple[int, int],
            padding: Padding, pad_value: int, dtype=np.float32) -> tuple[np.ndarray, int, int]:
-    """Patches of an NHWC tensor as a [N*OH*OW, KH*KW*C] matrix (TFLite's OHWI K order)."""
+    """Patches of an NHWC tensor as a [N*OH*OW, KH*KW*C] matrix for a TFLite padding mode."""
     n, h, w, c = x.shape
     sh, sw = stride
     dh, dw = dilation
@@ -48,65 +64,79 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: tuple[int, int], dilation: t
     ow = conv_output_size(w, kw, sw, dw, padding)
     ph = same_padding(h, kh, sh, dh, padding) if padding == Padding.SAME else (0, 0)
     pw = same_padding(w, kw, sw, dw, padding) if padding == Padding.SAME else (0, 0)
-    xp = pad_spatial(x, ph, pw, pad_value)
-    if kh == 1 and kw == 1:
-        cols = xp[:, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw, :]
-        return cols.reshape(n * oh * ow, c).astype(dtype), oh, ow
-    eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
-    win = sliding_window_view(xp, (eh, ew), axis=(1, 2))  # n, H', W', c, eh, ew
-    win = win[:, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw, :, ::dh, ::dw]
-    cols = win.transpose(0, 1, 2, 4, 5, 3).astype(dtype)  # n, oh, ow, kh, kw, c
-    return cols.reshape(n * oh * ow, kh * kw * c), oh, ow
-
-
-# Elementwise fixed-point work is done in row blocks of about this many elements, so the
-# int64 temporaries of a block stay in cache (NumPy is memory-bound on whole tensors).
-BLOCK_ELEMENTS = 1 << 15
-
-
-def _row_step(cols: int) -> int:
-    return max(1, BLOCK_ELEMENTS // max(cols, 1))
+    return patch_matrix(x, kh, kw, stride, dilation, (ph[0], pw[0]), oh, ow, pad_value, dtype), oh, ow
 
 
 def _gemm_correction(p: GemmParams, w: np.ndarray, k: int) -> np.ndarray:
     """Per-output-channel constant of ``bias + sum((x - zx) * w)`` expanded as
     ``sum(x w) - zx sum(w) + bias`` (weights symmetric: zw == 0 for the common case)."""
-    corr = p.bias - p.in_zero_point * w.sum(axis=1, dtype=np.float64).astype(np.int64)
+    corr = p.bias - p.in_zero_point * w.sum(axis=1, dtype=np.int64)
     return corr + k * p.in_zero_point * p.weight_zero_point
 
 
-def _gemm_block(cols: np.ndarray, w_t: np.ndarray, corr: np.ndarray, p: GemmParams) -> np.ndarray:
-    acc = exact_int8_matmul(cols, w_t)
-    acc += corr
-    if p.weight_zero_point:
-        acc -= p.weight_zero_point * cols.sum(axis=1, dtype=np.float64).astype(np.int64)[:, None]
-    return acc
+class PreparedGemm:
+    """A conv's or fully-connected op's constants, prepared once per model (TFLite's Prepare):
+    the weights as a [K, Cout] BLAS operand, the per-channel constant and the requantizer."""
+
+    def __init__(self, p: GemmParams, dtype=np.float32):
+        cout = p.weights.shape[0]
+        self.k = int(np.prod(p.weights.shape[1:]))
+        w = p.weights.reshape(cout, self.k)
+        self.w_t = np.ascontiguousarray(w.T, dtype=dtype)
+        self.dtype = np.dtype(dtype)
+        self.corr = _gemm_correction(p, w, self.k)
+        self.requant = fp.Requantizer(p.multiplier, p.shift, p.out_zero_point, p.act_min, p.act_max)
+        self.weight_zero_point = p.weight_zero_point
+
+    def product(self, cols: np.ndarray) -> np.ndarray:
+        """``sum(x w)`` [M, Cout] as exact integers in a float array, with the zw term if any."""
+        prod = exact_int8_product(cols, self.w_t)
+        if self.weight_zero_point:
+            prod = prod.astype(np.int64) - self.weight_zero_point * \
+                cols.sum(axis=1, dtype=np.float64).astype(np.int64)[:, None]
+        return prod
 
 
-def conv_accumulators(x: np.ndarray, p: GemmParams, stride, dilation, padding: Padding) -> np.ndarray:
+_PREPARED: dict[int, tuple[GemmParams, PreparedGemm]] = {}
+
+
+def prepared(p: GemmParams, dtype=np.float32) -> PreparedGemm:
+    """``PreparedGemm(p)``, cached while ``p`` lives (the golden model prepares its own once)."""
+    hit = _PREPARED.get(id(p))
+    if hit is not None and hit[0] is p and hit[1].dtype == np.dtype(dtype):
+        return hit[1]
+    if len(_PREPARED) > 256:
+        _PREPARED.clear()
+    prep = PreparedGemm(p, dtype)
+    _PREPARED[id(p)] = (p, prep)
+    return prep
+
+
+def conv_accumulators(x: np.ndarray, p: GemmParams, stride, dilation, padding: Padding,
+                      prep: PreparedGemm | None = None) -> np.ndarray:
     """int32 accumulators ``bias + sum((x - x_zp) * w)`` of a conv, shape [N, OH, OW, Cout].
 
     Padding is filled with the input zero point so it contributes nothing, exactly as the
     reference kernel skips out-of-bounds taps.
     """
+    prep = prep or prepared(p)
     cout, kh, kw, cin = p.weights.shape
-    cols, oh, ow = im2col(x, kh, kw, stride, dilation, padding, p.in_zero_point)
-    w = p.weights.reshape(cout, kh * kw * cin).astype(np.float32)
-    acc = _gemm_block(cols, w.T, _gemm_correction(p, w, kh * kw * cin), p)
+    cols, oh, ow = im2col(x, kh, kw, stride, dilation, padding, p.in_zero_point, prep.dtype)
+    acc = prep.product(cols).astype(np.int64)
+    acc += prep.corr
     return acc.reshape(x.shape[0], oh, ow, cout)
 
 
-def conv2d(x: np.ndarray, p: GemmParams, stride, dilation, padding: Padding) -> np.ndarray:
-    """TFLite's reference_integer_ops::ConvPerChannel: accumulate, then requantize per channel."""
+def conv2d(x: np.ndarray, p: GemmParams, stride, dilation, padding: Padding,
+           prep: PreparedGemm | None = None) -> np.ndarray:
+    """TFLite's reference_integer_ops::ConvPerChannel: accumulate, then requantize per channel.
+
+    One exact GEMM over the whole patch matrix, then the requantizer in cache-sized row blocks.
+    """
+    prep = prep or prepared(p)
     cout, kh, kw, cin = p.weights.shape
-    cols, oh, ow = im2col(x, kh, kw, stride, dilation, padding, p.in_zero_point)
-    w = p.weights.reshape(cout, kh * kw * cin).astype(np.float32)
-    w_t, corr = np.ascontiguousarray(w.T), _gemm_correction(p, w, kh * kw * cin)
-    out = np.empty((cols.shape[0], cout), dtype=np.int8)
-    step = max(256, _row_step(cout))  # enough rows for BLAS to run at speed
-    for r in range(0, cols.shape[0], step):
-        acc = _gemm_block(cols[r:r + step], w_t, corr, p)
-        out[r:r + step] = fp.requantize(acc, p.multiplier, p.shift, p.out_zero_point, p.act_min, p.act_max)
+    cols, oh, ow = im2col(x, kh, kw, stride, dilation, padding, p.in_zero_point, prep.dtype)
+    out = prep.requant(prep.product(cols), prep.corr)
     return out.reshape(x.shape[0], oh, ow, cout)
 
 
@@ -137,6 +167,8 @@ def add(a: np.ndarray, b: np.ndarray, p: AddParams, table: np.ndarray | None = N
     if table is None:
         table = add_table(p)  # cached per parameter set
     a, b = np.broadcast_arrays(a, b)
+    if loops.enabled() and a.dtype == b.dtype == np.int8 and table.dtype == np.int8:
+        return loops.lookup2(np.ascontiguousarray(a), np.ascontiguousarray(b), table)
     index = (a.astype(np.intp) + 128) * 256
     index += b
     index += 128

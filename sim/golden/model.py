@@ -34,7 +34,8 @@ class GoldenModel:
         k = op.kind
         if k == OpKind.CONV_2D:
             p = P.gemm_params(g, op)
-            return lambda xs: K.conv2d(xs[0], p, a.stride, a.dilation, a.padding)
+            prep = K.PreparedGemm(p)
+            return lambda xs: K.conv2d(xs[0], p, a.stride, a.dilation, a.padding, prep)
         if k == OpKind.FULLY_CONNECTED:
             p = P.gemm_params(g, op)
             out_shape = g.tensor(op.outputs[0]).shape

@@ -1,0 +1,56 @@
+"""How the golden kernels share the CPU: one thread count for the compiled loops and the GEMMs.
+
+BLAS runs single-threaded and each large GEMM is split into row (or column) blocks run by a small
+pool of Python threads (NumPy releases the GIL in BLAS). Why not BLAS's own threads: OpenBLAS
+workers busy-wait after every call, and between two GEMMs the compiled loops (``loops``, numba)
+want the same cores; the two thread pools spinning against each other made a 2-thread run slower
+than a 1-thread one on a shared 2-core machine. ``set_threads(n)`` sets all of it; the default is
+the number of cores.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+_threads = 0
+_pool: ThreadPoolExecutor | None = None
+
+
+def set_threads(n: int | None = None) -> int:
+    """Use ``n`` threads (default: the cores this process may run on) for GEMMs and compiled loops;
+    BLAS itself is limited to one thread. Returns the count."""
+    global _threads, _pool
+    if n is None:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = max(1, int(n))
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
+    from . import loops
+
+    loops.set_threads(n)
+    if n != _threads:
+        if _pool is not None:
+            _pool.shutdown(wait=False)
+        _pool = ThreadPoolExecutor(n - 1, thread_name_prefix="onda-gemm") if n > 1 else None
+        _threads = n
+    return n
+
+
+def gemm_threads() -> int:
+    if not _threads:
+        set_threads()
+    return _threads
+
+
+def run_parallel(tasks: list) -> None:
+    """Run callables on the pool and this thread; re-raise the first error."""
+    if _pool is None or len(tasks) == 1:
+        for t in tasks:
+            t()
+        return
+    futures = [_pool.submit(t) for t in tasks[1:]]
+    tasks[0]()
+    for f in futures:
+        f.result()
