@@ -30,12 +30,9 @@ from .emulator import EmulatedModel, EmulatorBackend
 SIMULATORS = ("verilator", "amaranth")
 
 
-class _Snapshot:
-    """What ``EmulatedModel._read`` needs of a machine: the activation region, one image."""
-
-    def __init__(self, act: bytes):
-        self.n = 1
-        self.act_mem = np.frombuffer(act, dtype=np.int8).reshape(1, -1)
+def _snapshot(act: bytes) -> np.ndarray:
+    """The activation region of one image, as ``EmulatedModel._read`` reads memory: [1, bytes]."""
+    return np.frombuffer(act, dtype=np.int8).reshape(1, -1)
 
 
 class RtlModel(EmulatedModel):
@@ -76,7 +73,7 @@ class RtlModel(EmulatedModel):
         return [(int(self.memmap["weights_base"]), self.container.weights),
                 (int(self.memmap["program_base"]), self.container.program)]
 
-    def _run_pass(self, inputs: list[np.ndarray], capture: bool) -> dict[int, np.ndarray]:
+    def _run_pass(self, inputs: list[np.ndarray], capture: bool, stepping: bool = False) -> dict[int, np.ndarray]:
         n = inputs[0].shape[0]
         per_image = []
         for b in range(n):
@@ -102,7 +99,7 @@ class RtlModel(EmulatedModel):
                 raise BackendError(f"{self.origin}: rtl: engine stopped with {run.error.name} at instruction "
                                    f"{run.error_index}" + (f" ({ins})" if ins else ""))
             self.measured_cycles, self.counters = run.cycles, run.counters
-            final = _Snapshot(bytes(self._device.read_memory(*act)))
+            final = _snapshot(bytes(self._device.read_memory(*act)))
             values: dict[int, np.ndarray] = {}
             if capture:
                 values.update({tid: np.asarray(x[b:b + 1]) for tid, x in zip(self.memmap["inputs"], inputs)})
@@ -111,7 +108,7 @@ class RtlModel(EmulatedModel):
                     if t["alias_of"] is not None:
                         aliases.setdefault(t["alias_of"], []).append(tid)
                 for tid, index in self._capture.items():
-                    snap = _Snapshot(run.captures[index])
+                    snap = _snapshot(run.captures[index])
                     for t in [tid] + aliases.get(tid, []):
                         values[t] = self._read(snap, t)
             for tid in self.memmap["outputs"]:

