@@ -29,75 +29,34 @@ How it runs, one instruction at a time:
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, unsigned
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import Out
 
 from onda.hw import isa
+from onda.hw.engine import range_check
 from onda.hw.engine.buffers import ByteWriteSignature, act_banks, addr_bits
+from onda.hw.engine.dma import DMA
+from onda.hw.engine.dma_rows import RowBursts, RowCursor, row_beats
 from onda.hw.engine.errors import EngineError
-from onda.hw.engine.memory_port import MAX_BURST, MemoryPortSignature
+from onda.hw.engine.range_check import DIGIT_BITS, SaturatingProduct, digit_product
 
+# DIGIT_BITS, SaturatingProduct and digit_product live in range_check (the store DMA's check uses
+# them too); they are named here as well, where the LOAD's check first had them.
 __all__ = ["CHECK_CYCLES", "DIGIT_BITS", "LoadDMA", "SaturatingProduct", "check_cycles", "digit_product",
            "load_cycles"]
 
 _Y_BITS = isa.field_range(isa.Opcode.LOAD, "y_size")[1].bit_length()  # 16
 _R_BITS = _Y_BITS + 1  # pad_top + y_size + pad_bottom < 2**17
-DIGIT_BITS = 4
-"""Multiplier bits the range check's shift-add multiplier takes a cycle by default (four shifted
-adds a product; ``digit_bits=1`` takes a quarter of the adders and 12 more cycles a LOAD)."""
 
 
 def check_cycles(digit_bits: int = DIGIT_BITS) -> int:
     """Cycles between taking a LOAD and starting it: one per ``digit_bits`` of ``R`` (17 bits),
     then one to compare."""
-    return -(-_R_BITS // digit_bits) + 1
+    return range_check.check_cycles(_R_BITS, digit_bits)
 
 
 CHECK_CYCLES = check_cycles()
-
-
-def digit_product(digit, value):
-    """``digit * value`` for a small unsigned ``digit`` as a sum of shifted copies of ``value``
-    (plain adders: no DSP block)."""
-    total = 0
-    for i in range(len(digit)):
-        total = total + Mux(digit[i], value << i, 0)
-    return total
-
-
-class SaturatingProduct:
-    """``multiplier * multiplicand`` by shift-add, ``digit_bits`` of the multiplier a cycle, in
-    ``width`` bits: ``acc`` is the product if ``over`` is low, and ``over`` is set iff the
-    product is ``>= 2**width``. A range check only needs to know a product exceeds a buffer or
-    the memory, so the adders are as wide as the limit, not as the fields.
-
-    ``load(multiplier, multiplicand)`` and ``step()`` return the statements for ``m.d.sync``.
-    """
-
-    def __init__(self, name: str, multiplier_bits: int, width: int, digit_bits: int = DIGIT_BITS):
-        self.width, self.digit_bits = width, digit_bits
-        self.mult = Signal(multiplier_bits, name=f"{name}_mult")
-        self.mcand = Signal(width, name=f"{name}_mcand")
-        self.big = Signal(name=f"{name}_big")  # the shifted multiplicand is >= 2**width
-        self.acc = Signal(width, name=f"{name}_acc")
-        self.over = Signal(name=f"{name}_over")
-
-    def load(self, multiplier, multiplicand):
-        return [self.mult.eq(multiplier), self.mcand.eq(multiplicand), self.big.eq((multiplicand >> self.width) != 0),
-                self.acc.eq(0), self.over.eq(0)]
-
-    def step(self):
-        D, k = self.digit_bits, self.width
-        digit = self.mult[:D]
-        total = self.acc + digit_product(digit, self.mcand)
-        return [
-            self.mult.eq(self.mult >> D),
-            self.mcand.eq(self.mcand << D),
-            self.big.eq(self.big | ((self.mcand >> (k - D)) != 0)),
-            self.acc.eq(total),
-            self.over.eq(self.over | (self.big & (digit != 0)) | ((total >> k) != 0)),
-        ]
 
 
 def _ceil(a: int, b: int) -> int:
@@ -135,11 +94,11 @@ def load_cycles(cfg, f: dict, latency: int | None = None, digit_bits: int = DIGI
     F = sum(max(1, _ceil(r, port)) for r in runs)
     if not (y and x):
         return 2 + check_cycles(digit_bits) + F
-    N = sum(_ceil((f["dram_addr"] + j * f["dram_stride"]) % P + x, P) for j in range(y))
+    N = row_beats(P, f["dram_addr"], f["dram_stride"], x, y)
     return 2 + check_cycles(digit_bits) + max(L + 1, F) + N
 
 
-class LoadDMA(wiring.Component):
+class LoadDMA(DMA):
     """Executes LOAD instructions (``hw/ISA.md``) over a memory port into the three buffers.
 
     Each buffer has its own write port, driven only while a LOAD into it runs (``en`` low
@@ -155,36 +114,26 @@ class LoadDMA(wiring.Component):
 
     Members
     -------
-    cmd : In(stream.Signature(isa.field_layout(Opcode.LOAD)))
-        Taken when idle (``ready`` is high exactly then, and never after an error).
-    done : Out(1)
-        One-cycle pulse: the instruction's every buffer write has been performed.
-    error : Out(EngineError)
-        Sticky: ``BAD_BUFFER``, ``MEMORY_RANGE`` or ``BUFFER_RANGE``.
-    mem : Out(MemoryPortSignature(P))
-        Reads only (``wdata`` is never valid).
+    cmd, done, error, mem
+        As every :class:`~onda.hw.engine.dma.DMA`'s; ``cmd`` of LOADs, ``done`` once the
+        instruction's every buffer write has been performed, ``error`` ``BAD_BUFFER``,
+        ``MEMORY_RANGE`` or ``BUFFER_RANGE``, ``mem`` reads only (``wdata`` is never valid).
     act_w : Out(ByteWriteSignature(act_banks(cfg), addr_bits(cfg.act_bytes)))
     wgt_w : Out(ByteWriteSignature(P, addr_bits(cfg.wgt_bytes)))
     param_w : Out(ByteWriteSignature(P, addr_bits(cfg.param_bytes)))
     """
 
-    def __init__(self, cfg, digit_bits: int = DIGIT_BITS):
-        P = cfg.mem_port_bits // 8
-        if P < 1 or P & (P - 1) or P * 8 != cfg.mem_port_bits:
-            raise ValueError(f"LoadDMA: mem_port_bits must be 8 times a power of two, got {cfg.mem_port_bits}")
-        if not isinstance(digit_bits, int) or not 1 <= digit_bits <= 8:
-            raise ValueError(f"LoadDMA: digit_bits must be 1..8, got {digit_bits!r}")
-        self.cfg, self.P, self.B, self.digit_bits = cfg, P, act_banks(cfg), digit_bits
-        self.check_cycles = check_cycles(digit_bits)
-        super().__init__({
-            "cmd": In(stream.Signature(isa.field_layout(isa.Opcode.LOAD))),
-            "done": Out(1),
-            "error": Out(EngineError),
-            "mem": Out(MemoryPortSignature(P)),
+    opcode = isa.Opcode.LOAD
+    multiplier_bits = _R_BITS
+
+    def buffer_ports(self):
+        cfg, P = self.cfg, self.P
+        self.B = act_banks(cfg)
+        return {
             "act_w": Out(ByteWriteSignature(self.B, addr_bits(cfg.act_bytes))),
             "wgt_w": Out(ByteWriteSignature(P, addr_bits(cfg.wgt_bytes))),
             "param_w": Out(ByteWriteSignature(P, addr_bits(cfg.param_bytes))),
-        })
+        }
 
     def elaborate(self, platform):
         m = Module()
@@ -201,7 +150,7 @@ class LoadDMA(wiring.Component):
         # and memory addresses as wide as their (checked) range.
         kb = max(cfg.act_bytes, cfg.wgt_bytes, cfg.param_bytes).bit_length() + 1
         km = cfg.mem_size_bytes.bit_length() + 1
-        ab, am = kb + 1, km + 1
+        ab = kb + 1
         size = Signal(kb)
         m.d.comb += size.eq(Mux(f.buffer == Buffer.ACT, cfg.act_bytes,
                                 Mux(f.buffer == Buffer.WGT, cfg.wgt_bytes, cfg.param_bytes)))
@@ -234,42 +183,15 @@ class LoadDMA(wiring.Component):
             m.d.comb += [port.addr.eq(w_addr), port.data.eq(w_data.as_value()[:8 * n]), port.mask.eq(w_mask[:n]),
                          port.en.eq(w_en & (f.buffer == which))]
 
-        # -- read command issuer ---------------------------------------------------------------
-        iss_go = Signal()  # pulse: start issuing the instruction's commands
-        iss_busy = Signal()
-        iss_row = Signal(_Y_BITS)
-        iss_addr = Signal(am)  # row start in memory
-        iss_beat = Signal(am)  # next beat's address
-        iss_left = Signal(km)  # beats left in the row
-        row_beats = lambda a: (a[:lp] + f.x_size + (P - 1)) >> lp if lp else f.x_size  # noqa: E731
-        cmd = self.mem.cmd
-        burst = Signal(16)
-        m.d.comb += burst.eq(Mux(iss_left > MAX_BURST, MAX_BURST, iss_left))
-        with m.If(cmd.ready):
-            m.d.sync += cmd.valid.eq(0)
-        with m.If(iss_go):
-            m.d.sync += [iss_busy.eq(1), iss_row.eq(0), iss_addr.eq(f.dram_addr),
-                         iss_beat.eq(f.dram_addr & ~Const(P - 1, 32)), iss_left.eq(row_beats(f.dram_addr))]
-        with m.Elif(iss_busy & (~cmd.valid | cmd.ready)):
-            m.d.sync += [cmd.valid.eq(1), cmd.payload.addr.eq(iss_beat), cmd.payload.beats.eq(burst),
-                         cmd.payload.write.eq(0)]
-            with m.If(iss_left == burst):  # the row's last burst
-                nxt = iss_addr + f.dram_stride
-                m.d.sync += [iss_row.eq(iss_row + 1), iss_addr.eq(nxt),
-                             iss_beat.eq(nxt & ~Const(P - 1, am)), iss_left.eq(row_beats(nxt))]
-                with m.If(iss_row + 1 == f.y_size):
-                    m.d.sync += iss_busy.eq(0)
-            with m.Else():
-                m.d.sync += [iss_beat.eq(iss_beat + burst * P), iss_left.eq(iss_left - burst)]
+        # -- read commands: every row's bursts, in the background once started ----------------
+        m.submodules.bursts = bursts = RowBursts(P, cfg.mem_size_bytes, write=False)
+        m.d.comb += [bursts.addr.eq(f.dram_addr), bursts.stride.eq(f.dram_stride), bursts.length.eq(f.x_size),
+                     bursts.rows.eq(f.y_size)]
+        wiring.connect(m, bursts.cmd, wiring.flipped(self.mem.cmd))
 
-        # -- data consumer state ---------------------------------------------------------------
-        d_row = Signal(_Y_BITS)
-        d_off = Signal(max(1, lp))  # the row's first byte within its beat
-        d_first = Signal()  # next beat is the row's first
-        d_addr = Signal(ab)  # where the next beat's byte 0 goes (first beat: the row start)
-        d_row_start = Signal(ab)
-        d_left = Signal(km)  # row bytes not yet written
-        d_mem = Signal(am)  # the row's memory address (for the next row's offset)
+        # -- data consumer state: where the next read beat's row bytes go ----------------------
+        walk = RowCursor(P, ab, cfg.mem_size_bytes)
+        m.d.comb += walk.comb(f.y_size)
         rdata = self.mem.rdata
 
         with m.FSM():
@@ -303,13 +225,11 @@ class LoadDMA(wiring.Component):
                     m.d.sync += self.error.eq(EngineError.BUFFER_RANGE)
                     m.next = "ERROR"
                 with m.Else():
-                    m.d.comb += iss_go.eq(reads)
+                    m.d.comb += bursts.go.eq(reads)
                     m.d.sync += [
                         end.eq(f.sram_addr + total), seg_k.eq(0), cur.eq(f.sram_addr),
                         dk.eq(f.sram_addr + top + f.pad_left),
-                        d_row.eq(0), d_first.eq(1), d_left.eq(f.x_size), d_mem.eq(f.dram_addr),
-                        d_off.eq(f.dram_addr[:lp] if lp else 0),
-                        d_addr.eq(f.sram_addr + top + f.pad_left), d_row_start.eq(f.sram_addr + top + f.pad_left),
+                        *walk.start(f.dram_addr, f.sram_addr + top + f.pad_left, f.x_size),
                     ]
                     with m.If(pads):
                         m.next = "FILL"
@@ -342,27 +262,13 @@ class LoadDMA(wiring.Component):
                 m.d.comb += rdata.ready.eq(1)
                 beat = rdata.payload.as_value()
                 shifted = Signal(8 * P)
-                m.d.comb += shifted.eq(Mux(d_first, beat >> (d_off * 8) if lp else beat, beat))
-                nbytes = Signal(range(P + 1))  # bytes of the row in this beat
-                avail = Signal(range(P + 1))
-                m.d.comb += avail.eq(Mux(d_first, P - d_off, P) if lp else P)
-                m.d.comb += nbytes.eq(Mux(d_left < avail, d_left, avail))
-                m.d.comb += [w_en.eq(rdata.valid), w_addr.eq(d_addr), w_data.eq(shifted)]
+                m.d.comb += shifted.eq(Mux(walk.first, beat >> (walk.off * 8) if lp else beat, beat))
+                m.d.comb += [w_en.eq(rdata.valid), w_addr.eq(walk.addr), w_data.eq(shifted)]
                 for i in range(P):
-                    m.d.comb += w_mask[i].eq(i < nbytes)
+                    m.d.comb += w_mask[i].eq(i < walk.nbytes)
                 with m.If(rdata.valid):
-                    with m.If(d_left == nbytes):  # the row's last beat
-                        nxt = d_mem + f.dram_stride
-                        m.d.sync += [d_row.eq(d_row + 1), d_first.eq(1), d_left.eq(f.x_size), d_mem.eq(nxt),
-                                     d_off.eq(nxt[:lp] if lp else 0),
-                                     d_addr.eq(d_row_start + W), d_row_start.eq(d_row_start + W)]
-                        with m.If(d_row + 1 == f.y_size):
-                            m.next = "DONE"
-                    with m.Else():
-                        m.d.sync += [d_first.eq(0), d_left.eq(d_left - nbytes), d_addr.eq(d_addr + nbytes)]
-            with m.State("DONE"):
-                m.d.comb += self.done.eq(1)
-                m.next = "IDLE"
-            with m.State("ERROR"):
-                pass
+                    walk.step(m, length=f.x_size, stride=f.dram_stride, pitch=W)
+                    with m.If(walk.last):
+                        m.next = "DONE"
+            self.end_states(m)
         return m

@@ -24,15 +24,17 @@ How it runs, one instruction at a time:
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import Out
 
 from onda.hw import isa
+from onda.hw.engine import range_check
 from onda.hw.engine.buffers import ByteReadSignature, addr_bits
+from onda.hw.engine.dma import DMA
+from onda.hw.engine.dma_rows import RowBursts, RowCursor, row_beats
 from onda.hw.engine.errors import EngineError
-from onda.hw.engine.load_dma import DIGIT_BITS, SaturatingProduct
-from onda.hw.engine.memory_port import MAX_BURST, MemoryPortSignature
+from onda.hw.engine.range_check import DIGIT_BITS, SaturatingProduct
 
 __all__ = ["CHECK_CYCLES", "StoreDMA", "check_cycles", "store_cycles"]
 
@@ -42,14 +44,10 @@ _Y_BITS = isa.field_range(isa.Opcode.STORE, "y_size")[1].bit_length()  # 16
 def check_cycles(digit_bits: int = DIGIT_BITS) -> int:
     """Cycles between taking a STORE and starting it: one per ``digit_bits`` of ``y_size`` (16
     bits), then one to compare."""
-    return -(-_Y_BITS // digit_bits) + 1
+    return range_check.check_cycles(_Y_BITS, digit_bits)
 
 
 CHECK_CYCLES = check_cycles()
-
-
-def _ceil(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def store_cycles(cfg, f: dict, latency: int | None = None, digit_bits: int = DIGIT_BITS) -> int:
@@ -66,11 +64,11 @@ def store_cycles(cfg, f: dict, latency: int | None = None, digit_bits: int = DIG
     y, x = f["y_size"], f["x_size"]
     if not (y and x):
         return 2 + check_cycles(digit_bits)
-    N = sum(_ceil((f["dram_addr"] + j * f["dram_stride"]) % P + x, P) for j in range(y))
+    N = row_beats(P, f["dram_addr"], f["dram_stride"], x, y)
     return 2 + check_cycles(digit_bits) + L + 1 + N
 
 
-class StoreDMA(wiring.Component):
+class StoreDMA(DMA):
     """Executes STORE instructions (``hw/ISA.md``) from OUT or ACT over a memory port.
 
     Parameters
@@ -82,36 +80,25 @@ class StoreDMA(wiring.Component):
 
     Members
     -------
-    cmd : In(stream.Signature(isa.field_layout(Opcode.STORE)))
-        Taken when idle (``ready`` is high exactly then, and never after an error).
-    done : Out(1)
-        One-cycle pulse: the memory has taken every write beat of the instruction.
-    error : Out(EngineError)
-        Sticky: ``BAD_BUFFER``, ``BUFFER_RANGE`` or ``MEMORY_RANGE``.
-    mem : Out(MemoryPortSignature(P))
-        Writes only (``rdata.ready`` is low).
+    cmd, done, error, mem
+        As every :class:`~onda.hw.engine.dma.DMA`'s; ``cmd`` of STOREs, ``done`` once the memory
+        has taken every write beat of the instruction, ``error`` ``BAD_BUFFER``, ``BUFFER_RANGE``
+        or ``MEMORY_RANGE``, ``mem`` writes only (``rdata.ready`` is low).
     act_r : Out(ByteReadSignature(P, addr_bits(cfg.act_bytes)))
         To ACT's ``r_store``; ``en`` only while a STORE from ACT runs.
     out_r : Out(ByteReadSignature(P, addr_bits(cfg.out_bytes)))
         To OUT's ``r_store``.
     """
 
-    def __init__(self, cfg, digit_bits: int = DIGIT_BITS):
-        P = cfg.mem_port_bits // 8
-        if P < 1 or P & (P - 1) or P * 8 != cfg.mem_port_bits:
-            raise ValueError(f"StoreDMA: mem_port_bits must be 8 times a power of two, got {cfg.mem_port_bits}")
-        if not isinstance(digit_bits, int) or not 1 <= digit_bits <= 8:
-            raise ValueError(f"StoreDMA: digit_bits must be 1..8, got {digit_bits!r}")
-        self.cfg, self.P, self.digit_bits = cfg, P, digit_bits
-        self.check_cycles = check_cycles(digit_bits)
-        super().__init__({
-            "cmd": In(stream.Signature(isa.field_layout(isa.Opcode.STORE))),
-            "done": Out(1),
-            "error": Out(EngineError),
-            "mem": Out(MemoryPortSignature(P)),
+    opcode = isa.Opcode.STORE
+    multiplier_bits = _Y_BITS
+
+    def buffer_ports(self):
+        cfg, P = self.cfg, self.P
+        return {
             "act_r": Out(ByteReadSignature(P, addr_bits(cfg.act_bytes))),
             "out_r": Out(ByteReadSignature(P, addr_bits(cfg.out_bytes))),
-        })
+        }
 
     def elaborate(self, platform):
         m = Module()
@@ -122,7 +109,7 @@ class StoreDMA(wiring.Component):
 
         kb = max(cfg.act_bytes, cfg.out_bytes).bit_length() + 1
         km = cfg.mem_size_bytes.bit_length() + 1
-        ab, am = kb + 1, km + 1
+        ab = kb + 1
         size = Signal(kb)
         m.d.comb += size.eq(Mux(f.buffer == Buffer.ACT, cfg.act_bytes, cfg.out_bytes))
 
@@ -132,41 +119,16 @@ class StoreDMA(wiring.Component):
         total, span = p_total.acc, p_span.acc
         count = Signal(range(self.check_cycles + 1))
 
-        # -- write command issuer -------------------------------------------------------------
-        iss_go, iss_busy = Signal(), Signal()
-        iss_row = Signal(_Y_BITS)
-        iss_addr, iss_beat = Signal(am), Signal(am)
-        iss_left = Signal(km)
-        row_beats = lambda a: (a[:lp] + f.x_size + (P - 1)) >> lp if lp else f.x_size  # noqa: E731
-        cmd = self.mem.cmd
-        burst = Signal(16)
-        m.d.comb += burst.eq(Mux(iss_left > MAX_BURST, MAX_BURST, iss_left))
-        with m.If(cmd.ready):
-            m.d.sync += cmd.valid.eq(0)
-        with m.If(iss_go):
-            m.d.sync += [iss_busy.eq(1), iss_row.eq(0), iss_addr.eq(f.dram_addr),
-                         iss_beat.eq(f.dram_addr & ~Const(P - 1, 32)), iss_left.eq(row_beats(f.dram_addr))]
-        with m.Elif(iss_busy & (~cmd.valid | cmd.ready)):
-            m.d.sync += [cmd.valid.eq(1), cmd.payload.addr.eq(iss_beat), cmd.payload.beats.eq(burst),
-                         cmd.payload.write.eq(1)]
-            with m.If(iss_left == burst):
-                nxt = iss_addr + f.dram_stride
-                m.d.sync += [iss_row.eq(iss_row + 1), iss_addr.eq(nxt),
-                             iss_beat.eq(nxt & ~Const(P - 1, am)), iss_left.eq(row_beats(nxt))]
-                with m.If(iss_row + 1 == f.y_size):
-                    m.d.sync += iss_busy.eq(0)
-            with m.Else():
-                m.d.sync += [iss_beat.eq(iss_beat + burst * P), iss_left.eq(iss_left - burst)]
+        # -- write commands: every row's bursts, in the background once started ---------------
+        m.submodules.bursts = bursts = RowBursts(P, cfg.mem_size_bytes, write=True)
+        m.d.comb += [bursts.addr.eq(f.dram_addr), bursts.stride.eq(f.dram_stride), bursts.length.eq(f.x_size),
+                     bursts.rows.eq(f.y_size)]
+        wiring.connect(m, bursts.cmd, wiring.flipped(self.mem.cmd))
 
         # -- data: read stage (buffer port) and the wdata register ----------------------------
         busy = Signal()  # beats remain to be read
-        d_row = Signal(_Y_BITS)
-        d_first = Signal()
-        d_off = Signal(max(1, lp))
-        d_addr = Signal(ab)  # buffer address of the next read
-        d_row_start = Signal(ab)
-        d_left = Signal(km)
-        d_mem = Signal(am)
+        walk = RowCursor(P, ab, cfg.mem_size_bytes)  # the beat the read stage reads next
+        m.d.comb += walk.comb(f.y_size)
         # the beat whose bytes the read port shows now
         q_shift = Signal(max(1, lp))
         q_n = Signal(range(P + 1))
@@ -177,32 +139,20 @@ class StoreDMA(wiring.Component):
         read = Signal()
         m.d.comb += read.eq(advance & busy)
         for port, which in ((self.act_r, Buffer.ACT), (self.out_r, Buffer.OUT)):
-            m.d.comb += [port.addr.eq(d_addr), port.en.eq(read & (f.buffer == which))]
+            m.d.comb += [port.addr.eq(walk.addr), port.en.eq(read & (f.buffer == which))]
         rd = Signal(8 * P)
         m.d.comb += rd.eq(Mux(f.buffer == Buffer.ACT, self.act_r.data.as_value(), self.out_r.data.as_value()))
         m.d.comb += wdata.payload.data.eq((rd << (q_shift * 8))[:8 * P] if lp else rd)
         for i in range(P):
             m.d.comb += wdata.payload.mask[i].eq((i >= q_shift) & (i < q_shift + q_n))
 
-        avail = Signal(range(P + 1))
-        nbytes = Signal(range(P + 1))
-        m.d.comb += [avail.eq(Mux(d_first, P - d_off, P) if lp else P),
-                     nbytes.eq(Mux(d_left < avail, d_left, avail))]
-        row_end = Signal()
-        m.d.comb += row_end.eq(d_left == nbytes)
         with m.If(advance):
-            m.d.sync += [wdata.valid.eq(busy), q_shift.eq(Mux(d_first, d_off, 0)), q_n.eq(nbytes),
-                         q_last.eq(row_end & (d_row + 1 == f.y_size))]
+            m.d.sync += [wdata.valid.eq(busy), q_shift.eq(Mux(walk.first, walk.off, 0)), q_n.eq(walk.nbytes),
+                         q_last.eq(walk.last)]
         with m.If(read):
-            with m.If(row_end):
-                nxt = d_mem + f.dram_stride
-                m.d.sync += [d_row.eq(d_row + 1), d_first.eq(1), d_left.eq(f.x_size), d_mem.eq(nxt),
-                             d_off.eq(nxt[:lp] if lp else 0),
-                             d_addr.eq(d_row_start + f.x_size), d_row_start.eq(d_row_start + f.x_size)]
-                with m.If(d_row + 1 == f.y_size):
-                    m.d.sync += busy.eq(0)
-            with m.Else():
-                m.d.sync += [d_first.eq(0), d_left.eq(d_left - nbytes), d_addr.eq(d_addr + nbytes)]
+            walk.step(m, length=f.x_size, stride=f.dram_stride, pitch=f.x_size)
+            with m.If(walk.last):
+                m.d.sync += busy.eq(0)
 
         with m.FSM():
             with m.State("IDLE"):
@@ -228,19 +178,13 @@ class StoreDMA(wiring.Component):
                     m.d.sync += self.error.eq(EngineError.MEMORY_RANGE)
                     m.next = "ERROR"
                 with m.Elif(moves):
-                    m.d.comb += iss_go.eq(1)
-                    m.d.sync += [busy.eq(1), d_row.eq(0), d_first.eq(1), d_left.eq(f.x_size), d_mem.eq(f.dram_addr),
-                                 d_off.eq(f.dram_addr[:lp] if lp else 0), d_addr.eq(f.sram_addr),
-                                 d_row_start.eq(f.sram_addr)]
+                    m.d.comb += bursts.go.eq(1)
+                    m.d.sync += [busy.eq(1), *walk.start(f.dram_addr, f.sram_addr, f.x_size)]
                     m.next = "RUN"
                 with m.Else():
                     m.next = "DONE"
             with m.State("RUN"):
                 with m.If(wdata.valid & wdata.ready & q_last):
                     m.next = "DONE"
-            with m.State("DONE"):
-                m.d.comb += self.done.eq(1)
-                m.next = "IDLE"
-            with m.State("ERROR"):
-                pass
+            self.end_states(m)
         return m

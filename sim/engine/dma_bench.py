@@ -25,7 +25,8 @@ from onda.sim.emulator.functional import EmulatorError, Machine
 from onda.sim.engine.memory_model import MemoryModel
 from onda.sim.rtl.streams import stream_put
 
-__all__ = ["DmaRun", "LoadBench", "SharedPortBench", "StoreBench", "emulate", "flat_memory", "machine_buffer", "machine_for", "run_dma"]
+__all__ = ["DmaRun", "LoadBench", "SharedPortBench", "StoreBench", "assert_cycles", "assert_outcome", "emulate",
+           "flat_memory", "machine_buffer", "machine_for", "run_dma"]
 
 
 def flat_memory(cfg, act_size: int, weights_size: int, seed: int):
@@ -55,44 +56,61 @@ def machine_buffer(machine: Machine, buffer: isa.Buffer) -> bytes:
     return arr.astype(np.int8).view(np.uint8).tobytes() if arr.dtype != np.uint8 else arr.tobytes()
 
 
-class LoadBench(Elaboratable):
+def _load_links(dma, buffers) -> list:
+    """The load DMA's write ports, each with the ``w_load`` port of its buffer."""
+    B = isa.Buffer
+    return [(dma.act_w, buffers[B.ACT].w_load), (dma.wgt_w, buffers[B.WGT].w_load),
+            (dma.param_w, buffers[B.PARAM].w_load)]
+
+
+def _store_links(dma, buffers) -> list:
+    """The store DMA's read ports, each with the ``r_store`` port of its buffer."""
+    B = isa.Buffer
+    return [(dma.act_r, buffers[B.ACT].r_store), (dma.out_r, buffers[B.OUT].r_store)]
+
+
+def _add_buffers(m: Module, buffers: dict, links: list) -> None:
+    """``buffers`` as submodules of ``m`` (named after them: ``act``, ``wgt``, ...), and every
+    ``(DMA port, buffer port)`` of ``links`` connected."""
+    for b, buf in buffers.items():
+        m.submodules[b.name.lower()] = buf
+    for dma_port, buffer_port in links:
+        wiring.connect(m, dma_port, buffer_port)
+
+
+class _DmaBench(Elaboratable):
+    """One DMA with its buffers: ``dma``, ``buffers`` (``isa.Buffer`` -> buffer) and ``writes``
+    (the DMA's buffer write ports, which :func:`run_dma` watches for a write after a refusal)."""
+
+    def __init__(self, dma, buffers: dict, links: list, writes: list):
+        self.dma, self.buffers, self.writes, self._links = dma, buffers, writes, links
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dma = self.dma
+        _add_buffers(m, self.buffers, self._links)
+        return m
+
+
+class LoadBench(_DmaBench):
     """LoadDMA with ACT, WGT and PARAM (as the engine builds them) on its write ports."""
 
     def __init__(self, cfg, **dma_args):
         from onda.hw.engine.load_dma import LoadDMA
-        self.dma = LoadDMA(cfg, **dma_args)
-        self.buffers = {isa.Buffer.ACT: act_buffer(cfg), isa.Buffer.WGT: wgt_buffer(cfg),
-                        isa.Buffer.PARAM: param_buffer(cfg)}
-        self.writes = [self.dma.act_w, self.dma.wgt_w, self.dma.param_w]
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.dma = self.dma
-        for b, buf in self.buffers.items():
-            m.submodules[b.name.lower()] = buf
-        wiring.connect(m, self.dma.act_w, self.buffers[isa.Buffer.ACT].w_load)
-        wiring.connect(m, self.dma.wgt_w, self.buffers[isa.Buffer.WGT].w_load)
-        wiring.connect(m, self.dma.param_w, self.buffers[isa.Buffer.PARAM].w_load)
-        return m
+        dma = LoadDMA(cfg, **dma_args)
+        buffers = {isa.Buffer.ACT: act_buffer(cfg), isa.Buffer.WGT: wgt_buffer(cfg),
+                   isa.Buffer.PARAM: param_buffer(cfg)}
+        super().__init__(dma, buffers, _load_links(dma, buffers), [dma.act_w, dma.wgt_w, dma.param_w])
 
 
-class StoreBench(Elaboratable):
+class StoreBench(_DmaBench):
     """StoreDMA reading OUT and ACT (as the engine builds them) through their ``store`` ports."""
 
     def __init__(self, cfg, **dma_args):
         from onda.hw.engine.store_dma import StoreDMA
-        self.dma = StoreDMA(cfg, **dma_args)
-        self.buffers = {isa.Buffer.ACT: act_buffer(cfg), isa.Buffer.OUT: out_buffer(cfg)}
-        self.writes = []
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.dma = self.dma
-        for b, buf in self.buffers.items():
-            m.submodules[b.name.lower()] = buf
-        wiring.connect(m, self.dma.act_r, self.buffers[isa.Buffer.ACT].r_store)
-        wiring.connect(m, self.dma.out_r, self.buffers[isa.Buffer.OUT].r_store)
-        return m
+        dma = StoreDMA(cfg, **dma_args)
+        buffers = {isa.Buffer.ACT: act_buffer(cfg), isa.Buffer.OUT: out_buffer(cfg)}
+        super().__init__(dma, buffers, _store_links(dma, buffers), [])
 
 
 class SharedPortBench(Elaboratable):
@@ -112,14 +130,7 @@ class SharedPortBench(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.submodules.load, m.submodules.store, m.submodules.arbiter = self.load, self.store, self.arbiter
-        for b, buf in self.buffers.items():
-            m.submodules[b.name.lower()] = buf
-        B = isa.Buffer
-        wiring.connect(m, self.load.act_w, self.buffers[B.ACT].w_load)
-        wiring.connect(m, self.load.wgt_w, self.buffers[B.WGT].w_load)
-        wiring.connect(m, self.load.param_w, self.buffers[B.PARAM].w_load)
-        wiring.connect(m, self.store.act_r, self.buffers[B.ACT].r_store)
-        wiring.connect(m, self.store.out_r, self.buffers[B.OUT].r_store)
+        _add_buffers(m, self.buffers, _load_links(self.load, self.buffers) + _store_links(self.store, self.buffers))
         wiring.connect(m, self.load.mem, self.arbiter.clients[0])
         wiring.connect(m, self.store.mem, self.arbiter.clients[1])
         return m
@@ -218,3 +229,36 @@ def emulate(machine: Machine, program) -> tuple[int, str]:
         except EmulatorError as e:
             return i, str(e)
     return len(program), ""
+
+
+def assert_outcome(run: DmaRun, done: int, message: str, expect_error=None) -> None:
+    """The RTL ended where the emulator did (``done, message`` from :func:`emulate`): as many
+    instructions completed, and either neither refused one (``expect_error`` None) or both did,
+    the RTL with the code ``expect_error`` and without a buffer write after it."""
+    assert len(run.dones) == done, f"RTL completed {len(run.dones)} instructions, emulator {done} ({message})"
+    if expect_error is None:
+        assert not message, message
+        assert run.error == EngineError.NONE
+    else:
+        assert message, "the emulator accepted the instruction the test expects refused"
+        assert run.error == expect_error, f"{run.error!r}, emulator: {message}"
+        assert not run.wrote_while_refused
+
+
+def assert_cycles(cfg, program, run: DmaRun, formula, *, digit_bits: int, board: str, capsys) -> None:
+    """Each instruction of ``program`` held the DMA exactly ``formula(cfg, fields,
+    digit_bits=digit_bits)`` cycles in ``run`` (a run without stalls); the table (y, x, addr%P,
+    RTL, the cycle model's ``instruction_cycles``) printed past pytest's capture, so a run with
+    ``-s`` or not shows how far the cycle model is from the RTL."""
+    from onda.sim.emulator import cycles
+    rows = []
+    for ins, got in zip(program, run.cycles, strict=True):
+        want = formula(cfg, ins.fields, digit_bits=digit_bits)
+        assert got == want, f"{ins.fields}: RTL {got}, formula {want}"
+        rows.append((ins.fields["y_size"], ins.fields["x_size"], ins.fields["dram_addr"] % 2, got,
+                     cycles.instruction_cycles(cfg, ins)))
+    with capsys.disabled():
+        print(f"\n{program[0].opcode.name} cycles on {board} (latency {cfg.mem_latency_cycles}, "
+              f"digit_bits {digit_bits}): y, x, addr%P, RTL, cycle model")
+        for r in rows:
+            print("  %5d %5d %2d %6d %6d" % r)

@@ -12,8 +12,8 @@ from onda.hw import isa
 from onda.hw.config import load_config
 from onda.hw.engine.errors import EngineError
 from onda.hw.isa import Buffer, Opcode
-from onda.sim.emulator import cycles
-from onda.sim.engine.dma_bench import LoadBench, emulate, flat_memory, machine_buffer, machine_for, run_dma
+from onda.sim.engine.dma_bench import (LoadBench, assert_cycles, assert_outcome, emulate, flat_memory, machine_buffer,
+                                       machine_for, run_dma)
 
 BOARDS = ["icebreaker", "ulx3s-85f"]
 ACT_SIZE = 8192
@@ -49,16 +49,9 @@ def check_against_emulator(cfg, program, *, stall, seed, expect_error=None, whol
         whole = cfg.act_bytes + cfg.wgt_bytes + cfg.param_bytes <= 16384
     run = run_dma(LoadBench(cfg, digit_bits=digit_bits), cfg, program, memory, stall=stall, seed=seed,
                   windows=None if whole else windows(program))
-    assert len(run.dones) == done, f"RTL completed {len(run.dones)} instructions, emulator {done} ({message})"
-    if expect_error is None:
-        assert not message, message
-        assert run.error == EngineError.NONE
-    else:
-        assert message, "the emulator accepted the instruction the test expects refused"
-        assert run.error == expect_error, f"{run.error!r}, emulator: {message}"
-        assert not run.wrote_while_refused
-        if done == 0:
-            assert run.model.transfers == [], "a refused LOAD read memory"
+    assert_outcome(run, done, message, expect_error)
+    if expect_error is not None and done == 0:
+        assert run.model.transfers == [], "a refused LOAD read memory"
     compared = 0
     for b in (Buffer.ACT, Buffer.WGT, Buffer.PARAM):
         want, got = machine_buffer(machine, b), run.buffers[b]
@@ -200,17 +193,7 @@ def test_cycles_without_stalls(board, digit_bits, capsys):
     cfg = load_config(board)
     program = [resolve(cfg, i) for i in TABLE]
     run = check_against_emulator(cfg, program, stall=0.0, seed=2, digit_bits=digit_bits)
-    rows = []
-    for ins, got in zip(program, run.cycles):
-        want = load_cycles(cfg, ins.fields, digit_bits=digit_bits)
-        assert got == want, f"{ins.fields}: RTL {got}, formula {want}"
-        rows.append((ins.fields["y_size"], ins.fields["x_size"], ins.fields["dram_addr"] % 2, got,
-                     cycles.instruction_cycles(cfg, ins)))
-    with capsys.disabled():
-        print(f"\nLOAD cycles on {board} (latency {cfg.mem_latency_cycles}, digit_bits {digit_bits}): "
-              "y, x, addr%P, RTL, cycle model")
-        for r in rows:
-            print("  %5d %5d %2d %6d %6d" % r)
+    assert_cycles(cfg, program, run, load_cycles, digit_bits=digit_bits, board=board, capsys=capsys)
 
 
 def test_constructor_rejects_a_port_that_is_not_whole_bytes():
