@@ -123,10 +123,12 @@ def test_aligned_reads_wide_banks():
 
 def test_single_bank_and_tiny_buffer():
     buf = ByteBuffer(5, 1, read_ports={"r": 1}, write_ports={"w": 1})
-    run_random(buf, 200, seed=3)
+    stats = run_random(buf, 200, seed=3)
+    assert stats["reads"] > 50 and stats["writes"] > 50
     # Fewer bytes than banks: the upper banks hold nothing and read as 0.
     buf = ByteBuffer(3, 4, read_ports={"r": 4, "s": 2}, write_ports={"w": 4})
-    run_random(buf, 200, seed=4)
+    stats = run_random(buf, 200, seed=4)
+    assert stats["reads"] > 100 and stats["writes"] > 50
 
 
 def test_read_and_write_of_one_byte_return_old_value():
