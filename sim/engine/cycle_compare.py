@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,9 @@ def measure(c: ctr.Container, seed: int = 0) -> dict:
         image.append((int(t["addr"]), rng.integers(-128, 128, int(np.prod(t["shape"])), dtype=np.int8).tobytes()))
     dev.trace(True)
     t0 = dev.cycles
+    wall = time.perf_counter()
     run = execute(dev, image, int(emu.memmap["program_base"]), len(emu.program))
+    wall = time.perf_counter() - wall
     if not run.done:
         raise RuntimeError(f"engine stopped with {run.error.name} at instruction {run.error_index}")
     ev = dev.events()
@@ -66,7 +69,7 @@ def measure(c: ctr.Container, seed: int = 0) -> dict:
     per_ins = [{"index": i, "op": ins.opcode.name, "model": int(trace.cycles[i]), "rtl": int(end[i] - start[i]),
                 "model_start": int(trace.start[i]), "rtl_start": int(start[i])} for i, ins in enumerate(emu.program)]
     return {"model_total": trace.total, "rtl_total": run.cycles, "layers": layers, "opcodes": ops,
-            "counters": run.counters, "instructions": per_ins}
+            "counters": run.counters, "instructions": per_ins, "sim_seconds": wall}
 
 
 def report(result: dict, out: Path | None) -> str:
@@ -76,6 +79,8 @@ def report(result: dict, out: Path | None) -> str:
         lines.append(f"{row['name'][:39]:<40}{row['model']:>12}{row['rtl']:>12}{ratio:>11.4f}")
     m, r = result["model_total"], result["rtl_total"]
     lines.append(f"{'total':<40}{m:>12}{r:>12}{r / m:>11.4f}")
+    sec = result["sim_seconds"]
+    lines.append(f"simulated {r} engine cycles in {sec:.2f} s on Verilator ({r / sec:,.0f} cycles/s, with the trace on)")
     lines.append(f"{'opcode':<10}{'count':>8}{'model cycles':>14}{'rtl cycles':>12}")
     for op, row in result["opcodes"].items():
         lines.append(f"{op:<10}{row['count']:>8}{row['model_cycles']:>14}{row['rtl_cycles']:>12}")
