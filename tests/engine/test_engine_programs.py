@@ -124,3 +124,19 @@ def test_engine_runs_again_after_an_error():
     assert execute(dev, [(0x8000, bad)], 0x8000, 2).error == EngineError.TOKEN_UNDERFLOW
     run = execute(dev, [(0x9000, good)], 0x9000, 2)
     assert run.done and run.error == EngineError.NONE
+
+
+def test_cycle_compare_accounts_for_every_layer(tmp_path):
+    from onda.sim.engine.cycle_compare import measure, report
+
+    c = _compiled(1, "icebreaker")
+    r = measure(c)
+    rtl_layers = sum(row["rtl"] for row in r["layers"])
+    model_layers = sum(row["model"] for row in r["layers"])
+    # The layers cover the run but for the final barrier and FINISH.
+    assert 0.95 * r["rtl_total"] <= rtl_layers <= r["rtl_total"]
+    assert 0.95 * r["model_total"] <= model_layers <= r["model_total"]
+    assert all(i["rtl"] >= 0 and i["rtl_start"] >= 0 for i in r["instructions"])
+    assert sum(v["count"] for v in r["opcodes"].values()) == len(r["instructions"])
+    text = report(r, tmp_path)
+    assert "total" in text and (tmp_path / "cycles.png").stat().st_size > 1000
