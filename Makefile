@@ -71,6 +71,7 @@ sim: setup
 
 formal: setup
 	$(PY) -m onda.sim.formal.stream_props
+	$(PY) -m onda.sim.formal.token_props
 
 synth-datapath: setup
 	$(PY) -m onda.hw.datapath.synthesize --board $(BOARD)
