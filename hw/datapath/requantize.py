@@ -1,11 +1,11 @@
 """The requantizer: TFLite's conv / fully-connected epilogue on one int32 accumulator a cycle."""
 
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Module, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .pipeline import CLAMP_LATENCY, SERIAL_PHASES, clamp_stages, delay, mbqm, mbqm_latency, stage
+from .pipeline import CLAMP_LATENCY, SERIAL_PHASES, clamp_stages, mbqm, mbqm_latency, rated_advance, rated_output, stage
 
 __all__ = ["RequantLayout", "Requantizer", "mul_style_for"]
 
@@ -81,17 +81,7 @@ class Requantizer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        free = Signal()  # the output register can take a new value
-        en = Signal()    # every stage advances
-        m.d.comb += free.eq(~self.o.valid | self.o.ready)
-        phase = None
-        if self.cycles_per_result > 1:
-            phase = Signal(range(self.cycles_per_result), name="phase")
-            m.d.sync += phase.eq(Mux(phase == self.cycles_per_result - 1, 0, phase + 1))
-            m.d.comb += en.eq(free & (phase == self.cycles_per_result - 1))
-        else:
-            m.d.comb += en.eq(free)
-        m.d.comb += self.i.ready.eq(en)
+        en, phase = rated_advance(m, self.o, self.i, self.cycles_per_result)
 
         # S0: the input, registered before any arithmetic (it arrives through the producer's
         # lane multiplexer). S1: bias add (int32, wrapping, as TFLite's int32 accumulator).
@@ -106,13 +96,7 @@ class Requantizer(wiring.Component):
         biased = stage(m, en, scaled + self.out_zero_point, signed(34), name="zp_add")
         out = clamp_stages(m, en, biased, self.act_min, self.act_max)
 
-        valid = delay(m, en, self.i.valid, self.latency - 1, name="valid", reset_less=False)
-        o_valid = Signal()
-        with m.If(en):
-            m.d.sync += o_valid.eq(valid)
-        with m.Elif(self.o.ready):  # taken between two advances
-            m.d.sync += o_valid.eq(0)
-        m.d.comb += [self.o.payload.eq(out), self.o.valid.eq(o_valid)]
+        rated_output(m, en, self.i, self.o, out, self.latency)
         return m
 
 

@@ -27,7 +27,7 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .pipeline import CLAMP_LATENCY, SERIAL_PHASES, clamp_stages, delay, mbqm_latency, stage
+from .pipeline import CLAMP_LATENCY, SERIAL_PHASES, clamp_stages, delay, mbqm_latency, rated_advance, rated_output, stage
 
 __all__ = ["DoubleRequantLayout", "DoubleRequantizer"]
 
@@ -110,16 +110,7 @@ class DoubleRequantizer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        free = Signal()
-        en = Signal()
-        m.d.comb += free.eq(~self.o.valid | self.o.ready)
-        if self.cycles_per_result > 1:
-            phase = Signal(range(self.cycles_per_result), name="phase")
-            m.d.sync += phase.eq(Mux(phase == self.cycles_per_result - 1, 0, phase + 1))
-            m.d.comb += en.eq(free & (phase == self.cycles_per_result - 1))
-        else:
-            m.d.comb += en.eq(free)
-        m.d.comb += self.i.ready.eq(en)
+        en, _ = rated_advance(m, self.o, self.i, self.cycles_per_result)
 
         # S0: the input registered.
         p = self.i.payload
@@ -190,11 +181,5 @@ class DoubleRequantizer(wiring.Component):
         biased = stage(m, en, q + self.out_zero_point, signed(12), name="zp_add")
         out = clamp_stages(m, en, biased, self.act_min, self.act_max)
 
-        valid = delay(m, en, self.i.valid, self.latency - 1, name="valid", reset_less=False)
-        o_valid = Signal()
-        with m.If(en):
-            m.d.sync += o_valid.eq(valid)
-        with m.Elif(self.o.ready):
-            m.d.sync += o_valid.eq(0)
-        m.d.comb += [self.o.payload.eq(out), self.o.valid.eq(o_valid)]
+        rated_output(m, en, self.i, self.o, out, self.latency)
         return m
