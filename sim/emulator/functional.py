@@ -28,6 +28,24 @@ class EmulatorError(RuntimeError):
     """The program did something the engine cannot: out-of-range access, token underflow, bad op."""
 
 
+def pop_tokens(tokens: dict[str, int], ins: Instruction) -> None:
+    """The pops of ``ins`` on the token counts ``tokens`` (``isa.TOKEN_QUEUES``), as it starts."""
+    for flag, q in zip(("pop_prev", "pop_next"), TOKEN_QUEUES[ins.module][:2]):
+        if getattr(ins, flag):
+            if q is None or tokens[q] == 0:
+                raise EmulatorError(f"{ins.opcode.name}: pops an empty {q} token queue (dependency error)")
+            tokens[q] -= 1
+
+
+def push_tokens(tokens: dict[str, int], ins: Instruction) -> None:
+    """The pushes of ``ins``, as it completes."""
+    for flag, q in zip(("push_prev", "push_next"), TOKEN_QUEUES[ins.module][2:]):
+        if getattr(ins, flag):
+            if q is None:
+                raise EmulatorError(f"{ins.opcode.name}: pushes a token to no module")
+            tokens[q] += 1
+
+
 class Machine:
     """Engine state for a batch of ``n`` images."""
 
@@ -93,12 +111,7 @@ class Machine:
 
     # -- execution -----------------------------------------------------------------------------
     def step(self, ins: Instruction) -> None:
-        pops = TOKEN_QUEUES[ins.module]
-        for flag, q in zip(("pop_prev", "pop_next"), pops[:2]):
-            if getattr(ins, flag):
-                if q is None or self.tokens[q] == 0:
-                    raise EmulatorError(f"{ins.opcode.name}: pops an empty {q} token queue (dependency error)")
-                self.tokens[q] -= 1
+        pop_tokens(self.tokens, ins)
         op = ins.opcode
         if op == Opcode.LOAD:
             self.load(ins)
@@ -110,11 +123,7 @@ class Machine:
             self.vec(ins)
         elif op == Opcode.FINISH:
             self.finished = True
-        for flag, q in zip(("push_prev", "push_next"), pops[2:]):
-            if getattr(ins, flag):
-                if q is None:
-                    raise EmulatorError(f"{ins.opcode.name}: pushes a token to no module")
-                self.tokens[q] += 1
+        push_tokens(self.tokens, ins)
 
     def load(self, ins: Instruction) -> None:
         f = ins.fields

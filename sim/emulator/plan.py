@@ -29,11 +29,12 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from onda.hw.config import EngineConfig
-from onda.hw.isa import (ADD_PARAM_WORDS, GEMM_PARAM_WORDS, QUEUES, RESCALE_PARAM_WORDS, TOKEN_QUEUES, Buffer,
+from onda.hw.isa import (ADD_PARAM_WORDS, GEMM_PARAM_WORDS, QUEUES, RESCALE_PARAM_WORDS, Buffer,
                          Instruction, Opcode, VecFunc, unpack_weights, weight_bytes)
 from onda.sim.golden import kernels as K
 
-from .functional import EmulatorError, Machine, check_gemm, gemm_epilogue, gemm_patches, vec_compute, vec_out_size
+from .functional import (EmulatorError, Machine, check_gemm, gemm_epilogue, gemm_patches, pop_tokens, push_tokens,
+                         vec_compute, vec_out_size)
 
 class PlanUnsupported(Exception):
     """A legal program the planner does not take (the caller runs ``execute`` instead); says why."""
@@ -299,12 +300,7 @@ class _Builder:
     def walk(self, program: list[Instruction]) -> Plan:
         for i, ins in enumerate(program):
             self.i = i
-            pops = TOKEN_QUEUES[ins.module]
-            for flag, q in zip(("pop_prev", "pop_next"), pops[:2]):
-                if getattr(ins, flag):
-                    if q is None or self.tokens[q] == 0:
-                        raise EmulatorError(f"{ins.opcode.name}: pops an empty {q} token queue (dependency error)")
-                    self.tokens[q] -= 1
+            pop_tokens(self.tokens, ins)
             op = ins.opcode
             if op == Opcode.LOAD:
                 self.load(ins.fields)
@@ -314,11 +310,7 @@ class _Builder:
                 self.gemm(ins.fields)
             elif op == Opcode.VEC:
                 self.vec(ins.fields)
-            for flag, q in zip(("push_prev", "push_next"), pops[2:]):
-                if getattr(ins, flag):
-                    if q is None:
-                        raise EmulatorError(f"{ins.opcode.name}: pushes a token to no module")
-                    self.tokens[q] += 1
+            push_tokens(self.tokens, ins)
             if op == Opcode.FINISH:
                 self._finish_group(i)
                 return Plan([g for g in self.groups if g.computes or g.stores or g.last >= 0])
