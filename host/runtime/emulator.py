@@ -76,7 +76,7 @@ class EmulatedModel:
     def cycle_trace(self) -> CycleTrace:
         """The cycle model's run of the program (data independent, computed once)."""
         if self._trace is None:
-            self._trace = simulate(self.program, self.config)
+            self._trace = simulate(self.program, self.config, program_addr=int(self.memmap["program_base"]))
         return self._trace
 
     def plan(self) -> Plan | None:

@@ -67,9 +67,14 @@ class Requantizer(wiring.Component):
     :attr:`latency` counts advances.
     """
 
+    @staticmethod
+    def latency_for(mul_style: str) -> int:
+        """:attr:`latency` of a Requantizer of ``mul_style``, without making one."""
+        return 2 + mbqm_latency(mul_style) + 1 + CLAMP_LATENCY
+
     def __init__(self, mul_style: str = "dsp"):
         self.mul_style = mul_style
-        self.latency = 2 + mbqm_latency(mul_style) + 1 + CLAMP_LATENCY
+        self.latency = self.latency_for(mul_style)
         self.cycles_per_result = SERIAL_PHASES if mul_style == "serial" else 1
         super().__init__({
             "i": In(stream.Signature(RequantLayout())),

@@ -57,9 +57,14 @@ class ResidualAdd(wiring.Component):
         Their exponents.
     """
 
+    @staticmethod
+    def latency_for(mul_style: str) -> int:
+        """:attr:`latency` of a ResidualAdd of ``mul_style``, without making one."""
+        return 1 + 2 * mbqm_latency(mul_style) + 1 + 1 + CLAMP_LATENCY
+
     def __init__(self, mul_style: str = "dsp"):
         self.mul_style = mul_style
-        self.latency = 1 + 2 * mbqm_latency(mul_style) + 1 + 1 + CLAMP_LATENCY
+        self.latency = self.latency_for(mul_style)
         super().__init__({
             "i": In(stream.Signature(AddLayout())),
             "o": Out(stream.Signature(signed(8))),

@@ -44,6 +44,8 @@ from .vec_unit import VecUnit
 __all__ = ["Engine", "TraceSignature"]
 
 STUCK_CYCLES = 8  # no module able to progress for this long: a token that will never come
+QUEUE_DEPTH = 16  # instructions each module queue holds
+PREFETCH = 8      # instructions fetch reads ahead of dispatch
 
 
 class TraceSignature(wiring.Signature):
@@ -70,7 +72,7 @@ class Engine(wiring.Component):
         Instruction retirements, for simulation harnesses (left unconnected on a board).
     """
 
-    def __init__(self, cfg: EngineConfig, queue_depth: int = 16, prefetch: int = 8):
+    def __init__(self, cfg: EngineConfig, queue_depth: int = QUEUE_DEPTH, prefetch: int = PREFETCH):
         self.cfg = cfg
         self.P = cfg.mem_port_bits // 8
         self.queue_depth, self.prefetch = queue_depth, prefetch

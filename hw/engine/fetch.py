@@ -23,7 +23,7 @@ from onda.hw.isa import INSTRUCTION_BITS, INSTRUCTION_BYTES, InstructionLayout, 
 from .errors import EngineError
 from .memory_port import MAX_BURST, MemoryPortSignature
 
-__all__ = ["Fetch", "QueueEntryLayout"]
+__all__ = ["Fetch", "QueueEntryLayout", "burst_instructions"]
 
 INDEX_BITS = 32
 
@@ -33,6 +33,12 @@ class QueueEntryLayout(data.StructLayout):
 
     def __init__(self):
         super().__init__({"ins": InstructionLayout, "index": unsigned(INDEX_BITS)})
+
+
+def burst_instructions(port_bytes: int, prefetch: int) -> int:
+    """Instructions one read burst of fetch carries: as many as the prefetch buffer holds, within
+    ``MAX_BURST`` beats."""
+    return max(1, min(prefetch, MAX_BURST * port_bytes // INSTRUCTION_BYTES))
 
 
 def _module_of(m, opcode, nop_module):
@@ -95,7 +101,7 @@ class Fetch(wiring.Component):
             raise ValueError("Fetch: queue_depth and prefetch must be at least 2")
         self.port_bytes, self.queue_depth, self.prefetch = port_bytes, queue_depth, prefetch
         self.beats_per_ins = INSTRUCTION_BYTES // port_bytes
-        self.burst_ins = max(1, min(prefetch, MAX_BURST // self.beats_per_ins))
+        self.burst_ins = burst_instructions(port_bytes, prefetch)
         super().__init__({
             "mem": Out(MemoryPortSignature(port_bytes)),
             "start": In(1), "addr": In(32), "count": In(32), "halt": In(1),

@@ -43,16 +43,46 @@ from amaranth.lib.wiring import In, Out
 
 from onda.hw import isa
 from onda.hw.datapath.conv_tile import ConvTile
+from onda.hw.datapath.pipeline import SERIAL_PHASES
 from onda.hw.datapath.requantize import mul_style_for
 from onda.hw.isa import Epilogue, Opcode
 
 from .buffers import ByteReadSignature, ByteWriteSignature, addr_bits
 from .errors import EngineError
 
-__all__ = ["GemmUnit", "PARAM_RECORD_BYTES"]
+__all__ = ["GemmUnit", "PARAM_RECORD_BYTES", "gemm_fill_cycles", "gemm_unit_cycles"]
 
 PARAM_RECORD_BYTES = isa.GEMM_PARAM_WORDS * 4  # one channel's (bias, word1, word2)
 SETUP_CYCLES = 4  # cmd taken -> fields latched, three levels of extent products, range check
+
+
+EMPTY_CYCLES = 5  # a GEMM with no pixel or no channel: setup and range check, then done
+
+
+def gemm_fill_cycles(cfg) -> int:
+    """``FILL`` of the timing above, the least it is: setup, the first group's parameters, the
+    ACT/WGT read, the MAC array, the serializer (a lane a cycle, or one every ``SERIAL_PHASES`` = 7
+    with the serial requantizer), the requantizer, the OUT write, done. Measured on the two builds
+    (``tests/engine/test_gemm_unit.py``): 64 with DSPs and 16 lanes, 133 serial with 4 lanes."""
+    if mul_style_for(cfg) == "dsp":
+        return 48 + cfg.lanes
+    return 105 + SERIAL_PHASES * cfg.lanes
+
+
+def gemm_unit_cycles(cfg, f: dict) -> int:
+    """Cycles from the cycle a ``GEMM`` with fields ``f`` is taken to its ``done``:
+    ``(N - 1) * max(beats, d) + beats + FILL``, with the serial requantizer rounded up to its
+    grid of ``SERIAL_PHASES`` cycles from the instruction's start; 5 for an empty one."""
+    n = f["out_rows"] * f["out_cols"] * isa.weight_groups(f["out_channels"], cfg.lanes)
+    if n == 0:
+        return EMPTY_CYCLES
+    c, w = f["channels"], cfg.width
+    per_row = -(-f["kw"] * c // w) if f["dilation_w"] == 1 else f["kw"] * -(-c // w)
+    beats = f["kh"] * per_row
+    took = (n - 1) * max(beats, cfg.drain_cycles) + beats + gemm_fill_cycles(cfg)
+    if mul_style_for(cfg) != "dsp":
+        took += -took % SERIAL_PHASES
+    return took
 
 
 class GemmUnit(wiring.Component):

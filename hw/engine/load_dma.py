@@ -44,7 +44,7 @@ from onda.hw.engine.range_check import DIGIT_BITS, SaturatingProduct, digit_prod
 # DIGIT_BITS, SaturatingProduct and digit_product live in range_check (the store DMA's check uses
 # them too); they are named here as well, where the LOAD's check first had them.
 __all__ = ["CHECK_CYCLES", "DIGIT_BITS", "LoadDMA", "SaturatingProduct", "check_cycles", "digit_product",
-           "load_cycles"]
+           "fill_cycles", "load_cycles"]
 
 _Y_BITS = isa.field_range(isa.Opcode.LOAD, "y_size")[1].bit_length()  # 16
 _R_BITS = _Y_BITS + 1  # pad_top + y_size + pad_bottom < 2**17
@@ -80,9 +80,19 @@ def load_cycles(cfg, f: dict, latency: int | None = None, digit_bits: int = DIGI
     P = cfg.mem_port_bits // 8
     L = cfg.mem_latency_cycles if latency is None else latency
     y, x = f["y_size"], f["x_size"]
+    F = fill_cycles(cfg, f)
+    if not (y and x):
+        return 2 + check_cycles(digit_bits) + F
+    N = row_beats(P, f["dram_addr"], f["dram_stride"], x, y)
+    return 2 + check_cycles(digit_bits) + max(L + 1, F) + N
+
+
+def fill_cycles(cfg, f: dict) -> int:
+    """``F`` of :func:`load_cycles`: the cycles of a LOAD's padding fill, before it takes read data."""
+    y, x = f["y_size"], f["x_size"]
     pt, pb, pl, pr = f["pad_top"], f["pad_bottom"], f["pad_left"], f["pad_right"]
     W = pl + x + pr
-    port = act_banks(cfg) if f["buffer"] == isa.Buffer.ACT else P
+    port = act_banks(cfg) if f["buffer"] == isa.Buffer.ACT else cfg.mem_port_bits // 8
     if not (pt or pb or pl or pr):
         runs = []
     elif y == 0:
@@ -91,11 +101,7 @@ def load_cycles(cfg, f: dict, latency: int | None = None, digit_bits: int = DIGI
         runs = [pt * W, pb * W]
     else:
         runs = [pt * W + pl] + [pl + pr] * (y - 1) + [pr + pb * W]
-    F = sum(max(1, _ceil(r, port)) for r in runs)
-    if not (y and x):
-        return 2 + check_cycles(digit_bits) + F
-    N = row_beats(P, f["dram_addr"], f["dram_stride"], x, y)
-    return 2 + check_cycles(digit_bits) + max(L + 1, F) + N
+    return sum(max(1, _ceil(r, port)) for r in runs)
 
 
 class LoadDMA(DMA):

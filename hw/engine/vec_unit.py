@@ -622,7 +622,7 @@ def vec_cycles(cfg, f: dict, add_lanes: int | None = None) -> int | None:
     vl = cfg.vector_lanes
     func = VecFunc(f["func"])
     style = mul_style_for(cfg)
-    add_latency = ResidualAdd("dsp" if style == "dsp" else "lut").latency
+    add_latency = ResidualAdd.latency_for("dsp" if style == "dsp" else "lut")
     words = {VecFunc.ADD: isa.ADD_PARAM_WORDS, VecFunc.REQUANT: isa.RESCALE_PARAM_WORDS,
              VecFunc.MEAN: isa.RESCALE_PARAM_WORDS}.get(func, 0)
     r = 5 + words
@@ -653,7 +653,7 @@ def vec_cycles(cfg, f: dict, add_lanes: int | None = None) -> int | None:
         latch = max(r + p + 2, r + MEAN_DIVIDE_CYCLES + 1)
         for g in range(1, len(lanes)):
             latch = max(latch + p, latch + lanes[g - 1] + 1)
-        return latch + lanes[-1] + 2 + Requantizer(style).latency
+        return latch + lanes[-1] + 2 + Requantizer.latency_for(style)
     raise ValueError(f"vec_cycles: unknown func {func!r}")
 
 

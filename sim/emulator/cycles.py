@@ -1,26 +1,23 @@
-"""Cycle model of the engine: three in-order modules (load, compute, store) joined by token
-queues, one shared memory port.
+"""Cycle model of the engine: what ``onda report`` claims, and what the RTL is held to.
 
-Each instruction starts when its module is free, every token it pops has been pushed (a token
-is available from the end of the pushing instruction), and, for a DMA, the memory port is free.
-Its duration comes from the engine configuration:
+``simulate`` runs ``timeline.timeline`` (the engine's fetch, three in-order modules joined by
+token queues, one shared memory port, timed as the RTL in ``hw/engine`` runs them) and checks the
+timed schedule for races (``check_hazards``): the functional emulator runs the program in order,
+so this is what shows the tokens make the overlapped execution equivalent.
 
-* DMA (``LOAD``/``STORE``): ``latency + (bursts - 1) * row_overhead + ceil(bytes / bytes_per_cycle)``,
-  one burst per row unless the rows are contiguous in memory; padding costs nothing (the DMA
-  fills it while the port streams);
-* ``GEMM``: per output pixel and lane group one pass over K, ``width`` elements per cycle along
-  each kernel row, but no faster than the requantizers drain a vector of ``lanes``
-  accumulators (``EngineConfig.drain_cycles``):
-  ``pixels * ceil(ct / lanes) * max(kh * ceil(kw * C / width), drain_cycles)`` plus the pipeline;
-* ``VEC``: ``ceil(elements / vector_lanes)`` plus the pipeline, elements being the input pixels
-  x channels (pools stream each input once through line buffers; ADD reads both operands at once);
+``instruction_cycles`` is one instruction alone on an idle engine (no port contention):
+
+* ``LOAD``/``STORE``: ``load_dma.load_cycles`` / ``store_cycles`` (range check, the memory's
+  latency, one beat a cycle over the P-byte beats covering each row) plus the memory's
+  ``row_overhead`` for each burst that does not continue the one before;
+* ``GEMM``: ``gemm_unit.gemm_unit_cycles``, per output pixel and lane group one pass over K,
+  ``width`` elements a cycle along each kernel row, no faster than the requantizers drain a vector
+  of ``lanes`` accumulators (``EngineConfig.drain_cycles``), plus the pipeline's fill;
+* ``VEC``: ``vec_unit.vec_cycles`` (the middle of ``vec_cycles_bounds`` for the one function whose
+  count varies by a few cycles with the serial requantizer's phase);
 * ``NOP``, ``FINISH``: one cycle.
 
-The timed schedule is then checked for races (``check_hazards``): the functional emulator runs
-the program in order, so this is what shows the tokens make the overlapped execution equivalent.
-
-Instruction fetch is assumed to keep the three command queues filled (they are deep enough for
-a tile's instructions; the program is 32 bytes per instruction, negligible next to the data).
+``gemm_cycles`` and ``dma_cycles`` are the compiler's quick estimates for choosing tile shapes.
 """
 
 from __future__ import annotations
@@ -31,8 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from onda.hw.config import EngineConfig
-from onda.hw.isa import (ADD_PARAM_WORDS, GEMM_PARAM_WORDS, QUEUES, RESCALE_PARAM_WORDS, TOKEN_QUEUES, Instruction, Module,
-                         Opcode, VecFunc)
+from onda.hw.isa import ADD_PARAM_WORDS, GEMM_PARAM_WORDS, RESCALE_PARAM_WORDS, Instruction, Module, Opcode, VecFunc
 
 from .functional import EmulatorError
 
@@ -56,101 +52,60 @@ def dma_bytes(ins: Instruction) -> int:
 
 
 def instruction_cycles(cfg: EngineConfig, ins: Instruction) -> int:
+    """Cycles ``ins`` takes alone on an idle engine, its start and completion cycles included."""
+    from onda.hw.engine import load_dma, store_dma
+
+    from .timeline import LOAD_ISSUE, STORE_ISSUE, bursts, compute_cycles
+
     op, f = ins.opcode, ins.fields
     if op in (Opcode.LOAD, Opcode.STORE):
-        contiguous = f["dram_stride"] == f["x_size"] or f["y_size"] <= 1
-        return dma_cycles(cfg, f["y_size"] * f["x_size"], 1 if contiguous else f["y_size"])
-    if op == Opcode.GEMM:
-        return gemm_cycles(cfg, f["out_rows"] * f["out_cols"], f["out_channels"], f["kh"], f["kw"],
-                           f["channels"], f["dilation_w"])
-    if op == Opcode.VEC:
-        func = VecFunc(f["func"])
-        if func in (VecFunc.MAX_POOL, VecFunc.AVG_POOL):
-            # Line buffers: each input pixel is read once, the window reduced as rows stream by.
-            elems = max(f["in_rows"] * f["in_cols"], f["out_rows"] * f["out_cols"]) * f["channels"]
+        runs = bursts(cfg.mem_port_bits // 8, f)
+        P = cfg.mem_port_bits // 8
+        breaks = sum(1 for (a0, n0), (a1, _) in zip(runs, runs[1:]) if a1 != a0 + n0 * P)
+        if op == Opcode.LOAD:
+            base = load_dma.load_cycles(cfg, f) + LOAD_ISSUE
         else:
-            elems = f["in_rows"] * f["in_cols"] * f["channels"]  # ADD reads its two operands in parallel
-        return math.ceil(elems / cfg.vector_lanes) + cfg.vec_pipeline_cycles
+            base = store_dma.store_cycles(cfg, f) + STORE_ISSUE
+        return base + breaks * cfg.mem_row_overhead_cycles
+    if op in (Opcode.GEMM, Opcode.VEC):
+        return compute_cycles(cfg, ins)
     return 1
 
 
 @dataclass
 class CycleTrace:
-    start: np.ndarray  # per instruction
-    end: np.ndarray
-    cycles: np.ndarray  # duration
+    start: np.ndarray  # per instruction: the cycle it starts
+    end: np.ndarray    # the cycle after it completes
+    cycles: np.ndarray  # end - start
     bytes: np.ndarray  # DMA bytes
     module: np.ndarray
+    total_cycles: int = 0  # the run, first cycle to done
 
     @property
     def total(self) -> int:
-        return int(self.end.max()) if self.end.size else 0
+        return int(self.total_cycles)
 
     def busy(self, module: Module, lo: int = 0, hi: int | None = None) -> int:
         sel = self.module[lo:hi] == int(module)
         return int(self.cycles[lo:hi][sel].sum())
 
 
-def simulate(program: list[Instruction], cfg: EngineConfig, check: bool = True) -> CycleTrace:
-    """Time every instruction; with ``check``, also prove the timed schedule free of buffer and
-    memory races (``check_hazards``): the overlap the tokens allow never reorders conflicting accesses."""
-    n = len(program)
-    start = np.zeros(n, dtype=np.int64)
-    end = np.zeros(n, dtype=np.int64)
-    cyc = np.array([instruction_cycles(cfg, i) for i in program], dtype=np.int64)
+def simulate(program: list[Instruction], cfg: EngineConfig, check: bool = True,
+             program_addr: int | None = None) -> CycleTrace:
+    """Time every instruction (``timeline.timeline``, the program read from ``program_addr``
+    if given); with ``check``, also prove the timed
+    schedule free of buffer and memory races (``check_hazards``): the overlap the tokens allow
+    never reorders conflicting accesses."""
+    from .timeline import timeline
+
+    tl = timeline(program, cfg) if program_addr is None else timeline(program, cfg, program_addr)
+    start = tl.take.copy()
+    end = tl.done + 1
     nbytes = np.array([dma_bytes(i) for i in program], dtype=np.int64)
     mods = np.array([int(i.module) for i in program], dtype=np.int64)
-    streams = {m: [k for k in range(n) if mods[k] == int(m)] for m in Module}
-    ptr = dict.fromkeys(Module, 0)
-    free = dict.fromkeys(Module, 0)
-    port_free = 0
-    pushes: dict[str, list[int]] = {q: [] for q in QUEUES}
-    popped = dict.fromkeys(pushes, 0)
-    qnames = TOKEN_QUEUES
-    remaining = n
-    while remaining:
-        best = None
-        for m in Module:
-            if ptr[m] >= len(streams[m]):
-                continue
-            k = streams[m][ptr[m]]
-            ins = program[k]
-            ready = free[m]
-            ok = True
-            for flag, q in zip(("pop_prev", "pop_next"), qnames[m][:2]):
-                if getattr(ins, flag):
-                    if q is None:
-                        raise EmulatorError(f"instruction {k} {ins.opcode.name}: pops a queue its module lacks")
-                    if len(pushes[q]) <= popped[q]:
-                        ok = False
-                        break
-                    ready = max(ready, pushes[q][popped[q]])
-            if not ok:
-                continue
-            request = ready  # when it asks for the port: the port serves requests in that order
-            if ins.opcode in (Opcode.LOAD, Opcode.STORE):
-                ready = max(ready, port_free)
-            if best is None or (ready, request) < best[0]:
-                best = ((ready, request), m, k)
-        if best is None:
-            stuck = {m.name: streams[m][ptr[m]] for m in Module if ptr[m] < len(streams[m])}
-            raise EmulatorError(f"deadlock: every module waits for a token (next instructions {stuck})")
-        (t0, _), m, k = best
-        ins = program[k]
-        for flag, q in zip(("pop_prev", "pop_next"), qnames[m][:2]):
-            if getattr(ins, flag):
-                popped[q] += 1
-        t1 = t0 + int(cyc[k])
-        start[k], end[k] = t0, t1
-        free[m] = t1
-        if ins.opcode in (Opcode.LOAD, Opcode.STORE):
-            port_free = t1
-        for flag, q in zip(("push_prev", "push_next"), qnames[m][2:]):
-            if getattr(ins, flag):
-                pushes[q].append(t1)
-        ptr[m] += 1
-        remaining -= 1
-    trace = CycleTrace(start, end, cyc, nbytes, mods)
+    never = start < 0  # after FINISH: never fetched
+    start[never] = end[never] = tl.total
+    trace = CycleTrace(start, end, end - start, nbytes, mods, tl.total)
     if check:
         check_hazards(program, trace)
     return trace

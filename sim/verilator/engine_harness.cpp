@@ -30,6 +30,7 @@ struct Cmd {
     uint64_t addr;
     uint32_t beats;
     bool write;
+    uint64_t accepted = 0, first = 0;  // cycles it was taken and its first beat moved
 };
 
 struct Harness {
@@ -50,6 +51,7 @@ struct Harness {
     bool port_idle = true;  // no command in flight: the next one pays the full latency
     uint64_t cycles = 0;
     std::vector<uint64_t> trace;  // (cycle << 35 | start << 34 | module << 32 | index) per event, when enabled
+    std::vector<uint64_t> mtrace;  // (accepted, first beat, last beat, addr, beats, write) per command, when enabled
     bool tracing = false;
     int error = 0;          // 1: access outside the memory; 2: misaligned
     uint64_t error_addr = 0;
@@ -117,6 +119,7 @@ struct Harness {
         if (r_fire || w_fire) {
             Cmd &c = queue.front();
             uint64_t a = c.addr + uint64_t(done_beats) * P;
+            if (done_beats == 0) c.first = cycles - 1;
             if (w_fire) {
                 for (int b = 0; b < P; b++) {
                     bool en = (wpayload >> (8 * P + b)) & 1;
@@ -124,6 +127,10 @@ struct Harness {
                 }
             }
             if (++done_beats == c.beats) {
+                if (tracing) {
+                    uint64_t ev[6] = {c.accepted, c.first, cycles - 1, c.addr, c.beats, c.write};
+                    mtrace.insert(mtrace.end(), ev, ev + 6);
+                }
                 prev_end = c.addr + uint64_t(c.beats) * P;
                 queue.pop_front();
                 active = false;
@@ -132,7 +139,8 @@ struct Harness {
             }
         }
         if (cmd_fire) {
-            Cmd c{cmd_payload & 0xFFFFFFFFull, uint32_t((cmd_payload >> 32) & 0xFFFF), bool((cmd_payload >> 48) & 1)};
+            Cmd c{cmd_payload & 0xFFFFFFFFull, uint32_t((cmd_payload >> 32) & 0xFFFF), bool((cmd_payload >> 48) & 1),
+                  cycles - 1};
             if (c.addr % P) { error = 2; error_addr = c.addr; }
             if (c.addr + uint64_t(c.beats) * P > mem.size() || c.beats == 0) { error = 1; error_addr = c.addr; }
             queue.push_back(c);
@@ -217,6 +225,14 @@ void onda_trace(void *hp, int enable) {
     Harness *h = static_cast<Harness *>(hp);
     h->tracing = enable != 0;
     h->trace.clear();
+    h->mtrace.clear();
+}
+
+uint64_t onda_mtrace_size(void *h) { return static_cast<Harness *>(h)->mtrace.size() / 6; }
+
+void onda_mtrace_read(void *hp, uint64_t *dst) {
+    Harness *h = static_cast<Harness *>(hp);
+    std::memcpy(dst, h->mtrace.data(), h->mtrace.size() * sizeof(uint64_t));
 }
 
 uint64_t onda_trace_size(void *h) { return static_cast<Harness *>(h)->trace.size(); }

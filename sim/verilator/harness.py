@@ -43,6 +43,9 @@ def _lib(path) -> ctypes.CDLL:
         lib.onda_trace_size.restype = ctypes.c_uint64
         lib.onda_trace_size.argtypes = [ctypes.c_void_p]
         lib.onda_trace_read.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        lib.onda_mtrace_size.restype = ctypes.c_uint64
+        lib.onda_mtrace_size.argtypes = [ctypes.c_void_p]
+        lib.onda_mtrace_read.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
         lib.onda_mem_error.restype = ctypes.c_int
         lib.onda_mem_error.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint64)]
         _LIBS[key] = lib
@@ -109,6 +112,15 @@ class VerilatorEngine:
         self._lib.onda_trace_read(self._h, raw.ctypes.data)
         return np.stack([raw >> np.uint64(35), (raw >> np.uint64(34)) & np.uint64(1),
                          (raw >> np.uint64(32)) & np.uint64(3), raw & np.uint64(0xFFFFFFFF)], axis=1).astype(np.int64)
+
+    def memory_events(self) -> np.ndarray:
+        """[(accepted, first beat, last beat, addr, beats, write)] of every memory command completed
+        while tracing, in order (cycles of this engine's clock, see ``cycles``)."""
+        n = int(self._lib.onda_mtrace_size(self._h))
+        raw = np.zeros(n * 6, dtype=np.uint64)
+        if n:
+            self._lib.onda_mtrace_read(self._h, raw.ctypes.data)
+        return raw.reshape(n, 6).astype(np.int64)
 
     def run(self, max_cycles: int, break_index: int = -1) -> int:
         """Clock until done or error (``RunResult.STATUS``), the compute module completing

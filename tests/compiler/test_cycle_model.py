@@ -12,7 +12,10 @@ from onda.host.runtime.emulator import EmulatedModel
 from onda.hw import isa
 from onda.hw.config import load_config
 from onda.hw.isa import Opcode
+from onda.hw.engine import load_dma
+from onda.hw.engine.gemm_unit import gemm_fill_cycles
 from onda.sim.emulator import cycles
+from onda.sim.emulator.timeline import LOAD_ISSUE
 from onda.sim.emulator.functional import EmulatorError, Machine, execute
 
 
@@ -22,18 +25,23 @@ def digits_ulx3s():
 
 
 def test_instruction_durations():
+    """One instruction alone: the RTL sequencers' formulas (``hw/engine``), start and end included."""
     cfg = load_config("ulx3s-85f")
-    g = isa.make(Opcode.GEMM, out_rows=2, out_cols=5, out_channels=20, kh=3, kw=3, channels=12, dilation_w=1)
-    # 10 pixels x 2 lane groups x 3 kernel rows x ceil(36 / 8) + pipeline, when the dot product
-    # (15 beats) outlasts the requantizer's drain of 16 lanes (17 cycles); else the drain
     assert cfg.drain_cycles == 17
-    assert cycles.instruction_cycles(cfg, g) == 10 * 2 * 17 + cfg.gemm_pipeline_cycles
+    fill = gemm_fill_cycles(cfg)
+    g = isa.make(Opcode.GEMM, out_rows=2, out_cols=5, out_channels=20, kh=3, kw=3, channels=12, dilation_w=1)
+    # 10 pixels x 2 lane groups; a dot product of 3 kernel rows x ceil(36 / 8) = 15 beats is
+    # shorter than the requantizer's drain of 16 lanes (17 cycles), so the drain sets the pace
+    assert cycles.instruction_cycles(cfg, g) == 19 * 17 + 15 + fill + 1
     g = isa.make(Opcode.GEMM, out_rows=2, out_cols=5, out_channels=20, kh=3, kw=3, channels=16, dilation_w=1)
-    assert cycles.instruction_cycles(cfg, g) == 10 * 2 * 3 * 6 + cfg.gemm_pipeline_cycles
+    assert cycles.instruction_cycles(cfg, g) == 19 * 18 + 18 + fill + 1
+    # A LOAD: the range check, the arbiter, the memory's latency, then a 16-bit beat a cycle; a row
+    # that does not continue the one before costs the memory's row overhead.
     ld = isa.make(Opcode.LOAD, y_size=4, x_size=100, dram_stride=100)
-    assert cycles.instruction_cycles(cfg, ld) == cfg.mem_latency_cycles + 200
+    base = cycles.instruction_cycles(cfg, ld) - 200 - cfg.mem_latency_cycles
+    assert base == 2 + load_dma.CHECK_CYCLES + 1 + LOAD_ISSUE
     strided = isa.make(Opcode.LOAD, y_size=4, x_size=100, dram_stride=300)
-    assert cycles.instruction_cycles(cfg, strided) == cfg.mem_latency_cycles + 3 * cfg.mem_row_overhead_cycles + 200
+    assert cycles.instruction_cycles(cfg, strided) == cycles.instruction_cycles(cfg, ld) + 3 * cfg.mem_row_overhead_cycles
 
 
 def test_loads_overlap_compute(digits_ulx3s):

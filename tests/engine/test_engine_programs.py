@@ -17,6 +17,7 @@ from onda.hw.config import load_config
 from onda.hw.engine.errors import EngineError
 from onda.hw.isa import Buffer, Module, Opcode
 from onda.sim.engine.program_run import execute
+from onda.sim.engine.cycle_compare import MODEL_TOLERANCE
 from onda.sim.verilator.build import have_toolchain
 
 from ..compiler.test_tiling_random import random_graph
@@ -57,6 +58,7 @@ def test_random_geometry_programs_equal_the_emulator(seed, engine):
     if c is None:
         pytest.skip(f"seed {seed} does not fit {engine}")
     rtl = _check(c, images=2, seed=seed)
+    assert abs(rtl.measured_cycles / rtl.cycle_trace().total - 1) <= MODEL_TOLERANCE, rtl.cycle_report()
     print(rtl.cycle_report())
 
 
@@ -126,10 +128,13 @@ def test_engine_runs_again_after_an_error():
     assert run.done and run.error == EngineError.NONE
 
 
-def test_cycle_compare_accounts_for_every_layer(tmp_path):
+@pytest.mark.parametrize("engine", ["icebreaker", "ulx3s-85f"])
+def test_cycle_compare_accounts_for_every_layer(tmp_path, engine):
+    """The per-layer and per-opcode accounts cover the run, and the memory sees the cycle model's
+    commands: the same bursts in the same order, each within a few cycles of the model's."""
     from onda.sim.engine.cycle_compare import measure, report
 
-    c = _compiled(1, "icebreaker")
+    c = _compiled(1, engine)
     r = measure(c)
     rtl_layers = sum(row["rtl"] for row in r["layers"])
     model_layers = sum(row["model"] for row in r["layers"])
@@ -138,5 +143,11 @@ def test_cycle_compare_accounts_for_every_layer(tmp_path):
     assert 0.95 * r["model_total"] <= model_layers <= r["model_total"]
     assert all(i["rtl"] >= 0 and i["rtl_start"] >= 0 for i in r["instructions"])
     assert sum(v["count"] for v in r["opcodes"].values()) == len(r["instructions"])
+    rtl_cmds, model_cmds = np.array(r["memory"]), np.array(r["model_memory"])
+    assert rtl_cmds.shape == model_cmds.shape and len(rtl_cmds) > 50
+    np.testing.assert_array_equal(rtl_cmds[:, 3:], model_cmds[:, 3:], err_msg="address, beats, write of each command")
+    drift = np.abs(rtl_cmds[:, :3] - model_cmds[:, :3]).max()
+    assert drift <= 0.02 * r["rtl_total"], f"a command's cycles drift {drift} from the model's"
+    assert abs(r["rtl_total"] / r["model_total"] - 1) <= MODEL_TOLERANCE
     text = report(r, tmp_path)
     assert "total" in text and (tmp_path / "cycles.png").stat().st_size > 1000
