@@ -21,7 +21,11 @@ SIMULATORS = ("icarus", "verilator")
 
 
 class BenchFailure(AssertionError):
-    pass
+    """A cocotb bench failed; ``result`` is what the bench wrote to ``$ONDA_RESULT`` (if anything)."""
+
+    def __init__(self, message: str, result: dict | None = None):
+        super().__init__(message)
+        self.result = result or {}
 
 
 def _tool_env() -> None:
@@ -85,13 +89,26 @@ MODELS = REPO / "sim" / "rtl" / "models"
 
 
 def run_bench(component, name: str, test_module: str, job: dict, *, sim: str = "icarus",
-              waves: bool = True, tag: str | None = None, platform=None) -> dict:
+              waves: bool | str = True, tag: str | None = None, platform=None) -> dict:
     """Build ``component`` as ``name`` and run cocotb module ``test_module`` on it.
 
     ``job`` is written as JSON; the bench reads it from ``$ONDA_JOB`` and may write its
     measurements to ``$ONDA_RESULT`` (returned). Raises BenchFailure naming the waveform.
+    ``waves="on_failure"``: run without tracing (faster; a long Verilator run's VCD takes
+    gigabytes), and on a failure run the same job again with tracing (benches are seeded by
+    their job), so the failure still names a waveform.
     ``platform``: as :func:`export_verilog`; the primitives' models are compiled alongside.
     """
+    if waves == "on_failure":
+        try:
+            return run_bench(component, name, test_module, job, sim=sim, waves=False, tag=tag, platform=platform)
+        except BenchFailure as first:
+            try:
+                run_bench(component, name, test_module, job, sim=sim, waves=True, tag=tag, platform=platform)
+            except BenchFailure as traced:
+                raise BenchFailure(f"{traced} (rerun with tracing after: {first})", traced.result) from None
+            raise BenchFailure(f"{first}; the rerun with tracing passed (a bench not determined by its job?)",
+                               first.result) from None
     if sim not in SIMULATORS:
         raise ValueError(f"run_bench: sim must be one of {SIMULATORS}, got {sim!r}")
     _tool_env()
@@ -130,11 +147,12 @@ def run_bench(component, name: str, test_module: str, job: dict, *, sim: str = "
         total, failed = get_results(results_xml)
     except (SystemExit, RuntimeError):  # the runner exits when a cocotb test fails
         total, failed = -1, -1
+    result = json.loads(result_path.read_text()) if result_path.exists() else {}
     if failed or total <= 0:
         wave = [str(p) for p in sorted(build_dir.glob("*.fst")) + sorted(build_dir.glob("*.vcd"))]
         raise BenchFailure(f"{test_module} on {sim} failed (tests {total}, failures {failed}); "
-                           f"log {log}; waveform {', '.join(wave) or '(none: run with waves=True)'}")
-    return json.loads(result_path.read_text()) if result_path.exists() else {}
+                           f"log {log}; waveform {', '.join(wave) or '(none: run with waves=True)'}", result)
+    return result
 
 
 def have_simulator(sim: str) -> bool:
