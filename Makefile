@@ -59,7 +59,8 @@ demo: setup
 	$(PY) -m onda.host.demo
 
 # Every RTL bench: the datapath (Amaranth sim + cocotb on Icarus and Verilator) and the whole engine
-# (Amaranth-sim unit tests of each block, compiled programs on the Verilator-built engine),
+# (Amaranth-sim unit tests of each block, compiled programs on the Verilator-built engine and under cocotb
+# on Icarus and Verilator: tests/engine/test_cocotb_engine.py),
 # SymbiYosys proofs of the stream handshakes, and synthesis reports per board.
 BOARD ?= ulx3s-85f
 HW_BENCHES := tests/hw/test_gemm.py tests/hw/test_requantize.py tests/hw/test_requantize_double.py \

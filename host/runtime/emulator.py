@@ -31,6 +31,21 @@ MAX_BATCH_PER_PASS = 32
 _COMPILED: dict[tuple[str, str], ctr.Container] = {}
 
 
+def read_tensor(mem: np.ndarray, t: dict) -> np.ndarray:
+    """Tensor ``t`` (a MEMMAP tensor entry: ``addr``, ``shape``, optional ``space_to_depth``) out of
+    the activation memory ``mem`` ([images, bytes] int8), as an NHWC array of ``images`` images.
+    Every backend and bench that reads results from engine memory decodes them here."""
+    n = mem.shape[0]
+    shape = (n,) + tuple(t["shape"][1:])
+    if t.get("space_to_depth"):  # stored as [H/2, W/2, (dy, dx, C)]: back to NHWC
+        hs, ws, c4 = t["space_to_depth"]
+        raw = mem[:, t["addr"]:t["addr"] + hs * ws * c4].reshape(n, hs, ws, 2, 2, c4 // 4)
+        full = raw.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * hs, 2 * ws, c4 // 4)
+        return np.ascontiguousarray(full[:, :shape[1], :shape[2]]).reshape(shape)
+    size = int(np.prod(t["shape"]))
+    return mem[:, t["addr"]:t["addr"] + size].reshape(shape).copy()
+
+
 class EmulatedModel:
     """A compiled program ready to run on the emulator (any batch size, one vectorized pass per
     up to ``MAX_BATCH_PER_PASS`` images)."""
@@ -94,16 +109,7 @@ class EmulatedModel:
         return self._plan
 
     def _read(self, mem: np.ndarray, tid: int) -> np.ndarray:
-        t = self.tensors[tid]
-        n = mem.shape[0]
-        shape = (n,) + tuple(t["shape"][1:])
-        if t.get("space_to_depth"):  # stored as [H/2, W/2, (dy, dx, C)]: back to NHWC
-            hs, ws, c4 = t["space_to_depth"]
-            raw = mem[:, t["addr"]:t["addr"] + hs * ws * c4].reshape(n, hs, ws, 2, 2, c4 // 4)
-            full = raw.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * hs, 2 * ws, c4 // 4)
-            return np.ascontiguousarray(full[:, :shape[1], :shape[2]]).reshape(shape)
-        size = int(np.prod(t["shape"]))
-        return mem[:, t["addr"]:t["addr"] + size].reshape(shape).copy()
+        return read_tensor(mem, self.tensors[tid])
 
     def _run_pass(self, inputs: list[np.ndarray], capture: bool, stepping: bool = False) -> dict[int, np.ndarray]:
         """One pass of the program over a batch: by its plan, or (``stepping``, or a program the

@@ -21,8 +21,7 @@ import sys
 
 import numpy as np
 
-from onda.hw.isa import Module
-from onda.sim.engine.program_run import RunTimeout, execute
+from onda.sim.engine.program_run import RunTimeout, capture_points, execute, program_image
 
 from .backend import BackendError
 from .emulator import EmulatedModel, EmulatorBackend
@@ -42,23 +41,8 @@ class RtlModel(EmulatedModel):
         self._device = None
         self.measured_cycles: int | None = None
         self.counters: dict[str, int] = {}
-        # Where each layer's output is complete in memory: the compute instruction whose pop of
-        # STORE->COMPUTE takes the token of the layer's last store (a barrier NOP of the next layer
-        # or of FINISH). Stores complete in order and no later store can start before it.
-        pushes_upto, pushed = [], 0
-        for ins in self.program:
-            pushed += ins.module == Module.STORE and ins.push_prev
-            pushes_upto.append(pushed)
-        popped, pop_at = 0, {}
-        for i, ins in enumerate(self.program):
-            if ins.module == Module.COMPUTE and ins.pop_next:
-                popped += 1
-                pop_at[popped] = i
-        self._capture: dict[int, int] = {}
-        for layer in self.layers:
-            need = pushes_upto[layer["last"]]
-            if need in pop_at:
-                self._capture[layer["output"]] = pop_at[need]
+        # Where each layer's output is complete in memory (a compute instruction's completion).
+        self._capture: dict[int, int] = capture_points(self.program, self.layers)
 
     def _new_device(self):
         if self.simulator == "verilator":
@@ -69,17 +53,13 @@ class RtlModel(EmulatedModel):
 
         return AmaranthEngine(self.config)
 
-    def _image(self) -> list[tuple[int, bytes]]:
-        return [(int(self.memmap["weights_base"]), self.container.weights),
-                (int(self.memmap["program_base"]), self.container.program)]
-
     def _run_pass(self, inputs: list[np.ndarray], capture: bool, stepping: bool = False) -> dict[int, np.ndarray]:
         n = inputs[0].shape[0]
         per_image = []
         for b in range(n):
             if self._device is None or self.simulator == "amaranth":
                 self._device = self._new_device()
-                image = self._image()
+                image = program_image(self.container)
             else:
                 image = []  # weights and program are in place from the first image
             for tid, x in zip(self.memmap["inputs"], inputs):

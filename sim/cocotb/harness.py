@@ -21,7 +21,11 @@ SIMULATORS = ("icarus", "verilator")
 
 
 class BenchFailure(AssertionError):
-    pass
+    """A cocotb bench failed; ``result`` is what the bench wrote to ``$ONDA_RESULT`` (if anything)."""
+
+    def __init__(self, message: str, result: dict | None = None):
+        super().__init__(message)
+        self.result = result or {}
 
 
 def _tool_env() -> None:
@@ -47,8 +51,16 @@ def _tool_env() -> None:
 _TIME0 = re.compile(r"reg (\\\$auto\$verilog_backend\S+) += 0;")
 
 
-def export_verilog(component, name: str, path: Path, *, icarus: bool = False, platform=None) -> Path:
+_CONVERTED: dict = {}  # (key, name, platform) -> Verilog text, for components given a `key`
+
+
+def export_verilog(component, name: str, path: Path, *, icarus: bool = False, platform=None, key=None) -> Path:
     """Write ``component`` as Verilog module ``name`` to ``path`` (only if it changed).
+
+    ``key``: a hashable that determines the design (e.g. the configuration's fingerprint); the
+    Verilog of a key already converted in this process is reused (Yosys takes seconds on the
+    whole engine, once per bench otherwise). ``component`` may then be a function returning the
+    component, called only when the Verilog is not cached.
 
     ``icarus``: Yosys makes every ``always @*`` run at time 0 through a dummy register declared
     with an initializer; under ``-g2012`` (which cocotb's Icarus flow uses) that initializer is
@@ -61,7 +73,14 @@ def export_verilog(component, name: str, path: Path, *, icarus: bool = False, pl
     _tool_env()
     from amaranth.back import verilog
 
-    text = verilog.convert(component, name=name, emit_src=False, platform=platform)
+    memo = None if key is None else (key, name, getattr(platform, "family", platform))
+    text = _CONVERTED.get(memo) if memo is not None else None
+    if text is None:
+        if callable(component):
+            component = component()
+        text = verilog.convert(component, name=name, emit_src=False, platform=platform)
+        if memo is not None:
+            _CONVERTED[memo] = text
     if icarus:
         text = _TIME0.sub(lambda mt: f"reg {mt.group(1)} ;\n  initial #0 {mt.group(1)} = 1'b0;", text)
         path = path.with_name(path.stem + "-icarus.v")
@@ -85,13 +104,27 @@ MODELS = REPO / "sim" / "rtl" / "models"
 
 
 def run_bench(component, name: str, test_module: str, job: dict, *, sim: str = "icarus",
-              waves: bool = True, tag: str | None = None, platform=None) -> dict:
+              waves: bool | str = True, tag: str | None = None, platform=None, key=None) -> dict:
     """Build ``component`` as ``name`` and run cocotb module ``test_module`` on it.
 
     ``job`` is written as JSON; the bench reads it from ``$ONDA_JOB`` and may write its
     measurements to ``$ONDA_RESULT`` (returned). Raises BenchFailure naming the waveform.
-    ``platform``: as :func:`export_verilog`; the primitives' models are compiled alongside.
+    ``waves="on_failure"``: run without tracing (faster; a long Verilator run's VCD takes
+    gigabytes), and on a failure run the same job again with tracing (benches are seeded by
+    their job), so the failure still names a waveform.
+    ``platform``, ``key``: as :func:`export_verilog`; the primitives' models are compiled alongside.
     """
+    if waves == "on_failure":
+        try:
+            return run_bench(component, name, test_module, job, sim=sim, waves=False, tag=tag, platform=platform,
+                             key=key)
+        except BenchFailure as first:
+            try:
+                run_bench(component, name, test_module, job, sim=sim, waves=True, tag=tag, platform=platform, key=key)
+            except BenchFailure as traced:
+                raise BenchFailure(f"{traced} (rerun with tracing after: {first})", traced.result) from None
+            raise BenchFailure(f"{first}; the rerun with tracing passed (a bench not determined by its job?)",
+                               first.result) from None
     if sim not in SIMULATORS:
         raise ValueError(f"run_bench: sim must be one of {SIMULATORS}, got {sim!r}")
     _tool_env()
@@ -103,7 +136,7 @@ def run_bench(component, name: str, test_module: str, job: dict, *, sim: str = "
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     build_dir = BUILD / worker / f"{tag}-{sim}{'-waves' if waves else ''}"
     src = export_verilog(component, name, BUILD / worker / "verilog" / f"{tag}.v", icarus=(sim == "icarus"),
-                         platform=platform)
+                         platform=platform, key=key)
     models = sorted(MODELS.glob("*.v")) if platform is not None else []
     build_dir.mkdir(parents=True, exist_ok=True)
     job_path = build_dir / "job.json"
@@ -130,11 +163,12 @@ def run_bench(component, name: str, test_module: str, job: dict, *, sim: str = "
         total, failed = get_results(results_xml)
     except (SystemExit, RuntimeError):  # the runner exits when a cocotb test fails
         total, failed = -1, -1
+    result = json.loads(result_path.read_text()) if result_path.exists() else {}
     if failed or total <= 0:
         wave = [str(p) for p in sorted(build_dir.glob("*.fst")) + sorted(build_dir.glob("*.vcd"))]
         raise BenchFailure(f"{test_module} on {sim} failed (tests {total}, failures {failed}); "
-                           f"log {log}; waveform {', '.join(wave) or '(none: run with waves=True)'}")
-    return json.loads(result_path.read_text()) if result_path.exists() else {}
+                           f"log {log}; waveform {', '.join(wave) or '(none: run with waves=True)'}", result)
+    return result
 
 
 def have_simulator(sim: str) -> bool:

@@ -5,7 +5,11 @@ starts the engine, stops at each capture point (the compute module completing an
 copy a memory range, then runs to done or error and reads the status registers. ``device`` is a
 simulated engine with the methods of ``onda.sim.verilator.harness.VerilatorEngine``
 (``write_memory``, ``read_memory``, ``write_register``, ``read_register``, ``run``); the
-Amaranth-simulator engine (``engine_sim.AmaranthEngine``) has the same.
+Amaranth-simulator engine (``engine_sim.AmaranthEngine``) has the same. The cocotb bench
+(``onda.sim.cocotb.engine_bench``) takes the same image and capture points in its job file.
+
+``program_image`` and ``capture_points`` say what a run of a container needs: the weight image
+and the program at their MEMMAP addresses, and where each layer's output is complete in memory.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from dataclasses import dataclass, field
 
 from onda.hw.engine.errors import EngineError
 from onda.hw.engine.registers import REGISTERS, STATUS_BITS
+from onda.hw.isa import Module
 
-__all__ = ["EngineRun", "RunResult", "RunTimeout", "execute"]
+__all__ = ["EngineRun", "RunResult", "RunTimeout", "capture_points", "execute", "program_image"]
 
 
 class RunResult:
@@ -79,3 +84,32 @@ def execute(device, image: list[tuple[int, bytes]], prog_addr: int, count: int, 
     return EngineRun(status=device.read_register("STATUS"), error=EngineError(device.read_register("ERROR")),
                      error_index=device.read_register("ERROR_INDEX"), cycles=hi << 32 | lo, captures=captures,
                      counters={name: device.read_register(name) for name in COUNTERS})
+
+
+def program_image(container) -> list[tuple[int, bytes]]:
+    """The weight image and the program of ``container`` at their MEMMAP addresses."""
+    memmap = container.memmap
+    return [(int(memmap["weights_base"]), container.weights), (int(memmap["program_base"]), container.program)]
+
+
+def capture_points(program, layers) -> dict[int, int]:
+    """Tensor id of each layer's output -> the compute instruction at whose completion that output
+    is complete in memory: the one whose pop of STORE->COMPUTE takes the token of the layer's last
+    store (a barrier NOP of the next layer or of FINISH). Stores complete in order and no later
+    store can start before it. Layers without such a pop (the last, before FINISH) are left out:
+    their outputs are read at the end."""
+    pushes_upto, pushed = [], 0
+    for ins in program:
+        pushed += ins.module == Module.STORE and ins.push_prev
+        pushes_upto.append(pushed)
+    popped, pop_at = 0, {}
+    for i, ins in enumerate(program):
+        if ins.module == Module.COMPUTE and ins.pop_next:
+            popped += 1
+            pop_at[popped] = i
+    capture: dict[int, int] = {}
+    for layer in layers:
+        need = pushes_upto[layer["last"]]
+        if need in pop_at:
+            capture[layer["output"]] = pop_at[need]
+    return capture
