@@ -12,7 +12,8 @@ one register bus. It executes ``.onda`` programs as ``hw/ISA.md`` defines them.
 
 A write of 1 to ``CTRL`` resets every block but the register file (the buffers keep their
 contents; the token queues and counters restart) and starts fetching. The run ends *done* when
-FINISH completes (the load and store modules quiet and every token queue empty) or *stopped* on
+FINISH completes (the load and store modules quiet and every token queue empty) or *stopped*
+(once the memory port is quiet: no beat of it is left in flight for a restart to see) on
 the first error: an instruction a block refuses, a token queue overflowing, FINISH with tokens
 left (``TOKEN_UNDERFLOW``), or no module able to progress (every one waiting for a token that no
 instruction will push: also ``TOKEN_UNDERFLOW``, at the waiting instruction). The engine never
@@ -159,7 +160,7 @@ class Engine(wiring.Component):
         error_index = Signal(INDEX_BITS)
         m.d.sync += fetch.start.eq(0)
         with m.If(restart):
-            m.d.sync += [running.eq(1), done.eq(0), error.eq(EngineError.NONE), fetch.start.eq(1)]
+            m.d.sync += [running.eq(1), done.eq(0), error.eq(EngineError.NONE), error_index.eq(0), fetch.start.eq(1)]
         core.d.comb += [fetch.addr.eq(csr.prog_addr), fetch.count.eq(csr.prog_count)]
         halt = Signal()
         m.d.comb += halt.eq(~running | (error != EngineError.NONE))
@@ -212,7 +213,15 @@ class Engine(wiring.Component):
         with m.Elif(stuck_for == STUCK_CYCLES):
             m.d.comb += [fault.eq(EngineError.TOKEN_UNDERFLOW), fault_index.eq(waiting_index)]
         with m.If(running & ~restart & (error == EngineError.NONE) & (fault != EngineError.NONE)):
-            m.d.sync += [error.eq(fault), error_index.eq(fault_index), running.eq(0)]
+            m.d.sync += [error.eq(fault), error_index.eq(fault_index)]
+        # Stopped only once the memory port is quiet: no instruction still moving data (but the
+        # refused one, and a FINISH that will not complete), nothing offered or owed. A restart
+        # then finds no beat of the stopped run in flight.
+        drained = Signal()
+        m.d.comb += drained.eq(arbiter.idle & Cat(*(~u.busy | (u.error != EngineError.NONE)
+                                                    | ((finishing if u is comp else 0)) for u in units)).all())
+        with m.If(running & ~restart & (error != EngineError.NONE) & drained):
+            m.d.sync += running.eq(0)
         with m.If(comp.finish_done):
             m.d.sync += [done.eq(1), running.eq(0)]
 
@@ -235,7 +244,7 @@ class Engine(wiring.Component):
             m.d.comb += getattr(csr, name).eq(c)
         m.d.comb += [csr.cycles.eq(cycles), csr.fetched.eq(fetch.fetched),
                      csr.status.eq((running << STATUS_BITS["running"]) | (done << STATUS_BITS["done"])
-                                   | ((error != EngineError.NONE) << STATUS_BITS["error"])),
+                                   | (((error != EngineError.NONE) & ~running) << STATUS_BITS["error"])),
                      csr.error.eq(error), csr.error_index.eq(error_index),
                      csr.fingerprint.eq(int(cfg.fingerprint[:8], 16))]
         for mod, u in issue.items():

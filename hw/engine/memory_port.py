@@ -9,7 +9,7 @@ the port busy by issuing burst after burst.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Cat, Module, Signal, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -101,6 +101,9 @@ class MemoryArbiter(wiring.Component):
         The clients' ports (client ``i`` is ``clients[i]``).
     mem : Out(MemoryPortSignature(P))
         To the memory.
+    idle : Out(1)
+        No command is offered, held or owed data: nothing the memory could still deliver or take
+        (the engine stops on an error only then, so a restart never sees a stale beat).
     """
 
     def __init__(self, n: int, P: int, depth: int = 16):
@@ -112,6 +115,7 @@ class MemoryArbiter(wiring.Component):
         super().__init__({
             "clients": In(MemoryPortSignature(P)).array(n),
             "mem": Out(MemoryPortSignature(P)),
+            "idle": Out(1),
         })
 
     def elaborate(self, platform):
@@ -154,6 +158,9 @@ class MemoryArbiter(wiring.Component):
             m.d.comb += [entry.client.eq(pick), entry.beats.eq(picked.beats),
                          wq.w_data.eq(entry.as_value()), rq.w_data.eq(entry.as_value()),
                          wq.w_en.eq(picked.write), rq.w_en.eq(~picked.write)]
+
+        m.d.comb += self.idle.eq(~self.mem.cmd.valid & ~rq.r_rdy & ~wq.r_rdy
+                                 & ~Cat(*(c.cmd.valid for c in self.clients)).any())
 
         # -- read data: to the client at the head of the read queue ---------------------------
         rhead = Signal(owner)

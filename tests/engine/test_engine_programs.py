@@ -84,16 +84,23 @@ def test_bad_program_stops_with_its_error(bad):
     assert not run.done and run.error == bad.error and run.error_index == bad.index, (run.error, run.error_index)
 
 
-def test_engine_runs_again_after_an_error():
+@pytest.mark.parametrize("stall", [0.0, 0.3, 0.5])
+def test_engine_runs_again_after_an_error(stall):
+    """Restarted as soon as STATUS shows the error, the engine runs the next program: the stop
+    waits for the memory port to be quiet (a stalling memory is still streaming the bad program's
+    instructions when the LOAD is refused), so no late beat of the old run is decoded as the new."""
     from onda.sim.verilator.harness import VerilatorEngine
 
     cfg = load_config("icebreaker")
-    dev = VerilatorEngine(cfg, quiet=True)
-    bad = isa.encode_program([_nop(Module.STORE, pop_prev=True), isa.make(Opcode.FINISH)])
+    bad = BAD_PROGRAMS[0]
     good = isa.encode_program([_nop(Module.LOAD), isa.make(Opcode.FINISH)])
-    assert execute(dev, [(0x8000, bad)], 0x8000, 2).error == EngineError.TOKEN_UNDERFLOW
-    run = execute(dev, [(0x9000, good)], 0x9000, 2)
-    assert run.done and run.error == EngineError.NONE
+    for seed in range(4):
+        dev = VerilatorEngine(cfg, quiet=True, stall=stall, seed=seed)
+        first = execute(dev, [(BAD_BASE, bad.code)], BAD_BASE, len(bad.code) // isa.INSTRUCTION_BYTES)
+        assert (first.error, first.error_index) == (bad.error, bad.index)
+        run = execute(dev, [(0x9000, good)], 0x9000, 2)
+        assert run.done and run.error == EngineError.NONE, (stall, seed, run.error.name, run.error_index)
+        assert dev.read_register("ERROR_INDEX") == 0
 
 
 @pytest.mark.parametrize("engine", ["icebreaker", "ulx3s-85f"])
