@@ -21,7 +21,7 @@ from pathlib import Path
 from amaranth.back import rtlil
 from amaranth.hdl import Assert, Assume, Signal, Value
 
-__all__ = ["BUILD", "assert_stable", "assume_stable", "print_header", "print_row", "prove"]
+__all__ = ["BUILD", "MAP_MEMORIES", "PREP", "assert_stable", "assume_stable", "print_header", "print_row", "prove"]
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "build" / "formal"
@@ -35,7 +35,7 @@ smtbmc yices
 
 [script]
 read_rtlil harness.il
-prep -top top
+{script}
 
 [files]
 harness.il
@@ -63,19 +63,26 @@ def assert_stable(m, port, name, unless=None):
     _stable(m, port, name, Assert, unless)
 
 
+PREP = ("prep -top top",)
+MAP_MEMORIES = ("prep -flatten -top top", "memory_map", "opt")
+
+
 def prove(name: str, factory, depth: int, timeout: float = 900, mode: str = "prove",
-          platform=None) -> tuple[bool, float, str]:
-    """Run one sby task (``mode`` prove or bmc) on the harness ``factory()`` builds; returns
+          platform=None, script=PREP) -> tuple[bool, float, str]:
+    """Run one sby task (``mode`` prove, bmc or cover) on the harness ``factory()`` builds; returns
     (passed, seconds, log tail). ``platform`` is passed to elaboration: ``"formal"`` makes
     ``amaranth.lib.fifo`` assert its FIFOs' pointer/level invariants (proved with the rest),
-    which k-induction needs when a property depends on a FIFO's head."""
+    which k-induction needs when a property depends on a FIFO's head. ``script`` is the yosys
+    script after reading the harness: :data:`PREP`, or :data:`MAP_MEMORIES`, which turns
+    memories (small FIFOs' storage) into registers; Yices is much faster on those than on SMT
+    arrays."""
     d = BUILD / name
     if d.exists():
         shutil.rmtree(d)
     d.mkdir(parents=True)
     harness = factory()
     (d / "harness.il").write_text(rtlil.convert(harness, name="top", platform=platform))
-    (d / "stream.sby").write_text(SBY.format(mode=mode, depth=depth))
+    (d / "stream.sby").write_text(SBY.format(mode=mode, depth=depth, script="\n".join(script)))
     bindir = Path(sys.executable).parent
     sby = bindir / "yowasp-sby"
     env = dict(os.environ)
