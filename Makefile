@@ -61,7 +61,7 @@ demo: setup
 # Every RTL bench: the datapath (Amaranth sim + cocotb on Icarus and Verilator) and the whole engine
 # (Amaranth-sim unit tests of each block, compiled programs on the Verilator-built engine and under cocotb
 # on Icarus and Verilator: tests/engine/test_cocotb_engine.py),
-# SymbiYosys proofs of the stream handshakes, and synthesis reports per board.
+# SymbiYosys proofs of the stream handshakes (datapath and engine blocks), and synthesis reports per board.
 BOARD ?= ulx3s-85f
 HW_BENCHES := tests/hw/test_gemm.py tests/hw/test_requantize.py tests/hw/test_requantize_double.py \
 	tests/hw/test_vector.py tests/hw/test_buffers.py tests/hw/test_conv_tile_timing.py \
@@ -73,6 +73,7 @@ sim: setup
 formal: setup
 	$(PY) -m onda.sim.formal.stream_props
 	$(PY) -m onda.sim.formal.token_props
+	$(PY) -m onda.sim.formal.engine_stream_props
 
 synth-datapath: setup
 	$(PY) -m onda.hw.datapath.synthesize --board $(BOARD)

