@@ -11,7 +11,6 @@ import pytest
 from onda.host.compiler import compile_tflite
 from onda.host.frontend import read_tflite
 from onda.host.models import digits
-from onda.host.quantize import quantize
 from onda.host.runtime.emulator import EmulatedModel
 from onda.host.verify import random_inputs
 from onda.hw import isa
@@ -21,19 +20,13 @@ from onda.sim.emulator.functional import EmulatorError, Machine, execute
 from onda.sim.emulator.plan import BlockStore, ConvStep, build_plan
 from onda.sim.golden.model import GoldenModel
 
-from ..numeric.nets import build_case
+from ..numeric.nets import quantized_case
 
 CASES = ["vgg_block", "residual_scales_1_to_50", "resnet_stem_pad_maxpool", "conv3x3_s2_valid_relu6",
          "gap_keepdims_flatten_dense", "avgpool3_s1_same"]
-_QUANTIZED: dict[str, bytes] = {}
-
-
 def _model(case, engine, tmp_path) -> tuple[EmulatedModel, object]:
-    if case not in _QUANTIZED:
-        m, calib = build_case(case)
-        _QUANTIZED[case] = quantize(m, calib, progress=lambda s: None)
     path = tmp_path / f"{case}.tflite"
-    path.write_bytes(_QUANTIZED[case])
+    path.write_bytes(quantized_case(case))
     return EmulatedModel(compile_tflite(path, engine), case), read_tflite(path)
 
 

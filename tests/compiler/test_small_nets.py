@@ -7,12 +7,11 @@ import pytest
 from onda.host.compiler import compile_tflite
 from onda.host.frontend import read_tflite
 from onda.host.models import digits
-from onda.host.quantize import quantize
 from onda.host.runtime.emulator import EmulatorBackend
 from onda.host.verify import compare, format_table, random_inputs
 from onda.sim.golden.model import GoldenModel
 
-from ..numeric.nets import CASES, build_case
+from ..numeric.nets import CASES, quantized_case
 
 
 def _check(tflite_path, onda_path, engine="icebreaker"):
@@ -30,17 +29,11 @@ def _check(tflite_path, onda_path, engine="icebreaker"):
     return model
 
 
-_QUANTIZED: dict[str, bytes] = {}
-
-
 @pytest.mark.parametrize("engine", ["icebreaker", "ulx3s-85f", "large"])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_small_net(case, engine, tmp_path):
-    if case not in _QUANTIZED:  # quantize once, compile for each engine
-        model, calib = build_case(case)
-        _QUANTIZED[case] = quantize(model, calib, progress=lambda s: None)
     path = tmp_path / f"{case}.tflite"
-    path.write_bytes(_QUANTIZED[case])
+    path.write_bytes(quantized_case(case))
     emu = _check(path, tmp_path / f"{case}.onda", engine)
     assert emu.config.name == engine
     assert emu.cycle_trace().total > 0

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from onda.host.compiler import compile_tflite
-from onda.host.quantize import quantize
 from onda.host.runtime.emulator import EmulatedModel
 from onda.host.runtime.rtl import RtlModel
 from onda.host.verify import random_inputs
@@ -16,21 +15,16 @@ from onda.hw import container as ctr
 from onda.sim.engine.cycle_compare import MODEL_TOLERANCE
 from onda.sim.verilator.build import have_toolchain
 
-from ..numeric.nets import CASES, build_case
+from ..numeric.nets import CASES, quantized_case
 
 pytestmark = pytest.mark.skipif(have_toolchain() is not None, reason=f"no Verilator build: {have_toolchain()}")
-
-_QUANTIZED: dict[str, bytes] = {}
 
 
 @pytest.mark.parametrize("engine", ["icebreaker", "ulx3s-85f"])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_small_net_on_the_rtl(case, engine, tmp_path):
-    if case not in _QUANTIZED:  # quantize once, compile for each engine
-        model, calib = build_case(case)
-        _QUANTIZED[case] = quantize(model, calib, progress=lambda s: None)
     tflite = tmp_path / f"{case}.tflite"
-    tflite.write_bytes(_QUANTIZED[case])
+    tflite.write_bytes(quantized_case(case))
     onda = tmp_path / f"{case}.onda"
     compile_tflite(tflite, engine).write(onda)
     c = ctr.read(onda)

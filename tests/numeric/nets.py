@@ -138,3 +138,16 @@ def build_case(name: str, seed: int = 0):
     rng = np.random.default_rng(seed)
     calib = [(amplitude * rng.standard_normal((1,) + shape)).astype(np.float32) for _ in range(6)]
     return model, calib
+
+
+_QUANTIZED: dict[str, bytes] = {}
+
+
+def quantized_case(name: str) -> bytes:
+    """The case's int8 .tflite (quantized once per process, then reused for every engine)."""
+    if name not in _QUANTIZED:
+        from onda.host.quantize import quantize
+
+        model, calib = build_case(name)
+        _QUANTIZED[name] = quantize(model, calib, progress=lambda s: None)
+    return _QUANTIZED[name]
