@@ -1,1 +1,2 @@
-"""Formal proofs (SymbiYosys, through yowasp-sby) of the datapath blocks' stream handshakes."""
+"""Formal proofs (SymbiYosys, through yowasp-sby): the datapath blocks' and the engine blocks'
+stream handshakes, and the token counters."""

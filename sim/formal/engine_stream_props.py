@@ -398,13 +398,14 @@ def tasks():
     return rows
 
 
-def prove_task(block, check, wrap=None, name=None):
+def prove_task(block, check, wrap=None, name=None, mode=None, depth=None):
     """Run the task ``(block, check)`` of :func:`tasks`, on the block broken by ``wrap`` if given
-    (under the task name ``name``); returns ``prove``'s (passed, seconds, log tail)."""
-    for b, c, mode, depth, factory, _ in tasks():
+    (under the task name ``name``; in ``mode`` to ``depth`` instead of the task's own, if given);
+    returns ``prove``'s (passed, seconds, log tail)."""
+    for b, c, task_mode, task_depth, factory, _ in tasks():
         if (b, c) == (block, check):
-            return prove(name or f"engine-{b}-{c}", lambda: factory(wrap), depth, mode=mode,
-                         platform=PLATFORM, script=MAP_MEMORIES)
+            return prove(name or f"engine-{b}-{c}", lambda: factory(wrap), depth or task_depth,
+                         mode=mode or task_mode, platform=PLATFORM, script=MAP_MEMORIES)
     raise KeyError((block, check))
 
 
