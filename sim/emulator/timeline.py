@@ -115,13 +115,13 @@ def compute_cycles(cfg: EngineConfig, ins: Instruction) -> int:
 class _Memory:
     """The port as the harness serves it: commands in order, their beats' cycles known on arrival."""
 
-    def __init__(self, cfg: EngineConfig):
+    def __init__(self, cfg: EngineConfig, record: bool):
         self.P = cfg.mem_port_bits // 8
         self.latency, self.row = cfg.mem_latency_cycles, cfg.mem_row_overhead_cycles
         self.ends: deque[int] = deque()  # last-beat cycle of the commands still held (in order)
         self.last_end = -1         # of the last command taken
         self.prev_addr = None      # address just past the last command's beats
-        self.log: list[tuple[int, int, int, int, int, int]] = []
+        self.log: list[tuple[int, int, int, int, int, int]] | None = [] if record else None
 
     def accept_at(self, t: int) -> int:
         """First cycle >= t in which the memory takes a command (it holds fewer than MEMORY_QUEUE).
@@ -148,14 +148,17 @@ class _Memory:
         last = first + beats - 1
         ends.append(last)
         self.last_end, self.prev_addr = last, addr + beats * self.P
-        self.log.append((a, first, last, addr, beats, int(write)))
+        if self.log is not None:
+            self.log.append((a, first, last, addr, beats, int(write)))
         return first, last
 
 
-def timeline(program: list[Instruction], cfg: EngineConfig, program_addr: int = 1 << 40) -> Timeline:
+def timeline(program: list[Instruction], cfg: EngineConfig, program_addr: int = 1 << 40,
+             commands: bool = False) -> Timeline:
     """Start and completion cycle of every instruction of ``program`` on the engine of ``cfg``,
     read from ``program_addr`` (by default apart from all data: only whether one command continues
-    the one before matters).
+    the one before matters); with ``commands``, every memory command's cycles too (else
+    ``Timeline.commands`` is empty: a ResNet50 has a million of them).
 
     Raises ``EmulatorError`` for a program the engine would stop on before FINISH: a token popped
     that no instruction pushes (deadlock), a program without FINISH. (Tokens left at FINISH, which
@@ -164,7 +167,7 @@ def timeline(program: list[Instruction], cfg: EngineConfig, program_addr: int = 
     n = len(program)
     P = cfg.mem_port_bits // 8
     burst_ins = burst_instructions(P, PREFETCH)
-    mem = _Memory(cfg)
+    mem = _Memory(cfg, commands)
     mods = [int(i.module) for i in program]
     ops = [int(i.opcode) for i in program]
     pop_q, push_q = [], []  # the queues each instruction pops and pushes (isa.TOKEN_QUEUES)
@@ -356,4 +359,4 @@ def timeline(program: list[Instruction], cfg: EngineConfig, program_addr: int = 
     # (a module is quiet the cycle after its last instruction completes)
     quiet = max([finish_take + 1, mem.last_end + 1, *others])
     done[finish_at] = quiet
-    return Timeline(take, done, quiet + FINISH_DONE, np.array(mem.log, dtype=np.int64).reshape(-1, 6))
+    return Timeline(take, done, quiet + FINISH_DONE, np.array(mem.log or [], dtype=np.int64).reshape(-1, 6))

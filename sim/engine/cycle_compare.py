@@ -36,7 +36,7 @@ def measure(c: ctr.Container, seed: int = 0) -> dict:
 
     emu = EmulatedModel(c, "model")
     trace = emu.cycle_trace()
-    model_memory = timeline(emu.program, emu.config, int(emu.memmap["program_base"])).commands
+    model_memory = timeline(emu.program, emu.config, int(emu.memmap["program_base"]), commands=True).commands
     dev = VerilatorEngine(emu.config)
     rng = np.random.default_rng(seed)
     image = [(int(emu.memmap["weights_base"]), c.weights), (int(emu.memmap["program_base"]), c.program)]
