@@ -310,7 +310,7 @@ def timeline(program: list[Instruction], cfg: EngineConfig, program_addr: int = 
                 first, last = mem.serve(a, addr, beats, write, st[4] if st[2] == 0 else 0)
                 st[2] += 1
                 # While no other block can act first, this client's next bursts go through alone.
-                others = min(best_t if best != "grant" else INF, fv, sv if c == LOAD else lv,
+                others = min(fv, sv if c == LOAD else lv,
                              *(cand[0] for cand in mcand.values() if cand is not None),
                              dcand[0] if dcand is not None else INF)
                 t = max(arb_free, now + 1)
