@@ -52,6 +52,7 @@ bench: setup
 	$(PY) -m onda.host.bench.service
 	$(PY) -m onda.host.bench.compile_report
 	$(PY) -m onda.sim.bench_datapath
+	$(PY) -m onda.host.bench.rtl
 
 # The main command: build the default ResNet50 pipeline (cached in build/demo), deploy it, score the sample
 # photos over TLS with a key, remove the service.

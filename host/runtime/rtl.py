@@ -46,9 +46,16 @@ class RtlModel(EmulatedModel):
 
     def _new_device(self):
         if self.simulator == "verilator":
+            from onda.sim.engine.program_cases import random_inputs
             from onda.sim.verilator.harness import VerilatorEngine
+            from onda.sim.verilator.train import TrainingImage
 
-            return VerilatorEngine(self.config)
+            # Built profile-guided on this program (once per engine and sources: cached).
+            image = program_image(self.container) + [
+                (int(self.tensors[tid]["addr"]), np.ascontiguousarray(x[0]).tobytes())
+                for tid, x in zip(self.memmap["inputs"], random_inputs(self, 1, 0))]
+            return VerilatorEngine(self.config, train=TrainingImage(image, int(self.memmap["program_base"]),
+                                                                    len(self.program)))
         from onda.sim.engine.engine_sim import AmaranthEngine
 
         return AmaranthEngine(self.config)

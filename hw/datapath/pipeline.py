@@ -232,9 +232,13 @@ def mbqm(m, en, x, multiplier, shift, name="mbqm", mul_style="dsp", platform=Non
     hi = (hi_part + lo[32:])[:32]
     high = Mux(sat, INT32_MAX, Cat(lo[31], hi[:31]).as_signed())
     high_r = stage(m, en, high, signed(32), name=f"{name}_high")
-    mask = stage(m, en, ~(Const(0xFFFFFFFF, 32) << right)[:32], unsigned(32), name=f"{name}_mask")
-    thr0 = stage(m, en, (~(Const(0xFFFFFFFF, 32) << right))[1:32], unsigned(31), name=f"{name}_thr0")
-    thr1 = stage(m, en, Mux(right == 0, 1, (Const(1, 33) << right)[1:33]), unsigned(32), name=f"{name}_thr1")
+    # (The shifts by right[:5] stay within 64 bits, which a cycle-based simulator computes
+    # natively; right >= 32 is decoded apart. A 6-bit shift of a 32-bit constant would be 95 bits.)
+    ones_lo = Mux(right[5], 0, (Const(0xFFFFFFFF, 32) << right[:5])[:32])  # (-1 << right) mod 2**32
+    one_sh = Mux(right[5], Mux(right[:5] == 0, Const(1 << 32, 33), 0), Const(1, 33) << right[:5])  # 2**right, 33 bits
+    mask = stage(m, en, ~ones_lo, unsigned(32), name=f"{name}_mask")
+    thr0 = stage(m, en, (~ones_lo)[1:32], unsigned(31), name=f"{name}_thr0")
+    thr1 = stage(m, en, Mux(right == 0, 1, one_sh[1:33]), unsigned(32), name=f"{name}_thr1")
     right = stage(m, en, right, name=f"{name}_right4")
     # S6: arithmetic right shift by the exponent's low three bits, remainder, and the threshold
     # chosen by the sign (RoundingDivideByPOT: round up when remainder > (mask >> 1) + (x < 0)).

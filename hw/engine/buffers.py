@@ -14,7 +14,7 @@ The engine's four buffers, with the ports ``engine_contract.md`` gives them, com
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -99,8 +99,11 @@ class ByteWriteSignature(wiring.Signature):
 class ByteBuffer(wiring.Component):
     """A byte-addressed memory of ``size`` bytes with named n-byte read and write ports.
 
-    Byte ``a`` lives in bank ``a % banks`` at row ``a // banks``; each bank is one
-    ``lib.memory.Memory`` of bytes. An n-byte access at ``a`` (``n <= banks``) gives bank ``b``
+    Byte ``a`` lives in bank ``a % banks`` at row ``a // banks``. The ``align`` banks a read
+    takes together are the byte lanes of one ``lib.memory.Memory`` word with byte-enabled writes
+    (``word_bytes``; fewer, wider RAMs, and a row computed once per word), unless a write port is
+    so wide that it could wrap around into the word it starts in (then each bank is its own RAM
+    of bytes). An n-byte access at ``a`` (``n <= banks``) gives bank ``b``
     the row ``a // banks + (b < a % banks)``; the bytes are rotated by ``a % banks`` (in steps of
     ``align`` bytes on reads). One cycle can serve every port at once.
 
@@ -161,15 +164,24 @@ class ByteBuffer(wiring.Component):
                 members[f"{kind}_{name}"] = In(sig)
         if not members:
             raise ValueError("ByteBuffer: needs at least one port")
+        self.size, self.banks, self.align = size, banks, align
         self.read_groups = self._groups("read", read_ports, shared_reads)
         self.write_groups = self._groups("write", write_ports, shared_writes)
-        self.size, self.banks, self.align = size, banks, align
         self.rows = -(-size // banks)
         self.read_ports, self.write_ports = dict(read_ports), dict(write_ports)
-        # Bank b holds the bytes b, b + banks, ...: only the rows with bytes < size.
-        self.bank_data = [memory.MemoryData(shape=unsigned(8), depth=max(1, (size - b + banks - 1) // banks), init=[])
-                          for b in range(banks)]
+        # Banks side by side in one RAM word: the ``align`` banks a read takes together, unless a
+        # write could touch one word at two rows (wrap around into the word it starts in).
+        wrap_free = all(n <= banks - align + 1 for n in write_ports.values())
+        self.word_bytes = word = align if wrap_free else 1
+        # RAM w holds banks w * word .. w * word + word - 1 (byte lane k is bank w * word + k);
+        # bank b holds the bytes b, b + banks, ...: only the rows with bytes < size.
+        self.word_data = [memory.MemoryData(shape=unsigned(8 * word), depth=max(1, self._depth(w * word)), init=[])
+                          for w in range(banks // word)]
         super().__init__(members)
+
+    def _depth(self, b: int) -> int:
+        """Rows of bank ``b``: those holding bytes < size (0 when the buffer has fewer bytes than banks)."""
+        return (self.size - b + self.banks - 1) // self.banks
 
     @staticmethod
     def _groups(kind, ports, shared):
@@ -192,29 +204,31 @@ class ByteBuffer(wiring.Component):
         Amaranth-sim testbench); for checking a whole buffer without a port."""
         if addr < 0 or addr + n > self.size:
             raise IndexError(f"ByteBuffer.sim_peek: [{addr}, {addr + n}) outside [0, {self.size})")
-        B = self.banks
-        return bytes(ctx.get(self.bank_data[a % B][a // B]) for a in range(addr, addr + n))
+        B, word = self.banks, self.word_bytes
+        return bytes(ctx.get(self.word_data[a % B // word][a // B]) >> (8 * (a % word)) & 0xFF
+                     for a in range(addr, addr + n))
 
     def sim_poke(self, ctx, addr: int, values) -> None:
         """Set bytes from ``addr`` in simulation (a testbench preloading a buffer)."""
         values = bytes(values)
         if addr < 0 or addr + len(values) > self.size:
             raise IndexError(f"ByteBuffer.sim_poke: [{addr}, {addr + len(values)}) outside [0, {self.size})")
-        B = self.banks
+        B, word = self.banks, self.word_bytes
         for i, v in enumerate(values):
-            ctx.set(self.bank_data[(addr + i) % B][(addr + i) // B], v)
+            a = addr + i
+            cell = self.word_data[a % B // word][a // B]
+            lane = 8 * (a % word)
+            ctx.set(cell, ctx.get(cell) & ~(0xFF << lane) | v << lane)
 
     def elaborate(self, platform):
         m = Module()
-        B, size = self.banks, self.size
+        B, word = self.banks, self.word_bytes
         lb = (B - 1).bit_length()  # log2(banks)
         mems = []
-        for b in range(B):
-            # Each bank's depth covers only the rows holding bytes < size.
-            depth = (size - b + B - 1) // B
-            mem = memory.Memory(data=self.bank_data[b])
-            m.submodules[f"bank{b}"] = mem
-            mems.append((mem, depth))
+        for w, wd in enumerate(self.word_data):
+            mem = memory.Memory(data=wd)
+            m.submodules[f"bank{w}" if word == 1 else f"word{w}"] = mem
+            mems.append(mem)
 
         la = (self.align - 1).bit_length()
         for group in self.read_groups:
@@ -229,25 +243,35 @@ class ByteBuffer(wiring.Component):
             m.d.comb += en.eq(Cat(*(port.en for _, _, port in ports)).any())
             row, s = addr[lb:], addr[:lb]
             s_q = Signal(max(1, lb), name=f"r_{tag}_rot")  # rotation, as of the read
-            ok_q = Signal(B, name=f"r_{tag}_ok")  # bank b's byte was inside the buffer
             with m.If(en):
                 m.d.sync += s_q.eq(s if lb else 0)
             bank_data = []
-            for b, (mem, depth) in enumerate(mems):
+            for w, mem in enumerate(mems):
+                # s is a multiple of align (= word, or word is 1): the word's banks share a row.
                 rp = mem.read_port(domain="sync")
-                r = Signal(len(row) + 1, name=f"r_{tag}_row{b}")
-                m.d.comb += [r.eq(row + (b < s) if lb else row), rp.addr.eq(r), rp.en.eq(en)]
-                with m.If(en):
-                    m.d.sync += ok_q[b].eq(r < depth)
-                byte = Signal(8, name=f"r_{tag}_b{b}")
-                m.d.comb += byte.eq(rp.data & ok_q[b].replicate(8))
-                bank_data.append(byte)
-            both = Cat(*bank_data, *bank_data)
+                r = Signal(len(row) + 1, name=f"r_{tag}_row{w}")
+                m.d.comb += [r.eq(row + (w * word < s) if lb else row), rp.addr.eq(r), rp.en.eq(en)]
+                oks = {}  # a word's banks have at most two depths
+                for k in range(word):
+                    b = w * word + k
+                    depth = self._depth(b)
+                    if depth not in oks:
+                        oks[depth] = Signal(name=f"r_{tag}_ok{b}")
+                        with m.If(en):
+                            m.d.sync += oks[depth].eq(r < depth)
+                    byte = Signal(8, name=f"r_{tag}_b{b}")
+                    m.d.comb += byte.eq(rp.data[8 * k:8 * k + 8] & oks[depth].replicate(8))
+                    bank_data.append(byte)
+            # Byte i of the access is bank (i + s) % B: a byte-wide select per output byte among
+            # the B / align rotations (narrow muxes, not a shift of all the banks' bits).
             rot = Signal(8 * width, name=f"r_{tag}_data")
             if lb and la < lb:
-                m.d.comb += rot.eq(both.bit_select((s_q >> la) * (8 * self.align), 8 * width))
+                pos = s_q >> la
+                steps = B >> la
+                m.d.comb += rot.eq(Cat(*(Array(bank_data[(i + k * self.align) % B] for k in range(steps))[pos]
+                                         for i in range(width))))
             else:
-                m.d.comb += rot.eq(both[:8 * width])
+                m.d.comb += rot.eq(Cat(*bank_data)[:8 * width])
             if len(ports) == 1:
                 m.d.comb += ports[0][2].data.eq(rot[:8 * ports[0][1]])
                 continue
@@ -266,28 +290,34 @@ class ByteBuffer(wiring.Component):
             tag = "_".join(group)
             # One physical write per bank for the group: the first enabled port.
             en, addr = Signal(name=f"w_{tag}_en"), Signal(len(ports[0][2].addr), name=f"w_{tag}_a")
-            dpad, mpad = Signal(8 * B, name=f"w_{tag}_d"), Signal(B, name=f"w_{tag}_m")
+            width = max(n for _, n, _ in ports)
+            dpad = Signal(data.ArrayLayout(unsigned(8), width), name=f"w_{tag}_d")
+            mpad = Signal(width, name=f"w_{tag}_m")
             for _, n, port in reversed(ports):
                 with m.If(port.en):
-                    m.d.comb += [addr.eq(port.addr), dpad.eq(port.data.as_value()), mpad.eq(port.mask)]
+                    m.d.comb += [addr.eq(port.addr), dpad.as_value().eq(port.data.as_value()), mpad.eq(port.mask)]
             m.d.comb += en.eq(Cat(*(port.en for _, _, port in ports)).any())
             row, s = addr[lb:], addr[:lb]
-            if lb:
-                # rotate left by s: bank (s + i) % B gets byte i
-                neg = (Const(0, lb) - s)[:lb]  # (B - s) % B
-                drot = Cat(dpad, dpad).bit_select(neg * 8, 8 * B)
-                mrot = Cat(mpad, mpad).bit_select(neg, B)
-            else:
-                drot, mrot = dpad, mpad
-            for b, (mem, depth) in enumerate(mems):
-                wp = mem.write_port(domain="sync")
-                r = Signal(len(row) + 1, name=f"w_{tag}_row{b}")
-                m.d.comb += [
-                    r.eq(row + (b < s) if lb else row),
-                    wp.addr.eq(r),
-                    wp.data.eq(drot[8 * b:8 * b + 8]),
-                    wp.en.eq(en & mrot[b] & (r < depth)),
-                ]
+            for w, mem in enumerate(mems):
+                wp = mem.write_port(domain="sync", granularity=8 if word > 1 else None)
+                # The word's touched banks share a row (no write wraps into its own word): the
+                # next one for the words wholly below s (reached by wrapping around), else row.
+                r = Signal(len(row) + 1, name=f"w_{tag}_row{w}")
+                m.d.comb += [r.eq(row + ((w + 1) * word - 1 < s) if lb else row), wp.addr.eq(r)]
+                lanes, takes = [], []
+                for k in range(word):
+                    b = w * word + k
+                    if lb:
+                        # Bank b takes byte (b - s) % B of the access (rotated left by s), if it has it.
+                        j = Signal(lb, name=f"w_{tag}_j{b}")
+                        m.d.comb += j.eq(b - s)
+                        byte = Array(dpad[i] for i in range(width))[j] if width > 1 else dpad[0]
+                        take = (j < width) & mpad.bit_select(j, 1) if width > 1 else (j == 0) & mpad[0]
+                    else:
+                        byte, take = dpad[0], mpad[0]
+                    lanes.append(byte)
+                    takes.append(en & take & (r < self._depth(b)))
+                m.d.comb += [wp.data.eq(Cat(*lanes)), wp.en.eq(Cat(*takes))]
         return m
 
 

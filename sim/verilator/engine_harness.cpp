@@ -7,7 +7,10 @@
 // first beat, a queued command that does not continue the previous one costs `row_overhead`
 // cycles, then one P-byte beat a cycle. Optional seeded random stalls exercise the handshakes.
 //
-// Built by onda.sim.verilator.build with -DTOP_HEADER, -DTOP_CLASS and -DPORT_BYTES.
+// The model is onda.sim.verilator.sim_top.SimTop: the engine behind a power-on reset of
+// RESET_CYCLES and a register on every input, so the harness drives each input one cycle before
+// the engine sees it and Verilator evaluates the engine once per clock edge.
+// Built by onda.sim.verilator.build with -DTOP_HEADER, -DTOP_CLASS, -DPORT_BYTES and -DRESET_CYCLES.
 
 #include <cstdint>
 #include <cstring>
@@ -56,25 +59,26 @@ struct Harness {
     int error = 0;          // 1: access outside the memory; 2: misaligned
     uint64_t error_addr = 0;
 
+    // What the engine sees this cycle: the values its input registers took at the last edge
+    // (onda.sim.verilator.sim_top registers every input; the harness drives them a cycle ahead).
+    bool in_cmd_ready = false, in_rvalid = false, in_wready = false;
+    uint64_t in_rdata = 0;
+    uint32_t in_csr_addr = 0;
+
     Harness(uint64_t size, uint32_t lat, uint32_t row, double st, uint64_t seed)
         : ctx(new VerilatedContext), mem(size, 0), latency(lat), row_overhead(row), stall(st), rng(seed) {
         top.reset(new TOP_CLASS(ctx.get()));
         top->clk = 0;
-        top->rst = 1;
         top->eval();
-        for (int i = 0; i < 4; i++) tick();
-        top->rst = 0;
-        top->eval();
+        drive_memory();
+        for (int i = 0; i < RESET_CYCLES; i++) tick();  // the top's power-on reset
     }
 
     bool refuse() { return stall > 0 && uni(rng) < stall; }
 
-    // One clock cycle: drive the memory side from the model's state, let the engine settle,
-    // sample the handshakes, clock.
-    void tick() {
-        // Memory -> engine, decided from state before the edge.
+    // The memory's side of the port for the next cycle, decided from the model's state.
+    void drive_memory() {
         bool cmd_ready = queue.size() < kQueue && !refuse();
-        SIG(mem___05Fcmd___05Fready) = cmd_ready;
         bool rvalid = false, wready = false;
         uint64_t rdata = 0;
         if (!queue.empty() && active && wait == 0) {
@@ -89,15 +93,20 @@ struct Harness {
                 wready = !refuse();
             }
         }
+        SIG(mem___05Fcmd___05Fready) = cmd_ready;
         SIG(mem___05Frdata___05Fvalid) = rvalid;
         SIG(mem___05Frdata___05Fpayload) = rdata;
         SIG(mem___05Fwdata___05Fready) = wready;
-        top->eval();
-        // Sample the engine's side of each handshake.
-        bool cmd_fire = cmd_ready && SIG(mem___05Fcmd___05Fvalid);
+    }
+
+    // One clock cycle. The engine's outputs are settled (the last eval saw every input); sample
+    // the handshakes against what the engine sees this cycle, advance the memory model, drive
+    // the next cycle's inputs, clock.
+    void tick() {
+        bool cmd_fire = in_cmd_ready && SIG(mem___05Fcmd___05Fvalid);
         uint64_t cmd_payload = SIG(mem___05Fcmd___05Fpayload);
-        bool r_fire = rvalid && SIG(mem___05Frdata___05Fready);
-        bool w_fire = wready && SIG(mem___05Fwdata___05Fvalid);
+        bool r_fire = in_rvalid && SIG(mem___05Frdata___05Fready);
+        bool w_fire = in_wready && SIG(mem___05Fwdata___05Fvalid);
         uint64_t wpayload = SIG(mem___05Fwdata___05Fpayload);
         if (tracing) {
             uint32_t retire = SIG(trace___05Fretire), start = SIG(trace___05Fstart);
@@ -108,13 +117,8 @@ struct Harness {
             if (retire & 2) trace.push_back(cycles << 35 | 1ull << 32 | SIG(trace___05Fcompute_index));
             if (retire & 4) trace.push_back(cycles << 35 | 2ull << 32 | SIG(trace___05Fstore_index));
         }
-        // Clock edge.
-        top->clk = 1;
-        top->eval();
-        top->clk = 0;
-        top->eval();
         cycles++;
-        // Advance the model.
+        // Advance the model by this cycle.
         if (wait > 0) wait--;
         if (r_fire || w_fire) {
             Cmd &c = queue.front();
@@ -154,21 +158,36 @@ struct Harness {
             else wait = 0;
             port_idle = false;
         }
+        drive_memory();
+        // Clock edge: the input registers take what is driven now.
+        in_cmd_ready = SIG(mem___05Fcmd___05Fready);
+        in_rvalid = SIG(mem___05Frdata___05Fvalid);
+        in_rdata = SIG(mem___05Frdata___05Fpayload);
+        in_wready = SIG(mem___05Fwdata___05Fready);
+        in_csr_addr = SIG(csr___05Faddr);
+        top->clk = 1;
+        top->eval();
+        top->clk = 0;
+        top->eval();
     }
 
+    // A register write reaches the engine one cycle after it is driven (its input registers).
     void write_reg(uint32_t addr, uint32_t value) {
         SIG(csr___05Faddr) = addr;
         SIG(csr___05Fw_data) = value;
         SIG(csr___05Fw_en) = 1;
-        tick();
+        tick();  // the input registers take the write
         SIG(csr___05Fw_en) = 0;
+        tick();  // the engine performs it
     }
 
+    // Reading CYCLES_LO latches CYCLES_HI (in the engine, every cycle it sees that address):
+    // CYCLES is read with the engine stopped, so the pair is consistent.
     uint32_t read_reg(uint32_t addr) {
         SIG(csr___05Faddr) = addr;
-        top->eval();
+        tick();  // the address register takes it
         uint32_t v = SIG(csr___05Fr_data);
-        tick();  // lets a read of CYCLES_LO latch CYCLES_HI
+        tick();
         return v;
     }
 };
@@ -210,8 +229,8 @@ int onda_run(void *hp, uint64_t max_cycles, uint32_t status_addr, uint32_t stop_
     auto *top = h->top.get();
     SIG(csr___05Faddr) = status_addr;
     for (uint64_t i = 0; i < max_cycles; i++) {
-        top->eval();
-        if (SIG(csr___05Fr_data) & stop_mask) return 0;
+        // STATUS is on r_data once the address register holds it (done and error are sticky).
+        if (h->in_csr_addr == status_addr && (SIG(csr___05Fr_data) & stop_mask)) return 0;
         bool hit = break_index >= 0 && (SIG(trace___05Fretire) & 2) &&
                    int64_t(SIG(trace___05Fcompute_index)) == break_index;
         h->tick();

@@ -56,12 +56,14 @@ class VerilatorEngine:
     """One simulated engine of ``cfg`` with ``cfg.mem_size_bytes`` of memory.
 
     ``stall`` is the probability that the memory refuses a handshake in a cycle (0: the
-    configuration's timing exactly); ``seed`` seeds those refusals.
+    configuration's timing exactly); ``seed`` seeds those refusals. ``train``: the model is the
+    profile-guided build trained on that program (``build.build``); ``lib``: this library instead.
     """
 
-    def __init__(self, cfg: EngineConfig, stall: float = 0.0, seed: int = 0, quiet: bool = False):
+    def __init__(self, cfg: EngineConfig, stall: float = 0.0, seed: int = 0, quiet: bool = False,
+                 train=None, lib=None):
         self.cfg = cfg
-        self._lib = _lib(build(cfg, quiet=quiet))
+        self._lib = _lib(lib or build(cfg, quiet=quiet, train=train))
         self._h = self._lib.onda_create(cfg.mem_size_bytes, cfg.mem_latency_cycles, cfg.mem_row_overhead_cycles,
                                         float(stall), int(seed))
 

@@ -121,6 +121,17 @@ def test_aligned_reads_wide_banks():
     assert stats["reads"] > 300 and stats["writes"] > 300
 
 
+def test_aligned_reads_grouped_banks():
+    # Banks a read takes together share a RAM word (byte-enabled writes) when no write can wrap
+    # around into the word it starts in: 16 banks, words of 4, writes up to 13 bytes.
+    buf = ByteBuffer(250, 16, read_ports={"gemm": 16, "b": 4}, write_ports={"load": 2, "w13": 13}, align=4)
+    assert buf.word_bytes == 4 and len(buf.word_data) == 4
+    stats = run_random(buf, 400, seed=7)
+    assert stats["reads"] > 300 and stats["writes"] > 300
+    # A write wider than that could: one bank per RAM.
+    assert ByteBuffer(250, 16, read_ports={"r": 4}, write_ports={"w": 14}, align=4).word_bytes == 1
+
+
 def test_single_bank_and_tiny_buffer():
     buf = ByteBuffer(5, 1, read_ports={"r": 1}, write_ports={"w": 1})
     stats = run_random(buf, 200, seed=3)
@@ -162,7 +173,7 @@ def test_engine_buffers_as_configured(board):
     act, wgt, param, out = act_buffer(cfg), wgt_buffer(cfg), param_buffer(cfg), out_buffer(cfg)
     assert act.banks >= max(cfg.width, cfg.vector_lanes, P) and act.write_ports == {"load": act.banks}
     assert act.read_ports == {"gemm": cfg.width, "vec_a": cfg.vector_lanes, "vec_b": cfg.vector_lanes, "store": P}
-    assert wgt.banks == cfg.lanes * cfg.width and wgt.align == cfg.lanes
+    assert wgt.banks == cfg.lanes * cfg.width and wgt.align == cfg.lanes and wgt.word_bytes == cfg.lanes
     assert wgt.read_ports == {"gemm": cfg.lanes * cfg.width} and wgt.write_ports == {"load": P}
     assert param.banks == 16 and param.read_ports == {"gemm": 12, "vec": 4} and param.read_groups == [["gemm", "vec"]]
     assert out.read_ports == {"store": P} and out.write_ports == {"gemm": 1, "vec": cfg.vector_lanes}
