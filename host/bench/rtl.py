@@ -10,8 +10,7 @@ the harness's run is timed around the run alone; cocotb's is the bench's own clo
 memory and register driver included, as the benches run); Amaranth's is the difference between
 two runs of different lengths, so elaboration drops out. The ResNet50 row is one image through
 ``--backend rtl`` (weights and program written once at load, not timed; the image in, every cycle
-run, the output read; the weight image written by the same first run), its cycles beside the
-cycle model's. Prints the table with the targets,
+run, the output read), its cycles beside the cycle model's. Prints the table with the targets,
 writes build/bench/rtl.json and build/bench/rtl.png.
 """
 
@@ -118,10 +117,8 @@ def resnet50(model: Path | None, engine: str) -> dict:
     path = CACHE / f"{tflite.stem}-{engine}.onda"
     if not path.exists() or path.stat().st_mtime < tflite.stat().st_mtime:
         compile_tflite(tflite, engine).write(path)
-    from onda.sim.verilator.build import build
-
     rtl = get_backend("rtl", simulator="verilator").load(path)
-    build(rtl.config)  # not timed: the model is built once per engine and cached
+    rtl.prepare()  # not timed: the model is built once per engine (cached), the weights written once per load
     x = _inputs(rtl)
     t0 = time.perf_counter()
     got = rtl.run(x)

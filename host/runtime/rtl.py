@@ -39,10 +39,20 @@ class RtlModel(EmulatedModel):
         super().__init__(container, origin)
         self.simulator = simulator
         self._device = None
+        self._loaded = False  # the device's memory holds the weights and the program
         self.measured_cycles: int | None = None
         self.counters: dict[str, int] = {}
         # Where each layer's output is complete in memory (a compute instruction's completion).
         self._capture: dict[int, int] = capture_points(self.program, self.layers)
+
+    def prepare(self) -> None:
+        """Build (or take from the cache) the simulated engine and write the weights and the program
+        into its memory, so the first image does not wait for them."""
+        if self.simulator == "verilator" and self._device is None:
+            self._device = self._new_device()
+            for addr, data in program_image(self.container):
+                self._device.write_memory(addr, data)
+            self._loaded = True
 
     def _new_device(self):
         if self.simulator == "verilator":
@@ -67,8 +77,11 @@ class RtlModel(EmulatedModel):
             if self._device is None or self.simulator == "amaranth":
                 self._device = self._new_device()
                 image = program_image(self.container)
+            elif not self._loaded:
+                image = program_image(self.container)
             else:
                 image = []  # weights and program are in place from the first image
+            self._loaded = self.simulator == "verilator"
             for tid, x in zip(self.memmap["inputs"], inputs):
                 image.append((int(self.tensors[tid]["addr"]), np.ascontiguousarray(x[b]).tobytes()))
             at = sorted(set(self._capture.values())) if capture else []

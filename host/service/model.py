@@ -30,6 +30,8 @@ class ServedModel:
             path.write_bytes(tflite)
         self.backend = get_backend(backend)
         loaded = [self.backend.load(path) for _ in range(devices)]
+        for model in loaded:  # a simulated engine is built and given its weights now, not in the first request
+            getattr(model, "prepare", lambda: None)()
         self.input_spec = loaded[0].inputs[0]
         self.output_spec = loaded[0].outputs[0]
         if self.input_spec.dtype != "int8" or self.output_spec.dtype != "int8":
