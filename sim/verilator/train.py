@@ -20,8 +20,8 @@ from onda.hw.config import EngineConfig, config_from_dict
 __all__ = ["TRAIN_CYCLES", "TrainingImage", "write_job"]
 
 TRAIN_CYCLES = 400_000
-"""Cycles of the training run (or fewer, if the program ends): enough for every kind of
-instruction of a network to run many times, a few seconds on the instrumented model."""
+"""Cycles of the training run (a shorter program runs again until they are spent): enough for
+every kind of instruction of a network to run many times, a few seconds on the instrumented model."""
 
 
 class TrainingImage:
@@ -51,8 +51,10 @@ def main(argv=None) -> int:
         dev.write_memory(addr, data)
     dev.write_register("PROG_ADDR", meta["prog_addr"])
     dev.write_register("PROG_COUNT", meta["count"])
-    dev.write_register("CTRL", 1)
-    dev.run(meta["cycles"])
+    start = dev.cycles
+    while dev.cycles - start < meta["cycles"]:  # a short program runs again until the budget is spent
+        dev.write_register("CTRL", 1)
+        dev.run(meta["cycles"] - (dev.cycles - start))
     return 0
 
 
