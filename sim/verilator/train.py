@@ -39,8 +39,8 @@ def write_job(path: Path, cfg: EngineConfig, train: TrainingImage, cycles: int =
     np.savez(path, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
 
 
-def main(argv=None) -> int:
-    lib, job = (argv or sys.argv[1:])[:2]
+def run(lib: Path, job: Path) -> int:
+    """The training run of ``job`` on the model ``lib``; returns how many times the program ran."""
     from .harness import VerilatorEngine
 
     with np.load(job) as z:
@@ -51,10 +51,17 @@ def main(argv=None) -> int:
         dev.write_memory(addr, data)
     dev.write_register("PROG_ADDR", meta["prog_addr"])
     dev.write_register("PROG_COUNT", meta["count"])
-    start = dev.cycles
+    start, runs = dev.cycles, 0
     while dev.cycles - start < meta["cycles"]:  # a short program runs again until the budget is spent
         dev.write_register("CTRL", 1)
         dev.run(meta["cycles"] - (dev.cycles - start))
+        runs += 1
+    return runs
+
+
+def main(argv=None) -> int:
+    lib, job = (argv or sys.argv[1:])[:2]
+    run(Path(lib), Path(job))
     return 0
 
 
