@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 HARNESS = HERE / "engine_harness.cpp"
 SIM_TOP = HERE / "sim_top.py"
 TOP = "onda_engine"
+CXX_FLAGS = "-fPIC -O2 -march=native"  # the fast files; the slow ones (constructors) at -O0, see _compile
 VERILATOR_FLAGS = ["--cc", "--exe", "--build", "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
                    "-Wno-fatal", "-Wno-lint", "-Wno-style", "--top-module", TOP]
 
@@ -75,7 +76,7 @@ def source_key(cfg: EngineConfig) -> str:
     hw = Path(__file__).resolve().parents[2] / "hw"
     h = hashlib.sha256()
     for part in (cfg.fingerprint, amaranth.__version__, _yosys_version(), HARNESS.read_text(), SIM_TOP.read_text(),
-                 " ".join(VERILATOR_FLAGS), _cpu()):
+                 " ".join(VERILATOR_FLAGS), CXX_FLAGS, _cpu()):
         h.update(part.encode() + b"\0")
     for path in sorted(hw.rglob("*.py")):
         h.update(str(path.relative_to(hw)).encode() + b"\0" + path.read_bytes())
@@ -188,7 +189,7 @@ def _compile(cfg: EngineConfig, work: Path, defines: list[str], extra: list[str]
     env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include OPT_SLOW=-O0").strip()
     jobs = str(max(1, min(2, os.cpu_count() or 1)))
     cmd = ["verilator", *VERILATOR_FLAGS, "-j", jobs, "--Mdir", "obj", "-o", f"../lib{TOP}.so",
-           "-CFLAGS", " ".join(["-fPIC -O2 -march=native", *defines, *extra]), "-LDFLAGS", " ".join(["-shared -fPIC", *extra]),
+           "-CFLAGS", " ".join([CXX_FLAGS, *defines, *extra]), "-LDFLAGS", " ".join(["-shared -fPIC", *extra]),
            f"{TOP}.v", HARNESS.name]
     log = work / "build.log"
     with log.open("a") as fh:
