@@ -52,7 +52,7 @@ def harness_speed(path: Path) -> dict:
 
     rtl, emu = get_backend("rtl", simulator="verilator").load(path), get_backend("emulator").load(path)
     x = _inputs(emu)
-    rtl.run(x)  # builds (or loads) the model and writes the weights: not timed
+    rtl.prepare()  # builds (or loads) the model and writes the weights: not timed
     t0 = time.perf_counter()
     got = rtl.run(x)
     seconds = time.perf_counter() - t0
@@ -66,8 +66,6 @@ def cocotb_speed(path: Path, engine: str) -> dict:
     from onda.hw.engine.engine import Engine
     from onda.sim.cocotb.engine_job import engine_job, program_runs
     from onda.sim.cocotb.harness import run_bench
-
-    from ..runtime.emulator import EmulatedModel
 
     from ..runtime.emulator import EmulatorBackend
 
