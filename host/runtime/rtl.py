@@ -39,7 +39,6 @@ class RtlModel(EmulatedModel):
         super().__init__(container, origin)
         self.simulator = simulator
         self._device = None
-        self._loaded = False  # the device's memory holds the weights and the program
         self.measured_cycles: int | None = None
         self.counters: dict[str, int] = {}
         # Where each layer's output is complete in memory (a compute instruction's completion).
@@ -52,7 +51,6 @@ class RtlModel(EmulatedModel):
             self._device = self._new_device()
             for addr, data in program_image(self.container):
                 self._device.write_memory(addr, data)
-            self._loaded = True
 
     def _new_device(self):
         if self.simulator == "verilator":
@@ -77,11 +75,8 @@ class RtlModel(EmulatedModel):
             if self._device is None or self.simulator == "amaranth":
                 self._device = self._new_device()
                 image = program_image(self.container)
-            elif not self._loaded:
-                image = program_image(self.container)
             else:
-                image = []  # weights and program are in place from the first image
-            self._loaded = self.simulator == "verilator"
+                image = []  # a Verilator device holds the weights and program from its first image (or prepare)
             for tid, x in zip(self.memmap["inputs"], inputs):
                 image.append((int(self.tensors[tid]["addr"]), np.ascontiguousarray(x[b]).tobytes()))
             at = sorted(set(self._capture.values())) if capture else []
