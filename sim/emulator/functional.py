@@ -21,6 +21,7 @@ from onda.hw.isa import (ADD_PARAM_WORDS, GEMM_PARAM_WORDS, QUEUES, RESCALE_PARA
                          Instruction, Opcode, VecFunc, unpack_weights, weight_bytes)
 from onda.sim.golden import fixedpoint as fp
 from onda.sim.golden import kernels as K
+from onda.sim.golden.exact_gemm import Weights, operand_dtype
 from onda.sim.golden.params import AddParams, RequantParams
 
 
@@ -180,7 +181,7 @@ class Machine:
                                                "GEMM wgt")], ct, k, self.cfg.lanes)
         prm = self.words(f["param_addr"], ct * GEMM_PARAM_WORDS).reshape(ct, GEMM_PARAM_WORDS)
         cols = gemm_patches(a.astype(np.int8), f)
-        y = gemm_epilogue(prm, f)(K.exact_int8_product(cols, np.ascontiguousarray(w.T)))
+        y = gemm_epilogue(prm, f)(Weights(w.T).product(cols))
         s = self._span(self.out, f["out_addr"], orow * ocol * ct, "GEMM out")
         self.out[:, s] = y.reshape(n, -1)
 
@@ -210,11 +211,13 @@ def check_gemm(f: dict) -> None:
 
 
 def gemm_patches(bands: np.ndarray, f: dict, out_rows: int | None = None) -> np.ndarray:
-    """The float32 patch matrix [n * rows * out_cols, kh * kw * C] of int8 bands [n, rows', in_cols, C]
-    read through a GEMM's kernel window (the band holds its padding: no more is added)."""
+    """The patch matrix [n * rows * out_cols, kh * kw * C] of int8 bands [n, rows', in_cols, C] read
+    through a GEMM's kernel window (the band holds its padding: no more is added), in the GEMM's
+    operand type (``exact_gemm.operand_dtype``)."""
     oh = f["out_rows"] if out_rows is None else out_rows
     return K.patch_matrix(bands, f["kh"], f["kw"], (f["stride_h"], f["stride_w"]),
-                          (f["dilation_h"], f["dilation_w"]), (0, 0), oh, f["out_cols"], 0)
+                          (f["dilation_h"], f["dilation_w"]), (0, 0), oh, f["out_cols"], 0,
+                          operand_dtype(f["kh"] * f["kw"] * bands.shape[-1]))
 
 
 def gemm_epilogue(prm: np.ndarray, f: dict):

@@ -31,7 +31,7 @@ from numpy.lib.stride_tricks import as_strided
 from onda.hw.config import EngineConfig
 from onda.hw.isa import (ADD_PARAM_WORDS, GEMM_PARAM_WORDS, QUEUES, RESCALE_PARAM_WORDS, Buffer,
                          Instruction, Opcode, VecFunc, unpack_weights, weight_bytes)
-from onda.sim.golden import kernels as K
+from onda.sim.golden.exact_gemm import Weights
 
 from .functional import (EmulatorError, Machine, check_gemm, gemm_epilogue, gemm_patches, pop_tokens, push_tokens,
                          vec_compute, vec_out_size)
@@ -123,7 +123,7 @@ class ConvStep:
     rows_in: int
     out_rows: int
     fields: dict
-    w_t: np.ndarray
+    weights: Weights
     epilogue: object
 
     def __call__(self, mem: np.ndarray) -> np.ndarray:
@@ -132,7 +132,7 @@ class ConvStep:
         n = p.shape[0]
         bands = p.reshape(n, self.rows_in, f["in_cols"], f["channels"])
         cols = gemm_patches(bands, f, self.out_rows)
-        return self.epilogue(K.exact_int8_product(cols, self.w_t)).reshape(n, -1)
+        return self.epilogue(self.weights.product(cols)).reshape(n, -1)
 
 
 @dataclass
@@ -141,7 +141,7 @@ class GemmStep:
 
     read: ActRead
     fields: dict
-    w_t: np.ndarray
+    weights: Weights
     epilogue: object
 
     def __call__(self, mem: np.ndarray) -> np.ndarray:
@@ -149,7 +149,7 @@ class GemmStep:
         a = self.read(mem)
         n = a.shape[0]
         cols = gemm_patches(a.reshape(n, f["in_rows"], f["in_cols"], f["channels"]), f)
-        return self.epilogue(K.exact_int8_product(cols, self.w_t)).reshape(n, -1)
+        return self.epilogue(self.weights.product(cols)).reshape(n, -1)
 
 
 @dataclass
@@ -488,7 +488,7 @@ class _Builder:
                     f = t.fields
                     m = f["out_rows"] * f["out_cols"]
                     band = t.band_src if t.band_src is not None else self.loads[t.load].region.codes().reshape(-1)
-                    step = GemmStep(ActRead.of(band), f, np.ascontiguousarray(t.w.T.astype(np.float32)),
+                    step = GemmStep(ActRead.of(band), f, Weights(t.w.T),
                                     gemm_epilogue(t.prm, f))
                     sid = add_step(step, m, f["out_channels"])
                     n_out = m * f["out_channels"]
@@ -587,7 +587,7 @@ class _Builder:
         ocol, total = f["out_cols"], int(row0[-1])
         rows_in = (total - 1) * sh + ekh
         step = ConvStep(region, starts[0], rows_in, total, dict(f),
-                        np.ascontiguousarray(w_all.T.astype(np.float32)), gemm_epilogue(prm_all, f))
+                        Weights(w_all.T), gemm_epilogue(prm_all, f))
         layout = [(t, (int(row0[band_of[t.load]]) * ocol, int(col0[blocks[t.wkey]]))) for t in tiles]
         return step, total * ocol, int(col0[-1]), layout
 

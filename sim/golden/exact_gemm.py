@@ -1,7 +1,17 @@
-"""Exact int8 GEMM on floating-point BLAS: the bound that makes it exact, and its two paths.
+"""Exact int8 GEMMs: the bounds that make each path exact, and the paths.
 
-NumPy's integer matmul does not use BLAS (100-700x slower than float), so int8 operands are held
-as floats and multiplied by BLAS. Why the result is exact, whatever BLAS does:
+NumPy's integer matmul does not use BLAS (100-700x slower than float). Two kinds of exact GEMM
+stand in for it:
+
+**Native int8** (``int8_gemm``, AVX-512 VNNI, the fast path where it runs): int8 operands, int32
+results. Every step is int32 arithmetic modulo 2**32 (``vpdpbusd``'s add wraps, it does not
+saturate), so the result is exact whenever the true sum fits int32. With int8 operands
+``|sum| <= K * 128 * 128 = K * 2**14``; the largest is ``K * 2**14`` (every operand -128), which
+is below ``2**31`` while ``K <= 131071`` (``EXACT_K_INT32``); the worst case, K = 131071 with every
+operand -128, sums to ``2**31 - 2**14``. Longer K take the float path.
+
+**Float BLAS** (the fallback, and the path for K beyond ``EXACT_K_INT32``): int8 values held as
+floats. Why the result is exact, whatever BLAS does:
 
 * every product of two int8 values has ``|a * b| <= 128 * 128 = 2**14`` and is an integer;
 * a dot product of ``K`` such products has every partial sum, in any order, grouping or
@@ -10,19 +20,50 @@ as floats and multiplied by BLAS. Why the result is exact, whatever BLAS does:
   while ``K <= 2**24 / 2**14 = 1024`` (``EXACT_K_F32``); the worst case, ``K = 1024`` with every
   operand -128, sums to exactly ``2**24``. float64 (``2**53``) is exact while ``K <= 2**39``.
 
-Fast path (``float32`` operands): SGEMM over K-chunks of at most 1024 products, each chunk's exact
-result summed in float64 (exact). Fallback (``float64`` operands): one DGEMM at half the
-speed, no chunking. Both are tested at the worst case (``tests/numeric/test_exact_gemm.py``).
+``float32`` operands: SGEMM over K-chunks of at most 1024 products, each chunk's exact
+result summed in float64 (exact). ``float64`` operands: one DGEMM at half the
+speed, no chunking. Every path is tested at its worst case (``tests/numeric/test_exact_gemm.py``).
+
+``Weights`` holds one layer's weights prepared for whichever path runs; ``operand_dtype()`` says
+what its patch matrices are made of (int8 for the native kernel, else float32).
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
-from . import threading
+from . import int8_gemm, threading
 
 EXACT_K_F32 = 1024  # 1024 * 128 * 128 == 2**24, the largest integer span float32 holds exactly
 EXACT_K_F64 = 1 << 39  # 2**39 * 2**14 == 2**53
+EXACT_K_INT32 = (2**31 - 1) // 2**14  # 131071: K * 2**14 < 2**31
+
+_native = True
+
+
+def native() -> bool:
+    """Whether GEMMs take the native int8 kernel (it runs here and is not switched off)."""
+    return _native and int8_gemm.available() is None
+
+
+@contextlib.contextmanager
+def use_native(flag: bool):
+    """Run a block with the native int8 GEMM on or off (tests compare the paths)."""
+    global _native
+    old = _native
+    _native = bool(flag)
+    try:
+        yield
+    finally:
+        _native = old
+
+
+def operand_dtype(k: int = 0) -> np.dtype:
+    """What the activation operand of a GEMM with ``k`` products is made of: int8 for the native
+    kernel, float32 for BLAS."""
+    return np.dtype(np.int8) if native() and k <= EXACT_K_INT32 else np.dtype(np.float32)
 
 
 def k_chunks(k: int, dtype) -> list[tuple[int, int]]:
@@ -76,3 +117,39 @@ def exact_int8_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def exact_int8_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` as int64 for int8-valued float matrices a [M, K] and b [K, N], exact."""
     return exact_int8_product(a, b).astype(np.int64)
+
+
+class Weights:
+    """The [K, N] int8 weights of one GEMM, prepared once (packed for the native kernel, or as a
+    float BLAS operand) when a product first needs them."""
+
+    def __init__(self, w: np.ndarray):
+        if w.ndim != 2:
+            raise ValueError(f"GEMM weights must be [K, N], got shape {w.shape}")
+        self.w = np.ascontiguousarray(w, dtype=np.int8) if w.dtype == np.int8 else None
+        if self.w is None:  # int8-valued weights of another dtype
+            self.w = np.ascontiguousarray(w.astype(np.int8))
+            if not np.array_equal(self.w, w):
+                raise ValueError("GEMM weights must be int8 values")
+        self.k, self.n = w.shape
+        self._packed = None
+        self._floats: dict[np.dtype, np.ndarray] = {}
+
+    def float_operand(self, dtype=np.float32) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        if dtype not in self._floats:
+            self._floats[dtype] = self.w.astype(dtype)
+        return self._floats[dtype]
+
+    def product(self, cols: np.ndarray) -> np.ndarray:
+        """``cols @ w`` [M, N], exact: an int32 array from the native kernel when ``cols`` is int8
+        (as ``operand_dtype`` makes it), else a float array from BLAS (``exact_int8_product``)."""
+        if cols.dtype == np.int8:
+            if native() and self.k <= EXACT_K_INT32:
+                if self._packed is None:
+                    self._packed = int8_gemm.Packed(self.w)
+                return int8_gemm.matmul(cols, self._packed)
+            cols = cols.astype(np.float32)
+        if cols.dtype not in (np.float32, np.float64):
+            raise TypeError(f"GEMM operand must be int8, float32 or float64, got {cols.dtype}")
+        return exact_int8_product(cols, self.float_operand(cols.dtype))

@@ -1,8 +1,8 @@
 """TFLite's reference int8 kernels, written as exact, vectorized NumPy.
 
 Each function takes int8 activations (NHWC) and the integer parameters from ``params``; none
-loops over pixels. GEMMs run on float BLAS, exact by the bound stated in ``exact_gemm``
-(float32 K-chunks of at most 1024 products; float64 as the fallback).
+loops over pixels. GEMMs are exact by the bounds stated in ``exact_gemm``: the native int8 kernel
+(int32, K <= 131071) where it runs, else float BLAS (float32 K-chunks of at most 1024 products).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from . import fixedpoint as fp
 from . import loops
 from .params import AddParams, GemmParams, RequantParams, conv_output_size, same_padding
 
-from .exact_gemm import exact_int8_matmul, exact_int8_product  # noqa: F401  (the GEMM lives there)
+from .exact_gemm import Weights, exact_int8_matmul, exact_int8_product, operand_dtype  # noqa: F401 (the GEMMs)
 
 
 def pad_spatial(x: np.ndarray, pads_h: tuple[int, int], pads_w: tuple[int, int], value: int) -> np.ndarray:
@@ -32,7 +32,7 @@ def patch_matrix(x: np.ndarray, kh: int, kw: int, stride, dilation, pads: tuple[
     """The [N*OH*OW, KH*KW*C] patch matrix of int8 NHWC ``x`` (TFLite's OHWI K order): row
     ``(b, oy, ox)`` holds the taps ``x[b, oy*sh + i*dh - pt, ox*sw + j*dw - pl, :]``, with
     ``pad_value`` for taps outside ``x``. Written once, converted to ``dtype``; a 1x1 stride-1
-    matrix is the input itself, converted.
+    matrix is the input itself (not copied when it is int8 and contiguous).
     """
     n, h, w, c = x.shape
     sh, sw = stride
@@ -45,7 +45,7 @@ def patch_matrix(x: np.ndarray, kh: int, kw: int, stride, dilation, pads: tuple[
     xp = pad_spatial(x, (pt, hp - h - pt), (pl, wp - w - pl), pad_value)
     if kh == 1 and kw == 1:
         cols = xp[:, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw, :]
-        return cols.astype(dtype).reshape(n * oh * ow, c)
+        return np.ascontiguousarray(cols, dtype=dtype).reshape(n * oh * ow, c)
     s0, s1, s2, s3 = xp.strides
     win = as_strided(xp, shape=(n, oh, ow, kh, kw, c),
                      strides=(s0, sh * s1, sw * s2, dh * s1, dw * s2, s3), writeable=False)
@@ -76,38 +76,43 @@ def _gemm_correction(p: GemmParams, w: np.ndarray, k: int) -> np.ndarray:
 
 class PreparedGemm:
     """A conv's or fully-connected op's constants, prepared once per model (TFLite's Prepare):
-    the weights as a [K, Cout] BLAS operand, the per-channel constant and the requantizer."""
+    the weights as a [K, Cout] GEMM operand (``exact_gemm.Weights``), the per-channel constant and
+    the requantizer."""
 
-    def __init__(self, p: GemmParams, dtype=np.float32):
+    def __init__(self, p: GemmParams):
         cout = p.weights.shape[0]
         self.k = int(np.prod(p.weights.shape[1:]))
         w = p.weights.reshape(cout, self.k)
-        self.w_t = np.ascontiguousarray(w.T, dtype=dtype)
-        self.dtype = np.dtype(dtype)
+        self.weights = Weights(w.T)
         self.corr = _gemm_correction(p, w, self.k)
         self.requant = fp.Requantizer(p.multiplier, p.shift, p.out_zero_point, p.act_min, p.act_max)
         self.weight_zero_point = p.weight_zero_point
 
+    @property
+    def dtype(self) -> np.dtype:
+        """What this GEMM's patch matrix is made of (``exact_gemm.operand_dtype``)."""
+        return operand_dtype(self.k)
+
     def product(self, cols: np.ndarray) -> np.ndarray:
-        """``sum(x w)`` [M, Cout] as exact integers in a float array, with the zw term if any."""
-        prod = exact_int8_product(cols, self.w_t)
+        """``sum(x w)`` [M, Cout] as exact integers (int32, or a float array), with the zw term if any."""
+        prod = self.weights.product(cols)
         if self.weight_zero_point:
-            prod = prod.astype(np.int64) - self.weight_zero_point * \
-                cols.sum(axis=1, dtype=np.float64).astype(np.int64)[:, None]
+            rows = cols.sum(axis=1, dtype=np.float64).astype(np.int64)  # exact: |sum| < 2**53
+            prod = prod.astype(np.int64) - self.weight_zero_point * rows[:, None]
         return prod
 
 
 _PREPARED: dict[int, tuple[GemmParams, PreparedGemm]] = {}
 
 
-def prepared(p: GemmParams, dtype=np.float32) -> PreparedGemm:
+def prepared(p: GemmParams) -> PreparedGemm:
     """``PreparedGemm(p)``, cached while ``p`` lives (the golden model prepares its own once)."""
     hit = _PREPARED.get(id(p))
-    if hit is not None and hit[0] is p and hit[1].dtype == np.dtype(dtype):
+    if hit is not None and hit[0] is p:
         return hit[1]
     if len(_PREPARED) > 256:
         _PREPARED.clear()
-    prep = PreparedGemm(p, dtype)
+    prep = PreparedGemm(p)
     _PREPARED[id(p)] = (p, prep)
     return prep
 

@@ -1,39 +1,33 @@
 """Compiled inner loops of the golden kernels (numba): the requantizer epilogue, ADD's lookup and
-the patch matrix of a convolution, each one fused parallel pass.
+the patch matrix of a convolution, each one fused pass.
 
 Why numba: NumPy's int64 ufuncs are not vectorized for shifts and cost about 1 ns per element and
 per pass; the requantizer takes ten passes, ResNet50 has about 10 M conv outputs per image, so
 the epilogue alone cost more than the exact GEMMs. numba (LLVM, maintained by the NumPy
 community for exactly this: compiling numeric loops over arrays) runs the same integer
-arithmetic in one pass on all cores. The arithmetic is the same as ``fixedpoint``'s, statement for
-statement; the NumPy functions there stay the reference and the fallback, used when numba is not
-installed or when ``ONDA_KERNELS=numpy`` (tests run both and compare them).
+arithmetic in one branch-free, vectorized pass. The arithmetic is the same as ``fixedpoint``'s,
+statement for statement; the NumPy functions there stay the reference and the fallback, used when
+numba is not installed or when ``ONDA_KERNELS=numpy`` (tests run both and compare them).
 
-The GEMMs themselves stay on BLAS (``exact_gemm``). Calls are serialized by a lock: numba's
-workqueue threading layer (chosen here, see below) does not take concurrent launches from
-several Python threads.
+Each loop is compiled serial and without the GIL, and a large call is split into row blocks run on
+the golden kernels' threads (``threading.run_parallel``, as the GEMMs are): numba's own parallel
+launch cost about 0.1 ms, more than a whole ResNet50 layer's epilogue takes on one core.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import threading
 
 import numpy as np
 
 try:  # numba is a dependency of onda; without it every kernel takes its NumPy path
     import numba
-    from numba import njit, prange
-    if "NUMBA_THREADING_LAYER" not in os.environ:
-        # workqueue: workers sleep between launches; OpenMP's spin-wait starved the GEMM threads
-        # (a 2-thread run 4x slower than a 1-thread one on a shared 2-core machine)
-        numba.config.THREADING_LAYER = "workqueue"
+    from numba import njit
 except ImportError:  # pragma: no cover - exercised by ONDA_KERNELS=numpy instead
     numba = None
 
-_LOCK = threading.Lock()
-PARALLEL_MIN_ELEMENTS = 1 << 17  # below this a parallel launch costs more than it saves
+SPLIT_MIN_ELEMENTS = 1 << 16  # below this handing half the rows to another thread costs more than it saves
 _enabled = numba is not None and os.environ.get("ONDA_KERNELS", "").lower() != "numpy"
 
 
@@ -54,86 +48,90 @@ def use(flag: bool):
         _enabled = old
 
 
-def set_threads(n: int) -> None:
-    """Threads the compiled loops use (BLAS threads are threadpoolctl's)."""
-    if numba is not None:
-        numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+def _split(rows: int, elements: int, run) -> None:
+    """``run(r0, r1)`` over ``range(rows)``, in one call or in row blocks on the kernels' threads."""
+    from . import threading
+
+    parts = threading.gemm_threads()
+    if parts <= 1 or elements < SPLIT_MIN_ELEMENTS or rows < parts:
+        run(0, rows)
+        return
+    bounds = [rows * i // parts for i in range(parts + 1)]
+    threading.run_parallel([lambda r0=r0, r1=r1: run(r0, r1) for r0, r1 in zip(bounds, bounds[1:])])
 
 
 if numba is not None:
     INT32_MIN = -(2**31)
     INT32_MAX = 2**31 - 1
 
-    def _requantize_rows_body(acc, bias, mult, left, wrap, right, zp, lo, hi, out):  # pragma: no cover
-        m_rows, n_cols = acc.shape
-        for i in prange(m_rows):
-            for j in range(n_cols):
-                x = np.int64(acc[i, j]) + bias[j]
+    @njit(cache=True, nogil=True)
+    def _requantize_rows(acc, bias, mult, left, wrap, right, zp, lo, hi, out, r0, r1):  # pragma: no cover
+        n_cols = acc.shape[1]
+        for i in range(r0, r1):
+            a = acc[i]
+            o = out[i]
+            for j in range(n_cols):  # branch-free, so LLVM vectorizes it
+                x = np.int64(a[j]) + bias[j]
                 if wrap:  # wrap_int32(x << left), as fixedpoint does once any channel shifts left
                     x = ((x << left[j]) + (np.int64(1) << 31)) & np.int64(0xFFFFFFFF)
                     x -= np.int64(1) << 31
                 m = mult[j]
+                y = (x * m + (np.int64(1) << 30)) >> 31
                 if x == INT32_MIN and m == INT32_MIN:  # SRDHM's one saturating case
                     y = np.int64(INT32_MAX)
-                else:
-                    y = (x * m + (np.int64(1) << 30)) >> 31
-                e = right[j]
-                if e > 0:  # rounding_divide_by_pot
-                    y = (y + (((np.int64(1) << e) - 1) >> 1) + (1 if y >= 0 else 0)) >> e
-                y += zp
-                if y < lo:
-                    y = lo
-                elif y > hi:
-                    y = hi
-                out[i, j] = y
+                e = right[j]  # rounding_divide_by_pot; e == 0 leaves y as it is
+                y = (y + (((np.int64(1) << e) - 1) >> 1) + ((y >= 0) & (e > 0))) >> e
+                o[j] = min(max(y + zp, lo), hi)
 
-    _requantize_rows = njit(parallel=True, cache=True, nogil=True)(_requantize_rows_body)
-    _requantize_rows_serial = njit(cache=True, nogil=True)(_requantize_rows_body)
-
-    def _lookup2_body(a, b, table, out):  # pragma: no cover - compiled
-        n = a.shape[0]
-        for i in prange(n):
+    @njit(cache=True, nogil=True)
+    def _lookup2(a, b, table, out, r0, r1):  # pragma: no cover - compiled
+        for i in range(r0, r1):
             out[i] = table[(np.int64(a[i]) + 128) * 256 + np.int64(b[i]) + 128]
 
-    _lookup2 = njit(parallel=True, cache=True, nogil=True)(_lookup2_body)
-    _lookup2_serial = njit(cache=True, nogil=True)(_lookup2_body)  # prange runs as range: no launch cost
-
-    @njit(parallel=True, cache=True, nogil=True)
-    def _patches(x, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, pad, out):  # pragma: no cover - compiled
+    @njit(cache=True, nogil=True)
+    def _patches(x, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, pad, out, p0, p1):  # pragma: no cover - compiled
         n, h, w, c = x.shape
-        for p in prange(n * oh):
+        xr = x.reshape(n, h, w * c)
+        for p in range(p0, p1):  # one output row of one image
             b = p // oh
             oy = p % oh
             for ox in range(ow):
-                row = (b * oh + oy) * ow + ox
+                row = out[(b * oh + oy) * ow + ox]
                 k = 0
+                ix0 = ox * sw - pl
+                whole = dw == 1 and ix0 >= 0 and ix0 + kw <= w  # the kw taps of a kernel row are one run
                 for i in range(kh):
                     iy = oy * sh + i * dh - pt
-                    for j in range(kw):
-                        ix = ox * sw + j * dw - pl
-                        if 0 <= iy < h and 0 <= ix < w:
-                            for ch in range(c):
-                                out[row, k + ch] = x[b, iy, ix, ch]
-                        else:
-                            for ch in range(c):
-                                out[row, k + ch] = pad
-                        k += c
+                    if iy < 0 or iy >= h:
+                        row[k:k + kw * c] = pad
+                        k += kw * c
+                    elif whole:
+                        row[k:k + kw * c] = xr[b, iy, ix0 * c:(ix0 + kw) * c]
+                        k += kw * c
+                    else:
+                        for j in range(kw):
+                            ix = ix0 + j * dw
+                            if 0 <= ix < w:
+                                row[k:k + c] = xr[b, iy, ix * c:(ix + 1) * c]
+                            else:
+                                row[k:k + c] = pad
+                            k += c
 
 
 def requantize_rows(acc: np.ndarray, bias: np.ndarray, multiplier: np.ndarray, left: np.ndarray,
                     right: np.ndarray, zp: int, lo: int, hi: int, out: np.ndarray) -> None:
     """``out = clamp(zp + MBQM(acc + bias, M0, shift))`` over [M, C], per-channel vectors of C."""
-    fn = _requantize_rows if acc.size >= PARALLEL_MIN_ELEMENTS else _requantize_rows_serial
-    with _LOCK:
-        fn(acc, bias, multiplier, left, bool(np.any(left > 0)), right, np.int64(zp), np.int64(lo), np.int64(hi), out)
+    wrap = bool(np.any(left > 0))
+    zp, lo, hi = np.int64(zp), np.int64(lo), np.int64(hi)
+    _split(acc.shape[0], acc.size,
+           lambda r0, r1: _requantize_rows(acc, bias, multiplier, left, wrap, right, zp, lo, hi, out, r0, r1))
 
 
 def lookup2(a: np.ndarray, b: np.ndarray, table: np.ndarray) -> np.ndarray:
     """``table[(a + 128) * 256 + b + 128]`` for equal-shape int8 arrays."""
     out = np.empty(a.shape, dtype=table.dtype)
-    fn = _lookup2 if a.size >= PARALLEL_MIN_ELEMENTS else _lookup2_serial
-    with _LOCK:
-        fn(a.reshape(-1), b.reshape(-1), table.reshape(-1), out.reshape(-1))
+    fa, fb, ft, fo = a.reshape(-1), b.reshape(-1), table.reshape(-1), out.reshape(-1)
+    _split(fa.size, fa.size, lambda r0, r1: _lookup2(fa, fb, ft, fo, r0, r1))
     return out
 
 
@@ -143,7 +141,8 @@ def patches(x: np.ndarray, kh: int, kw: int, stride, dilation, pads: tuple[int, 
     taps outside the input read ``pad_value`` (no padded copy of the input)."""
     n, _, _, c = x.shape
     out = np.empty((n * oh * ow, kh * kw * c), dtype=dtype)
-    with _LOCK:
-        _patches(x, kh, kw, stride[0], stride[1], dilation[0], dilation[1], pads[0], pads[1],
-                 oh, ow, np.dtype(dtype).type(pad_value), out)
+    x = np.ascontiguousarray(x)
+    pad = np.dtype(dtype).type(pad_value)
+    _split(n * oh, out.size, lambda p0, p1: _patches(x, kh, kw, stride[0], stride[1], dilation[0], dilation[1],
+                                                      pads[0], pads[1], oh, ow, pad, out, p0, p1))
     return out

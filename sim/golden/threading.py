@@ -1,11 +1,12 @@
-"""How the golden kernels share the CPU: one thread count for the compiled loops and the GEMMs.
+"""How the golden kernels share the CPU: one small pool of threads for the GEMMs and the compiled loops.
 
-BLAS runs single-threaded and each large GEMM is split into row (or column) blocks run by a small
-pool of Python threads (NumPy releases the GIL in BLAS). Why not BLAS's own threads: OpenBLAS
-workers busy-wait after every call, and between two GEMMs the compiled loops (``loops``, numba)
-want the same cores; the two thread pools spinning against each other made a 2-thread run slower
-than a 1-thread one on a shared 2-core machine. ``set_threads(n)`` sets all of it; the default is
-the number of cores.
+Every large GEMM (native int8 or BLAS) and every large compiled loop (``loops``) is split into row
+(or column) blocks run by this pool of Python threads; each block is one call that releases the
+GIL (ctypes, BLAS, numba's ``nogil``). BLAS itself runs single-threaded and numba's parallel
+launches are not used: OpenBLAS workers busy-wait after every call and numba's launch costs about
+0.1 ms, so two thread pools spinning against each other made a 2-thread run slower than a
+1-thread one on a shared 2-core machine. ``set_threads(n)`` sets it; the default is the number of
+cores.
 """
 
 from __future__ import annotations
@@ -27,9 +28,6 @@ def set_threads(n: int | None = None) -> int:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1, user_api="blas")
-    from . import loops
-
-    loops.set_threads(n)
     if n != _threads:
         if _pool is not None:
             _pool.shutdown(wait=False)

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from onda.hw.config import EngineConfig
+from onda.sim import native
+from onda.sim.native import cpu_flags
 
 from .sim_top import POWER_ON_RESET_CYCLES
 
@@ -43,7 +45,7 @@ class BuildError(RuntimeError):
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("ONDA_CACHE", Path.home() / ".cache" / "onda")) / "verilator"
+    return native.cache_root("verilator")
 
 
 def _verilator_bin() -> Path:
@@ -76,25 +78,11 @@ def source_key(cfg: EngineConfig) -> str:
     hw = Path(__file__).resolve().parents[2] / "hw"
     h = hashlib.sha256()
     for part in (cfg.fingerprint, amaranth.__version__, _yosys_version(), HARNESS.read_text(), SIM_TOP.read_text(),
-                 " ".join(VERILATOR_FLAGS), CXX_FLAGS, _cpu()):
+                 " ".join(VERILATOR_FLAGS), CXX_FLAGS, cpu_flags()):
         h.update(part.encode() + b"\0")
     for path in sorted(hw.rglob("*.py")):
         h.update(str(path.relative_to(hw)).encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
-
-
-def _cpu() -> str:
-    """The instruction sets of this machine's CPU: the model is compiled for them (-march=native), so
-    a cache shared by machines keeps one model per kind of CPU."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    import platform
-
-    return platform.machine() + platform.processor()
 
 
 def _yosys_version() -> str:
