@@ -79,7 +79,10 @@ def main(argv=None) -> int:
     spec = golden.inputs[0]
     rng = np.random.default_rng(0)
     xs = {b: rng.integers(-128, 128, size=(b,) + spec.shape[1:], dtype=np.int8) for b in args.batches}
-    kernels = "numba loops + BLAS" if loops.enabled() else "NumPy + BLAS (fallback)"
+    from onda.sim.golden import exact_gemm, int8_gemm
+
+    gemm = "native int8 GEMM (AVX-512 VNNI)" if exact_gemm.native() else f"BLAS GEMM ({int8_gemm.available()})"
+    kernels = f"{gemm} + " + ("numba loops" if loops.enabled() else "NumPy (fallback)")
     print(f"ResNet50 int8 ({path.name}), best of {args.runs} interleaved rounds, ms per image; golden kernels: "
           f"{kernels}; emulator: program for {args.engine} (compile + plan {load_s:.1f} s, once per model)")
     head = (f"{'threads':>7} {'batch':>5} {'XNNPACK':>9} {'golden':>9} {'emulator':>9} {'BUILTIN_REF':>11} "

@@ -21,6 +21,7 @@ from onda.hw.isa import (ADD_PARAM_WORDS, GEMM_PARAM_WORDS, QUEUES, RESCALE_PARA
                          Instruction, Opcode, VecFunc, unpack_weights, weight_bytes)
 from onda.sim.golden import fixedpoint as fp
 from onda.sim.golden import kernels as K
+from onda.sim.golden import loops
 from onda.sim.golden.exact_gemm import Weights, operand_dtype
 from onda.sim.golden.params import AddParams, RequantParams
 
@@ -258,7 +259,7 @@ def vec_compute(f: dict, x: np.ndarray, x2: np.ndarray | None, words: np.ndarray
     elif func == VecFunc.ADD:
         zp1, zp2, m1, s1, m2, s2, mo, so, ozp = (int(v) for v in words)
         p = AddParams(zp1, zp2, (m1, s1, m2, s2, mo, so), ozp, lo, hi)
-        y = K.add(x.astype(np.int8), x2.astype(np.int8), p)
+        y = K.add(np.asarray(x, dtype=np.int8), np.asarray(x2, dtype=np.int8), p)  # a fresh result: no copies
     elif func == VecFunc.REQUANT:
         izp, m, s, ozp = (int(v) for v in words)
         y = K.requantize_tensor(x.astype(np.int64), RequantParams(izp, m, s, ozp))
@@ -281,6 +282,9 @@ def _pool(func: VecFunc, x: np.ndarray, f: dict) -> np.ndarray:
     kh, kw, sh, sw = f["kh"], f["kw"], f["stride_h"], f["stride_w"]
     orow, ocol, pt, pl = f["out_rows"], f["out_cols"], f["pad_top"], f["pad_left"]
     n, ir, ic, c = x.shape
+    if func == VecFunc.MAX_POOL and loops.enabled() and -128 <= f["act_min"] <= f["act_max"] <= 127:
+        return loops.max_pool(np.asarray(x, dtype=np.int8), kh, kw, (sh, sw), (pt, pl), orow, ocol, f["act_min"],
+                              f["act_max"])
     eb = max(0, (orow - 1) * sh + kh - pt - ir)
     er = max(0, (ocol - 1) * sw + kw - pl - ic)
     pads = ((0, 0), (pt, eb), (pl, er), (0, 0))

@@ -62,20 +62,24 @@ def _gather(mem: np.ndarray, src: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ActRead:
-    """Source bytes of a computation: a plain slice of memory when they are one, else a gather."""
+    """Source bytes of a computation: a plain slice of memory when they are one, a strided block
+    of memory with constant padding around it (``PaddedRegion``) when they are that, else a gather."""
 
     src: np.ndarray
     start: int | None = None
+    region: "PaddedRegion | None" = None
 
     @classmethod
     def of(cls, src: np.ndarray) -> "ActRead":
         if src.size and src[0] >= 0 and np.array_equal(src, np.arange(src[0], src[0] + src.size)):
             return cls(src, int(src[0]))
-        return cls(src)
+        return cls(src, region=PaddedRegion.matching(src))
 
     def __call__(self, mem: np.ndarray) -> np.ndarray:
         if self.start is not None:
             return mem[:, self.start:self.start + self.src.size]
+        if self.region is not None:
+            return self.region(mem).reshape(mem.shape[0], -1)
         return _gather(mem, self.src)
 
 
@@ -103,6 +107,31 @@ class PaddedRegion:
         out = np.full((n, self.top + self.rows + self.bottom, self.left + self.x + self.right), self.value, np.int8)
         out[:, self.top:self.top + self.rows, self.left:self.left + self.x] = view
         return out
+
+    @classmethod
+    def matching(cls, src: np.ndarray) -> "PaddedRegion | None":
+        """The region whose bytes, row by row, have exactly the provenance codes ``src``, if one does."""
+        data = np.flatnonzero(src >= 0)
+        if data.size == 0 or data.size == src.size and src.size < 2:
+            return None
+        breaks = np.flatnonzero((np.diff(src[data]) != 1) | (np.diff(data) != 1))
+        x = int(breaks[0] + 1) if breaks.size else int(data.size)
+        rows = int(data.size // x)
+        if rows * x != data.size:
+            return None
+        first = int(data[0])
+        width = int(data[x] - data[0]) if rows > 1 else src.size  # bytes from one data row to the next
+        stride = int(src[data[x]] - src[data[0]]) if rows > 1 else x
+        if width < x or src.size % width:
+            return None
+        top, left = divmod(first, width)
+        bottom = src.size // width - top - rows
+        consts = src[src < 0]
+        value = int(-1 - consts[0] - 128) if consts.size else 0
+        if bottom < 0 or (consts.size and np.any(consts != consts[0])):
+            return None
+        region = cls(int(src[first]), rows, x, stride, top, bottom, left, width - left - x, value)
+        return region if np.array_equal(region.codes().reshape(-1), src) else None
 
     def codes(self) -> np.ndarray:
         """Provenance codes of every byte, [top + rows + bottom, left + x + right]."""
@@ -225,6 +254,37 @@ class Plan:
                 st(mem, outs)
             if on_group is not None:
                 on_group(g.last)
+
+
+ELEMENTWISE = (VecFunc.COPY, VecFunc.ADD, VecFunc.REQUANT)  # each output element depends on its own inputs only
+
+
+def _elementwise_batches(vecs: list) -> list[list]:
+    """The group's VEC steps in lists that run as one: elementwise functions with the same
+    parameters (function, record, clamp) together, in program order; any other VEC alone."""
+    batches: dict = {}
+    out = []
+    for v in vecs:
+        f = v[1].fields
+        if VecFunc(f["func"]) not in ELEMENTWISE:
+            out.append([v])
+            continue
+        key = (f["func"], f["act_min"], f["act_max"], None if v[1].words is None else tuple(v[1].words.tolist()))
+        if key not in batches:
+            batches[key] = []
+            out.append(batches[key])
+        batches[key].append(v)
+    return out
+
+
+def _merged_vec(members: list) -> VecStep:
+    """One VEC step computing several elementwise VEC steps' results, concatenated."""
+    steps = [st for _, st, _ in members]
+    src = np.concatenate([st.read.src for st in steps])
+    src2 = None if steps[0].read2 is None else np.concatenate([st.read2.src for st in steps])
+    total = int(src.size)
+    fields = dict(steps[0].fields, in_rows=1, in_cols=total, channels=1, out_rows=1, out_cols=total)
+    return VecStep(ActRead.of(src), None if src2 is None else ActRead.of(src2), fields, steps[0].words)
 
 
 # -- load-time compilation --------------------------------------------------------------------------
@@ -503,10 +563,14 @@ class _Builder:
                 idx = ((r0 + np.arange(m))[:, None] * cols + c0 + np.arange(ct)[None, :]).reshape(-1)
                 step_of[t.base:t.base + m * ct] = sid
                 off_of[t.base:t.base + m * ct] = idx
-        for base, step, size in self.vecs:
-            sid = add_step(step, 1, size)
-            step_of[base:base + size] = sid
-            off_of[base:base + size] = np.arange(size)
+        for members in _elementwise_batches(self.vecs):
+            step = members[0][1] if len(members) == 1 else _merged_vec(members)
+            sid = add_step(step, 1, sum(size for _, _, size in members))
+            off = 0
+            for base, _, size in members:
+                step_of[base:base + size] = sid
+                off_of[base:base + size] = off + np.arange(size)
+                off += size
         act_stores = iter(self.act_stores)
         planned = []  # (steps, offsets, dst) per STORE, program order
         for src, dst in self.stores:

@@ -25,7 +25,7 @@ from . import threading
 
 SOURCE = Path(__file__).with_name("int8_gemm.cpp")
 FLAGS = ["-O3", "-march=native", "-fno-strict-aliasing"]
-ABI = 1
+ABI = 2
 MR = 6  # rows of the kernel's register tile: row splits between threads fall on its multiples
 _lib: ctypes.CDLL | None = None
 _why: str | None = None
@@ -60,7 +60,9 @@ def _load() -> None:
     lib.onda_gemm_pack.restype = None
     lib.onda_gemm_pack.argtypes = [P, L, I, I, P]
     lib.onda_gemm.restype = None
-    lib.onda_gemm.argtypes = [P, L, P, I, I, P, L, I, I, I, I]
+    lib.onda_gemm.argtypes = [P, L, P, I, I, P, L, I]
+    lib.onda_gemm_set_threads.restype = None
+    lib.onda_gemm_set_threads.argtypes = [I]
     _lib = lib
 
 
@@ -87,8 +89,9 @@ class Packed:
 
 def matmul(a: np.ndarray, b: Packed, out: np.ndarray | None = None) -> np.ndarray:
     """``a @ b`` as int32 for int8 ``a`` [M, K] (rows contiguous, any row stride): exact while the
-    caller keeps K within ``exact_gemm.EXACT_K_INT32``. Split by rows (or by 16-column blocks when
-    there are few rows) over ``threading.gemm_threads()``; ctypes releases the GIL in each call."""
+    caller keeps K within ``exact_gemm.EXACT_K_INT32``. Split over ``threading.gemm_threads()``
+    threads by the kernel's own pool (its workers take a job in about a microsecond, where a
+    Python thread takes tens); ctypes releases the GIL for the call."""
     if a.dtype != np.int8 or a.ndim != 2 or a.shape[1] != b.k:
         raise TypeError(f"int8 GEMM: expected int8 [M, {b.k}], got {a.dtype} {a.shape}")
     if a.shape[0] and a.strides[1] != 1:
@@ -96,21 +99,10 @@ def matmul(a: np.ndarray, b: Packed, out: np.ndarray | None = None) -> np.ndarra
     m, n = a.shape[0], b.n
     if out is None:
         out = np.empty((m, n), np.int32)
+    elif out.dtype != np.int32 or out.shape != (m, n) or out.strides[1] != 4:
+        raise TypeError(f"int8 GEMM: out must be int32 [{m}, {n}] with contiguous rows")
     if m == 0 or n == 0:
         return out
-    lda, ldc = a.strides[0], out.strides[0] // 4
-    blocks = (n + 15) // 16
-
-    def run(m0, m1, nb0, nb1):
-        _lib.onda_gemm(a.ctypes.data, lda, b.data.ctypes.data, b.k, n, out.ctypes.data, ldc, m0, m1, nb0, nb1)
-
-    parts = threading.gemm_threads()
-    if parts <= 1 or m * n * b.k < 1 << 21:
-        run(0, m, 0, blocks)
-    elif m >= 4 * MR * parts:
-        bounds = [min(m, round(m * i / parts / MR) * MR) for i in range(parts)] + [m]
-        threading.run_parallel([lambda r0=r0, r1=r1: run(r0, r1, 0, blocks) for r0, r1 in zip(bounds, bounds[1:])])
-    else:
-        bounds = [blocks * i // parts for i in range(parts + 1)]
-        threading.run_parallel([lambda c0=c0, c1=c1: run(0, m, c0, c1) for c0, c1 in zip(bounds, bounds[1:])])
+    _lib.onda_gemm_set_threads(threading.gemm_threads())
+    _lib.onda_gemm(a.ctypes.data, a.strides[0], b.data.ctypes.data, b.k, n, out.ctypes.data, out.strides[0] // 4, m)
     return out

@@ -199,6 +199,13 @@ def _pool_windows(x: np.ndarray, filt, stride, padding: Padding, pad_value: int)
 
 def max_pool(x: np.ndarray, filt, stride, padding: Padding, act_min: int, act_max: int) -> np.ndarray:
     """TFLite's reference_integer_ops::MaxPool (padding taps excluded)."""
+    if loops.enabled() and x.dtype == np.int8 and -128 <= act_min <= act_max <= 127:
+        n, h, w, c = x.shape
+        (fh, fw), (sh, sw) = filt, stride
+        oh, ow = conv_output_size(h, fh, sh, 1, padding), conv_output_size(w, fw, sw, 1, padding)
+        pt = same_padding(h, fh, sh, 1, padding)[0] if padding == Padding.SAME else 0
+        pl = same_padding(w, fw, sw, 1, padding)[0] if padding == Padding.SAME else 0
+        return loops.max_pool(x, fh, fw, stride, (pt, pl), oh, ow, act_min, act_max)
     win, _ = _pool_windows(x.astype(np.int16), filt, stride, padding, -32768)
     out = win.max(axis=(-2, -1))
     return fp.clamp(out, act_min, act_max).astype(np.int8)

@@ -27,7 +27,8 @@ try:  # numba is a dependency of onda; without it every kernel takes its NumPy p
 except ImportError:  # pragma: no cover - exercised by ONDA_KERNELS=numpy instead
     numba = None
 
-SPLIT_MIN_ELEMENTS = 1 << 16  # below this handing half the rows to another thread costs more than it saves
+SPLIT_MIN_ELEMENTS = 1 << 22  # about 2 ms of work: below it, a handoff to a Python thread (~70 us) and
+# the GEMM pool's workers still spinning on the other core cost more than the split saves
 _enabled = numba is not None and os.environ.get("ONDA_KERNELS", "").lower() != "numpy"
 
 
@@ -118,6 +119,27 @@ if numba is not None:
                             k += c
 
 
+    @njit(cache=True, nogil=True)
+    def _max_pool(x, kh, kw, sh, sw, pt, pl, oh, ow, lo, hi, out, p0, p1):  # pragma: no cover - compiled
+        n, h, w, c = x.shape
+        for p in range(p0, p1):  # one output row of one image
+            b = p // oh
+            oy = p % oh
+            for ox in range(ow):
+                for ch in range(c):  # taps outside the input are excluded: the clamp's floor is the start
+                    out[b, oy, ox, ch] = lo
+                for i in range(kh):
+                    iy = oy * sh + i - pt
+                    if 0 <= iy < h:
+                        for j in range(kw):
+                            ix = ox * sw + j - pl
+                            if 0 <= ix < w:
+                                for ch in range(c):
+                                    out[b, oy, ox, ch] = max(out[b, oy, ox, ch], x[b, iy, ix, ch])
+                for ch in range(c):
+                    out[b, oy, ox, ch] = min(out[b, oy, ox, ch], hi)
+
+
 def requantize_rows(acc: np.ndarray, bias: np.ndarray, multiplier: np.ndarray, left: np.ndarray,
                     right: np.ndarray, zp: int, lo: int, hi: int, out: np.ndarray) -> None:
     """``out = clamp(zp + MBQM(acc + bias, M0, shift))`` over [M, C], per-channel vectors of C."""
@@ -145,4 +167,17 @@ def patches(x: np.ndarray, kh: int, kw: int, stride, dilation, pads: tuple[int, 
     pad = np.dtype(dtype).type(pad_value)
     _split(n * oh, out.size, lambda p0, p1: _patches(x, kh, kw, stride[0], stride[1], dilation[0], dilation[1],
                                                       pads[0], pads[1], oh, ow, pad, out, p0, p1))
+    return out
+
+
+def max_pool(x: np.ndarray, kh: int, kw: int, stride, pads: tuple[int, int], oh: int, ow: int, lo: int,
+             hi: int) -> np.ndarray:
+    """``clamp(max over the in-bounds taps)`` of int8 NHWC ``x`` [n, oh, ow, C]: window ``(oy, ox)``
+    covers rows ``oy * sh - pt ...`` and columns ``ox * sw - pl ...``; taps outside ``x`` are
+    excluded (and ``lo >= -128`` is where the maximum starts, as the clamp would put it anyway)."""
+    n, _, _, c = x.shape
+    x = np.ascontiguousarray(x)
+    out = np.empty((n, oh, ow, c), np.int8)
+    _split(n * oh, out.size * kh * kw, lambda p0, p1: _max_pool(x, kh, kw, stride[0], stride[1], pads[0], pads[1],
+                                                                 oh, ow, np.int8(lo), np.int8(hi), out, p0, p1))
     return out

@@ -1,12 +1,14 @@
-"""How the golden kernels share the CPU: one small pool of threads for the GEMMs and the compiled loops.
+"""How the golden kernels share the CPU: one thread count for the GEMMs and the compiled loops.
 
-Every large GEMM (native int8 or BLAS) and every large compiled loop (``loops``) is split into row
-(or column) blocks run by this pool of Python threads; each block is one call that releases the
-GIL (ctypes, BLAS, numba's ``nogil``). BLAS itself runs single-threaded and numba's parallel
-launches are not used: OpenBLAS workers busy-wait after every call and numba's launch costs about
-0.1 ms, so two thread pools spinning against each other made a 2-thread run slower than a
-1-thread one on a shared 2-core machine. ``set_threads(n)`` sets it; the default is the number of
-cores.
+The native int8 GEMM splits each call over its own pool of persistent workers (``int8_gemm.cpp``),
+which spin briefly after a job and so take the next one in about a microsecond. Everything else
+uses a small pool of Python threads: the float BLAS GEMMs of the fallback path (each block one
+single-threaded BLAS call) and compiled loops (``loops``) large enough that a handoff (about
+70 us on a 2-core VM: the GIL passes through the kernel twice) is worth it. BLAS's own threads
+and numba's parallel launches are not used: OpenBLAS workers busy-wait after every call and
+numba's launch costs about 0.1 ms, and thread pools spinning against each other made a 2-thread
+run slower than a 1-thread one on a shared 2-core machine. ``set_threads(n)`` sets it all; the
+default is the number of cores.
 """
 
 from __future__ import annotations

@@ -280,3 +280,18 @@ def test_without_a_compiler_the_gemms_fall_back_to_blas(tmp_path):
         pytest.skip(out[0])
     assert out[0].startswith("no C++ compiler") and out[1] == "float32" and out[2] == str(-2000 * 16256)
     assert "the golden model's GEMMs run on float BLAS" in proc.stderr
+
+
+@pytest.mark.parametrize("case", [((1, 112, 112, 64), (3, 3), (2, 2), Padding.SAME, -128, 127),
+                                  ((2, 9, 7, 5), (3, 2), (2, 1), Padding.SAME, -20, 100),
+                                  ((2, 9, 7, 5), (3, 3), (1, 2), Padding.VALID, -128, 5),
+                                  ((1, 4, 4, 3), (5, 5), (3, 3), Padding.SAME, -128, 127)])
+def test_max_pool_loop_matches_numpy(case):
+    """The compiled max pool against the NumPy one (itself checked against TFLite's kernels)."""
+    shape, filt, stride, padding, lo, hi = case
+    x = np.random.default_rng(6).integers(-128, 128, shape, dtype=np.int8)
+    with loops.use(True):
+        got = kernels.max_pool(x, filt, stride, padding, lo, hi)
+    with loops.use(False):
+        want = kernels.max_pool(x, filt, stride, padding, lo, hi)
+    np.testing.assert_array_equal(got, want)
