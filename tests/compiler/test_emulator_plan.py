@@ -17,7 +17,7 @@ from onda.hw import isa
 from onda.hw.config import load_config
 from onda.hw.isa import Buffer, Opcode
 from onda.sim.emulator.functional import EmulatorError, Machine, execute
-from onda.sim.emulator.plan import BlockStore, ConvStep, build_plan
+from onda.sim.emulator.plan import BlockStore, ConvStep, PaddedRegion, VecStep, _gather, build_plan
 from onda.sim.golden.model import GoldenModel
 
 from ..numeric.nets import quantized_case
@@ -56,6 +56,40 @@ def test_conv_tiles_run_as_one_gemm_per_geometry():
     assert any(isinstance(s, BlockStore) for g in plan.groups for s in g.stores)
     x = random_inputs(model.inputs, 4, seed=6)
     np.testing.assert_array_equal(model.run(x)[0], model._batched(x, False, stepping=True)[model.output_ids[0]])
+
+
+def test_elementwise_vec_tiles_run_as_one_step(tmp_path):
+    """ResNet-style residual ADDs, tiled into many VEC instructions, become one step per layer."""
+    model, _ = _model("residual_scales_1_to_50", "icebreaker", tmp_path)
+    plan = model.plan()
+    adds = sum(1 for i in model.program if i.opcode == Opcode.VEC and i.fields["func"] == isa.VecFunc.ADD)
+    steps = [s for g in plan.groups for s in g.computes
+             if isinstance(s, VecStep) and s.fields["func"] == isa.VecFunc.ADD]
+    assert steps and len(steps) < adds
+    x = random_inputs(model.inputs, 3, seed=8)
+    np.testing.assert_array_equal(model.run(x)[0], model._batched(x, False, stepping=True)[model.output_ids[0]])
+
+
+@pytest.mark.parametrize("region", [(0, 1, 3, 3, 0, 0, 2, 0, 5), (5, 3, 4, 9, 0, 0, 0, 0, 0), (5, 3, 4, 4, 0, 0, 0, 0, 0),
+                                    (7, 4, 6, 10, 1, 1, 1, 1, -3), (0, 2, 3, 3, 2, 0, 0, 3, 127),
+                                    (9, 5, 2, 7, 0, 3, 2, 0, -128)])
+def test_padded_region_is_recognised_from_its_codes(region):
+    """A read of strided rows with constant padding (what a padded LOAD leaves) is found from its
+    provenance codes alone and read with the same bytes a gather gives."""
+    r = PaddedRegion(*region)
+    src = r.codes().reshape(-1)
+    found = PaddedRegion.matching(src)
+    assert found is not None
+    np.testing.assert_array_equal(found.codes().reshape(-1), src)
+    mem = np.random.default_rng(9).integers(-128, 128, (2, 128)).astype(np.int8)
+    np.testing.assert_array_equal(found(mem).reshape(2, -1), _gather(mem, src))
+
+
+def test_padded_region_refuses_what_is_not_one():
+    src = np.array([0, 1, 2, 5, 6, 9, 10, 11])  # rows of unequal length
+    assert PaddedRegion.matching(src) is None
+    src = np.array([3, 4, -1 - (0 + 128), 5, 6, -1 - (1 + 128)])  # two different pad values
+    assert PaddedRegion.matching(src) is None
 
 
 def _machine_and_plan(program, n=2, seed=7):
