@@ -282,6 +282,8 @@ def _pool(func: VecFunc, x: np.ndarray, f: dict) -> np.ndarray:
     kh, kw, sh, sw = f["kh"], f["kw"], f["stride_h"], f["stride_w"]
     orow, ocol, pt, pl = f["out_rows"], f["out_cols"], f["pad_top"], f["pad_left"]
     n, ir, ic, c = x.shape
+    if min(kh, kw, sh, sw) < 1:  # as the engine refuses it (BAD_FIELD)
+        raise EmulatorError(f"VEC {func.name}: kernel and stride must be >= 1")
     if func == VecFunc.MAX_POOL and loops.enabled() and -128 <= f["act_min"] <= f["act_max"] <= 127:
         return loops.max_pool(np.asarray(x, dtype=np.int8), kh, kw, (sh, sw), (pt, pl), orow, ocol, f["act_min"],
                               f["act_max"])
