@@ -61,6 +61,19 @@ def default_backend() -> str:
     return next(b for b in DEFAULT_PREFERENCE if b in _BACKENDS)
 
 
+def backend_for(path: str | Path) -> str:
+    """The backend a model file runs on when none is named: a compiled ``.onda`` program on the
+    emulator (the engine it was compiled for), anything else (a ``.tflite``) on the golden model."""
+    from onda.hw.container import is_container
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return "golden"  # the load reports the missing or unreadable file
+    return default_backend() if is_container(head) else "golden"
+
+
 def register_backend(name: str, target: str) -> None:
     """Make ``name`` resolvable to ``"module:Class"``."""
     _BACKENDS[name] = target

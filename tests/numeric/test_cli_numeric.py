@@ -77,8 +77,60 @@ def test_verify_detects_a_wrong_backend(model_path, capsys, monkeypatch):
         return values
 
     monkeypatch.setattr(type(loaded), "run_all", off_by_one)
-    assert main(["verify", str(model_path), "--images", "1"]) == 2
+    assert main(["verify", str(model_path), "--images", "1"]) == 1  # a mismatch is a failure (2: usage errors)
     assert "1 mismatches" in capsys.readouterr().out
+
+
+def test_backend_follows_the_file(model_path, tmp_path, capsys):
+    """No --backend: a .tflite runs on the golden model, a compiled .onda on the emulator; both
+    equal to TFLite's reference kernels."""
+    assert main(["compile", str(model_path), "--engine", "icebreaker", "-o", str(tmp_path / "m.onda")]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(model_path), "--images", "1"]) == 0
+    assert "on backend 'golden'" in capsys.readouterr().out
+    assert main(["verify", str(tmp_path / "m.onda"), "--images", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "on backend 'emulator'" in out and "0 mismatches: bit-exact" in out
+    x = np.random.default_rng(4).integers(-128, 128, size=(2, 32, 32, 3), dtype=np.int8)
+    np.save(tmp_path / "in.npy", x)
+    assert main(["run", str(tmp_path / "m.onda"), "--input", str(tmp_path / "in.npy"), "-o",
+                 str(tmp_path / "out.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), ReferenceModel(model_path).run([x])[0])
+
+
+def test_run_writes_every_output_to_npz(tmp_path):
+    """A two-output model: ``-o x.npz`` holds both outputs by name, each equal to the reference;
+    ``-o x.npy`` is refused with the names, and nothing is written."""
+    import keras
+
+    from onda.host.quantize import quantize as q
+
+    inp = keras.Input((8, 8, 3))
+    a = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="left")(inp)
+    b = keras.layers.Conv2D(2, 1, name="right")(inp)
+    model = keras.Model(inp, [a, b])
+    calib = [np.random.default_rng(i).normal(size=(1, 8, 8, 3)).astype(np.float32) for i in range(4)]
+    path = tmp_path / "two.tflite"
+    path.write_bytes(q(model, calib, progress=lambda s: None))
+    ref = ReferenceModel(path)
+    x = np.random.default_rng(5).integers(-128, 128, size=(2, 8, 8, 3), dtype=np.int8)
+    np.save(tmp_path / "in.npy", x)
+    assert main(["run", str(path), "--input", str(tmp_path / "in.npy"), "-o", str(tmp_path / "o.npy")]) == 1
+    assert not (tmp_path / "o.npy").exists()
+    assert main(["run", str(path), "--input", str(tmp_path / "in.npy"), "-o", str(tmp_path / "o.npz")]) == 0
+    got = np.load(tmp_path / "o.npz")
+    names = [t.name for t in get_backend("golden").load(path).outputs]
+    assert sorted(got.files) == sorted(names) and len(names) == 2
+    for name, want in zip(names, ref.run([x])):
+        np.testing.assert_array_equal(got[name], want)
+
+
+def test_help_lists_the_environment(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for var in ("ONDA_ENGINE", "ONDA_KERNELS", "ONDA_CACHE", "ONDA_RTL_SIM", "ONDA_WORKSPACE"):
+        assert var in out
 
 
 def test_quantize_imagenet_offline_fails_in_one_line(tmp_path):

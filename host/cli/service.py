@@ -8,11 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-from .cli import CommandError
+from ..errors import CommandError
 
 
 def _workspace(args):
-    from .workspace import LocalWorkspace
+    from ..workspace import LocalWorkspace
 
     return LocalWorkspace(args.workspace)
 
@@ -33,9 +33,9 @@ def _model_ref(ref: str) -> tuple[str, int | None]:
 def _guard(fn):
     """Turn workspace/pipeline/backend errors into one clean line."""
     def run(args):
-        from .pipeline import PipelineError
-        from .runtime import BackendError
-        from .workspace import WorkspaceError
+        from ..pipeline import PipelineError
+        from ..runtime import BackendError
+        from ..workspace import WorkspaceError
 
         try:
             return fn(args)
@@ -47,8 +47,8 @@ def _guard(fn):
 # -- pipelines and models --------------------------------------------------------------------------------
 @_guard
 def cmd_pipeline(args) -> int:
-    from .pipeline.resnet50 import build_resnet50
-    from .quantize import QuantizeError
+    from ..pipeline.resnet50 import build_resnet50
+    from ..quantize import QuantizeError
 
     try:
         path, weights = build_resnet50(args.output, weights=args.weights, seed=args.seed,
@@ -153,7 +153,7 @@ def cmd_delete(args) -> int:
 def cmd_serve(args) -> int:
     if not args.model:
         raise CommandError("give at least one --model ZIP")
-    from .service import server
+    from ..service import server
 
     return server.run(args)
 
@@ -161,7 +161,7 @@ def cmd_serve(args) -> int:
 def cmd_score(args) -> int:
     import grpc
 
-    from .client import PredictionClient, top_k
+    from ..client import PredictionClient, top_k
 
     host, _, port = args.target.rpartition(":")
     if not host or not port.isdigit():
@@ -186,7 +186,7 @@ def cmd_score(args) -> int:
             print(f"{image}: {r.latency_s * 1e3:.1f} ms{compute} (request {r.request_id})")
             if scores.ndim == 1 and scores.size > 1:
                 if labels is None and scores.size == 1000:
-                    from .pipeline.resnet50 import imagenet_labels
+                    from ..pipeline.resnet50 import imagenet_labels
                     labels = imagenet_labels()
                 for i, label, p in top_k(scores, 5, labels):
                     print(f"  {p:8.4f}  {i:5d}  {label}")
@@ -196,7 +196,7 @@ def cmd_score(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import main
+    from ..demo import main
 
     return main(workspace=args.workspace, weights=args.weights)
 
@@ -259,7 +259,7 @@ def add_commands(sub) -> None:
     _ws_arg(p)
     p.set_defaults(func=cmd_delete)
 
-    from .service.options import add_server_arguments
+    from ..service.options import add_server_arguments
 
     p = sub.add_parser("serve", help="run a scoring server in the foreground (Ctrl-C drains and stops)")
     add_server_arguments(p)

@@ -26,9 +26,9 @@ def add_commands(sub) -> None:
 def cmd_compile(args) -> int:
     from onda.hw.config import ConfigError, load_config
 
-    from .compiler import CompileError, compile_graph
-    from .errors import CommandError
-    from .frontend import FrontendError, read_tflite
+    from ..compiler import CompileError, compile_graph
+    from ..errors import CommandError
+    from ..frontend import FrontendError, read_tflite
 
     try:
         cfg = load_config(args.engine)
@@ -46,11 +46,11 @@ def cmd_compile(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .compiler.report import format_table, report_for
-    from .errors import CommandError
-    from .frontend import FrontendError
-    from .runtime import BackendError
-    from .runtime.emulator import EmulatorBackend
+    from ..compiler.report import format_table, report_for
+    from ..errors import CommandError
+    from ..frontend import FrontendError
+    from ..runtime import BackendError
+    from ..runtime.emulator import EmulatorBackend
 
     try:
         model = EmulatorBackend(engine=args.engine).load(args.model)
