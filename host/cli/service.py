@@ -158,11 +158,69 @@ def cmd_serve(args) -> int:
     return server.run(args)
 
 
+def _print_scores(scores: np.ndarray, labels: list[str] | None) -> list[str] | None:
+    from ..client import top_k
+
+    if scores.ndim == 1 and scores.size > 1:
+        if labels is None and scores.size == 1000:
+            from ..pipeline.resnet50 import imagenet_labels
+            labels = imagenet_labels()
+        for i, label, p in top_k(scores, 5, labels):
+            print(f"  {p:8.4f}  {i:5d}  {label}")
+    else:
+        print(f"  output shape {list(scores.shape)}")
+    return labels
+
+
+def _score_here(args) -> int:
+    """``onda score PIPELINE.zip IMAGE...``: the pipeline loaded in this process, on ``--backend``."""
+    import tempfile
+
+    from ..pipeline import ModelDefinition, PipelineError
+    from ..runtime import BackendError, default_backend
+    from ..service.model import InputError, ServedModel
+
+    backend = args.backend or default_backend()
+    try:
+        definition = ModelDefinition.load(args.target)
+    except (PipelineError, OSError) as e:
+        raise CommandError(f"{args.target}: {e}") from None
+    with tempfile.TemporaryDirectory(prefix="onda-score-") as work:
+        try:
+            model = ServedModel(definition.name, definition, backend, work)
+        except (BackendError, ValueError) as e:
+            raise CommandError(f"{args.target}: {e}") from None
+        labels = Path(args.labels).read_text().splitlines() if args.labels else model.labels
+        status = 0
+        for image in args.images:
+            try:
+                data = Path(image).read_bytes()
+            except OSError as e:
+                print(f"{image}: cannot read: {e.strerror or e}", file=sys.stderr)
+                status = 1
+                continue
+            t0 = time.perf_counter()
+            try:
+                scores, compute_s = model.score_here([data])
+            except (InputError, BackendError) as e:
+                print(f"{image}: {e}", file=sys.stderr)
+                status = 1
+                continue
+            print(f"{image}: {(time.perf_counter() - t0) * 1e3:.1f} ms here on {backend}, backend "
+                  f"{compute_s * 1e3:.1f} ms")
+            labels = _print_scores(scores[0], labels)
+    return status
+
+
 def cmd_score(args) -> int:
     import grpc
 
-    from ..client import PredictionClient, top_k
+    from ..client import PredictionClient
 
+    if args.target.endswith(".zip") or Path(args.target).is_file():
+        return _score_here(args)
+    if args.backend:
+        raise CommandError("--backend is for scoring a pipeline zip here; a service uses its own backend")
     host, _, port = args.target.rpartition(":")
     if not host or not port.isdigit():
         raise CommandError(f"target must be HOST:PORT, got {args.target!r}")
@@ -184,14 +242,7 @@ def cmd_score(args) -> int:
             r = client.last
             compute = f", backend {r.compute_s * 1e3:.1f} ms" if r.compute_s is not None else ""
             print(f"{image}: {r.latency_s * 1e3:.1f} ms{compute} (request {r.request_id})")
-            if scores.ndim == 1 and scores.size > 1:
-                if labels is None and scores.size == 1000:
-                    from ..pipeline.resnet50 import imagenet_labels
-                    labels = imagenet_labels()
-                for i, label, p in top_k(scores, 5, labels):
-                    print(f"  {p:8.4f}  {i:5d}  {label}")
-            else:
-                print(f"  output shape {list(scores.shape)}")
+            labels = _print_scores(scores, labels)
     return status
 
 
@@ -265,8 +316,12 @@ def add_commands(sub) -> None:
     add_server_arguments(p)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("score", help="score images on a running service: top-5 and latency")
-    p.add_argument("target", metavar="HOST:PORT")
+    p = sub.add_parser("score", help="score images on a running service, or here with a pipeline zip: top-5 and "
+                                     "latency")
+    p.add_argument("target", metavar="HOST:PORT|PIPELINE.zip",
+                   help="a service's address, or a pipeline zip to load and score in this process")
+    p.add_argument("--backend", help="with a pipeline zip: golden | emulator | rtl (default: the service's default, "
+                                     "the emulator)")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--key", help="access key (sent as 'authorization: Bearer KEY')")
     p.add_argument("--tls-ca", help="PEM root certificate(s) to trust (e.g. the service's self-signed certificate)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,14 @@ class ServedModel:
         if not np.isfinite(x).all():
             raise InputError("images: DT_FLOAT input holds NaN or infinity")
         return quantize_input(x, self.input_spec.scale, self.input_spec.zero_point)
+
+    def score_here(self, images: list[bytes]) -> tuple[np.ndarray, float]:
+        """Scores of encoded images through every stage, on this thread (no batching, no server), and the
+        backend's compute time in seconds: what ``onda score PIPELINE.zip`` runs."""
+        x = self.from_images(images)
+        t0 = time.perf_counter()
+        (q,) = self.pool.devices[0].run([x])
+        return self.postprocess(q), time.perf_counter() - t0
 
     def postprocess(self, q: np.ndarray) -> np.ndarray:
         """int8 features [n, F] -> float32 scores [n, classes], or features [n, 1, 1, F] without a classifier."""

@@ -1,5 +1,6 @@
 """Fixtures of the service tests: a small int8 pipeline (seconds to quantize), TLS material made at test time,
-a real server on a loopback port, and the expected answers computed by running the backend directly."""
+a real server on a loopback port, and the expected answers computed apart from the service (LiteRT's reference
+kernels on the featurizer, Keras for the classifier)."""
 
 from __future__ import annotations
 
@@ -65,25 +66,31 @@ def tls_files(tmp_path_factory):
 
 
 class Reference:
-    """Expected answers: the preprocessing, then the backend run directly on the int8 featurizer, then the
-    classifier (Keras itself) on the dequantized features."""
+    """Expected answers, computed apart from the service: the preprocessing, TFLite's input quantization
+    (the golden model's ``quantize``: round half away from zero, as TFLite's AffineQuantize), LiteRT's
+    reference kernels (BUILTIN_REF, not an onda backend) on the int8 featurizer, its output dequantized the
+    same way, then the classifier (Keras itself)."""
 
     def __init__(self, tflite, classifier):
         from onda.host.pipeline import ImagePreprocessing
-        from onda.host.runtime import default_backend, get_backend
+        from onda.host.reference import ReferenceModel
 
-        self.model = get_backend(default_backend()).load(tflite)
+        self.model = ReferenceModel(tflite, preserve_all_tensors=False)
+        self.in_scale, self.in_zp = self.model.input_details[0]["quantization"]
+        self.out_scale, self.out_zp = self.model.output_details[0]["quantization"]
         self.classifier = classifier
         self.pre = ImagePreprocessing()
 
     def int8(self, x: np.ndarray) -> np.ndarray:
-        i = self.model.inputs[0]
-        return np.clip(np.rint(x / i.scale) + i.zero_point, -128, 127).astype(np.int8)
+        from onda.sim.golden.kernels import quantize
+
+        return quantize(x, self.in_scale, self.in_zp)
 
     def features(self, x_float: np.ndarray) -> np.ndarray:
-        o = self.model.outputs[0]
+        from onda.sim.golden.kernels import dequantize
+
         (q,) = self.model.run([self.int8(x_float)])
-        return (q.astype(np.float32) - o.zero_point) * o.scale
+        return dequantize(q, self.out_scale, self.out_zp)
 
     def scores_float(self, x_float: np.ndarray) -> np.ndarray:
         return np.asarray(self.classifier(self.features(x_float), training=False))

@@ -11,8 +11,9 @@ def test_default_resnet50_pipeline_built_and_served(tmp_path, photos):
     from onda.host.client import PredictionClient
     from onda.host.pipeline import ImagePreprocessing, ModelDefinition
     from onda.host.pipeline.resnet50 import build_resnet50
-    from onda.host.runtime import default_backend, get_backend
+    from onda.host.reference import ReferenceModel
     from onda.host.service import ServerConfig, ServerThread
+    from onda.sim.golden.kernels import dequantize, quantize
 
     path, weights = build_resnet50(tmp_path / "resnet50.zip", weights="random", seed=0, say=lambda s: None)
     assert weights == "random"
@@ -23,15 +24,14 @@ def test_default_resnet50_pipeline_built_and_served(tmp_path, photos):
     assert spec["inputs"][0]["shape"] == [1, 224, 224, 3] and spec["outputs"][0]["shape"] == [1, 2048]
     assert md.classifier.dense[0][0].shape == (2048, 1000) and md.classifier.dense[0][2] == "softmax"
 
-    # Expected: the featurizer run directly on the backend, then the head, on the preprocessed photo.
-    tflite = tmp_path / "featurizer.tflite"
-    tflite.write_bytes(md.featurizer.tflite)
-    model = get_backend(default_backend()).load(tflite)
-    i, o = model.inputs[0], model.outputs[0]
+    # Expected, apart from the service: TFLite's input quantization (the golden model's quantize: round half
+    # away from zero), LiteRT's reference kernels on the featurizer, then the head, on the preprocessed photo.
+    model = ReferenceModel(bytes(md.featurizer.tflite), preserve_all_tensors=False)
+    (si, zi), (so, zo) = model.input_details[0]["quantization"], model.output_details[0]["quantization"]
     x = ImagePreprocessing()(photos["chelsea.jpg"])[None]
-    (q,) = model.run([np.clip(np.rint(x / i.scale) + i.zero_point, -128, 127).astype(np.int8)])
+    (q,) = model.run([quantize(x, si, zi)])
     w, b, _ = md.classifier.dense[0]
-    logits = ((q.astype(np.float32) - o.zero_point) * o.scale) @ w + b
+    logits = dequantize(q, so, zo) @ w + b
     expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
 
     server = ServerThread(ServerConfig(models={"resnet50": path}))
