@@ -125,6 +125,7 @@ class SlowBackend:
 
     name = "test-slow"
     delay = 0.4
+    started = 0  # images that have reached a run
 
     def load(self, path):
         from onda.host.runtime import default_backend, get_backend
@@ -136,6 +137,7 @@ class SlowBackend:
             inputs, outputs = inner.inputs, inner.outputs
 
             def run(self, xs):
+                SlowBackend.started += len(xs[0])
                 time.sleep(delay)
                 return inner.run(xs)
 
@@ -245,8 +247,12 @@ def test_shutdown_drains_in_flight_requests(fake_backends, pipeline_zips, photos
     client = PredictionClient("127.0.0.1", server.port, retry_delays=())
     data = photos["astronaut.jpg"]
     with ThreadPoolExecutor(4) as pool:
+        SlowBackend.started = 0
         futures = [pool.submit(client.score_file, data) for _ in range(4)]
-        time.sleep(0.2)  # all four are in flight (the backend takes 0.4 s)
+        pool_of = server.server.models["tiny"].pool
+        deadline = time.monotonic() + 60  # all four accepted (running or queued): no race with a slow machine
+        while SlowBackend.started + pool_of.queued < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
         stopper = threading.Thread(target=server.stop, kwargs={"grace": 10})
         stopper.start()
         results = [f.result(30) for f in futures]
