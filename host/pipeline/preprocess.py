@@ -37,8 +37,9 @@ class ImageError(ValueError):
 class ImagePreprocessing:
     """Parameters of the preprocessing stage (stored in the pipeline manifest).
 
-    ``channel_order`` is the order the featurizer expects: "BGR" for Keras' ResNet50 ("caffe" mode).
-    ``mean`` is per channel in RGB order; ``scale`` multiplies after the subtraction.
+    ``channel_order`` is the order the featurizer expects: "BGR" for Keras' ResNet50 ("caffe" mode), or "L"
+    for one grey channel (the image converted to luminance). ``mean`` is per channel in RGB order (for "L",
+    its first value); ``scale`` multiplies after the subtraction.
     """
 
     resize_short: int = 256
@@ -64,13 +65,23 @@ class ImagePreprocessing:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown preprocessing parameter(s): {', '.join(sorted(unknown))}")
-        if d.get("channel_order", "BGR") not in ("RGB", "BGR"):
-            raise ValueError(f"channel_order must be RGB or BGR, got {d['channel_order']!r}")
+        if d.get("channel_order", "BGR") not in ("RGB", "BGR", "L"):
+            raise ValueError(f"channel_order must be RGB, BGR or L, got {d['channel_order']!r}")
         return cls(**d)
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.channel_order == "L" else 3
+
+    @property
+    def mode(self) -> str:
+        """The PIL mode images are decoded to."""
+        return "L" if self.channel_order == "L" else "RGB"
 
     # -- the work ---------------------------------------------------------------------------------------
     def decode(self, data: bytes) -> Image.Image:
-        """Encoded bytes -> an RGB PIL image, at least ``resize_short`` on its short side when possible."""
+        """Encoded bytes -> an RGB (or, for "L", grey) PIL image, at least ``resize_short`` on its short side
+        when possible."""
         if not data:
             raise ImageError("empty image (0 bytes)")
         try:
@@ -85,8 +96,8 @@ class ImagePreprocessing:
                 short = min(w, h)
                 factor = max(1, short // self.resize_short)
                 if factor > 1:
-                    im.draft("RGB", (max(1, w // factor), max(1, h // factor)))
-            im = im.convert("RGB")
+                    im.draft(self.mode, (max(1, w // factor), max(1, h // factor)))
+            im = im.convert(self.mode)
             im.load()
             return im
         except ImageError:
@@ -97,7 +108,8 @@ class ImagePreprocessing:
             raise ImageError(f"corrupt image: {e}") from None
 
     def resize_crop(self, im: Image.Image) -> np.ndarray:
-        """Resize the short side to ``resize_short`` (bilinear), then the central ``crop`` square: uint8 RGB."""
+        """Resize the short side to ``resize_short`` (bilinear), then the central ``crop`` square: uint8
+        [crop, crop, channels] (RGB, or one grey channel)."""
         w, h = im.size
         s = self.resize_short / min(w, h)
         rw, rh = max(self.crop, round(w * s)), max(self.crop, round(h * s))  # the resized size, as TF rounds it
@@ -105,12 +117,14 @@ class ImagePreprocessing:
         x0, y0 = (rw - self.crop) // 2, (rh - self.crop) // 2
         sx, sy = w / rw, h / rh
         box = (x0 * sx, y0 * sy, (x0 + self.crop) * sx, (y0 + self.crop) * sy)
-        out = im.resize((self.crop, self.crop), Image.BILINEAR, box=box)
-        return np.asarray(out, dtype=np.uint8)
+        out = np.asarray(im.resize((self.crop, self.crop), Image.BILINEAR, box=box), dtype=np.uint8)
+        return out[..., None] if out.ndim == 2 else out
 
     def normalize(self, rgb: np.ndarray) -> np.ndarray:
-        """uint8 RGB [..., 3] -> float32 in the featurizer's channel order, means subtracted, scaled."""
-        x = rgb.astype(np.float32) - np.asarray(self.mean, np.float32)
+        """uint8 RGB [..., 3] (grey [..., 1]) -> float32 in the featurizer's channel order, means subtracted,
+        scaled."""
+        mean = np.asarray(self.mean[:self.channels], np.float32)
+        x = rgb.astype(np.float32) - mean
         if self.channel_order == "BGR":
             x = x[..., ::-1]
         if self.scale != 1.0:
@@ -118,7 +132,7 @@ class ImagePreprocessing:
         return np.ascontiguousarray(x)
 
     def __call__(self, data: bytes) -> np.ndarray:
-        """Encoded image -> float32 [crop, crop, 3], ready to quantize for the featurizer."""
+        """Encoded image -> float32 [crop, crop, channels], ready to quantize for the featurizer."""
         return self.normalize(self.resize_crop(self.decode(data)))
 
 
@@ -126,19 +140,20 @@ class QuantizedPreprocessing:
     """``ImagePreprocessing`` followed by quantization, with the per-pixel arithmetic as one table lookup.
 
     Mean subtraction, scaling and quantization depend only on a pixel's 0..255 value and channel, so they are
-    computed once for all 256 x 3 cases (with the very same float32 operations, so the result is identical
+    computed once for all 256 x channels cases (with the very same float32 operations, so the result is identical
     to ``quantize_input(pre(data), scale, zero_point)``) and applied as a gather.
     """
 
     def __init__(self, pre: ImagePreprocessing, scale: float, zero_point: int):
         self.pre = pre
-        ramp = np.repeat(np.arange(256, dtype=np.uint8)[:, None, None], 3, axis=2)  # [256, 1, 3]: value v, each channel
-        q = quantize_input(pre.normalize(ramp), scale, zero_point)[:, 0, :]  # [256, 3] in the output channel order
-        self.tables = np.ascontiguousarray(q.T)  # [3, 256]: output channel k, pixel value v
-        self.src = [2, 1, 0] if pre.channel_order == "BGR" else [0, 1, 2]  # the RGB channel each output reads
+        c = pre.channels
+        ramp = np.repeat(np.arange(256, dtype=np.uint8)[:, None, None], c, axis=2)  # [256, 1, c]: value v, each channel
+        q = quantize_input(pre.normalize(ramp), scale, zero_point)[:, 0, :]  # [256, c] in the output channel order
+        self.tables = np.ascontiguousarray(q.T)  # [c, 256]: output channel k, pixel value v
+        self.src = [2, 1, 0] if pre.channel_order == "BGR" else list(range(c))  # the input channel each output reads
 
     def __call__(self, data: bytes) -> np.ndarray:
-        """Encoded image -> int8 [crop, crop, 3], ready for the featurizer."""
+        """Encoded image -> int8 [crop, crop, channels], ready for the featurizer."""
         rgb = self.pre.resize_crop(self.pre.decode(data))
         out = np.empty(rgb.shape, np.int8)
         for k, c in enumerate(self.src):

@@ -44,8 +44,9 @@ class ServedModel:
         if hasattr(self.preprocess, "load"):
             self.preprocess.load()  # restore a TensorFlow stage now, not in racing request threads
         crop = getattr(self.preprocess, "crop", None)
-        if crop is not None and (crop, crop, 3) != self.image_shape:
-            raise ValueError(f"model {name!r}: preprocessing crops {self.preprocess.crop}x{self.preprocess.crop}x3 "
+        channels = getattr(self.preprocess, "channels", 3)
+        if crop is not None and (crop, crop, channels) != self.image_shape:
+            raise ValueError(f"model {name!r}: preprocessing crops {crop}x{crop}x{channels} "
                              f"but the featurizer takes {'x'.join(map(str, self.image_shape))}")
         self._quantized = (QuantizedPreprocessing(self.preprocess, self.input_spec.scale, self.input_spec.zero_point)
                            if isinstance(self.preprocess, ImagePreprocessing) else None)

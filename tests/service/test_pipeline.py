@@ -196,7 +196,8 @@ def test_tensorflow_stage_round_trip_and_errors(tmp_path, tiny_tflite, photos):
         two.validate()
 
 
-@pytest.mark.parametrize("order, scale, zero_point", [("BGR", 0.9, -10), ("BGR", 1.7, 3), ("RGB", 0.45, 0)])
+@pytest.mark.parametrize("order, scale, zero_point", [("BGR", 0.9, -10), ("BGR", 1.7, 3), ("RGB", 0.45, 0),
+                                                      ("L", 0.8, -5)])
 def test_table_lookup_quantization_equals_float_path(photos, order, scale, zero_point):
     from onda.host.pipeline import quantize_input
     from onda.host.pipeline.preprocess import QuantizedPreprocessing
@@ -205,3 +206,22 @@ def test_table_lookup_quantization_equals_float_path(photos, order, scale, zero_
     fast = QuantizedPreprocessing(pre, scale, zero_point)
     for name, data in photos.items():
         np.testing.assert_array_equal(fast(data), quantize_input(pre(data), scale, zero_point), err_msg=name)
+
+
+def test_grey_preprocessing_gives_one_channel_of_luminance(photos):
+    """channel_order "L": one channel, the photo's luminance (PIL's ITU-R 601-2 conversion), mean and scale applied."""
+    from PIL import Image
+    import io
+
+    pre = ImagePreprocessing(channel_order="L", mean=(10.0, 0.0, 0.0), scale=0.5)
+    rgb_pre = ImagePreprocessing(channel_order="RGB", mean=(0.0, 0.0, 0.0))
+    data = photos["chelsea.jpg"]
+    x = pre(data)
+    assert x.shape == (224, 224, 1) and x.dtype == np.float32
+    rgb = rgb_pre.resize_crop(rgb_pre.decode(data)).astype(np.float64)
+    luma = rgb @ np.array([0.299, 0.587, 0.114])  # what convert("L") computes, to within its integer rounding
+    assert np.abs((x[..., 0] / 0.5 + 10) - luma).mean() < 2.0
+    grey_png = io.BytesIO()
+    Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16), mode="L").save(grey_png, format="PNG")
+    y = ImagePreprocessing(resize_short=16, crop=16, channel_order="L", mean=(0.0, 0.0, 0.0))(grey_png.getvalue())
+    np.testing.assert_array_equal(y[..., 0], np.arange(256, dtype=np.float32).reshape(16, 16))
