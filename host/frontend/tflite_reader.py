@@ -2,7 +2,9 @@
 
 Only the ops of ResNet/VGG-family int8 networks are accepted; anything else is refused with the
 op's index, name and tensors, never approximated. Flatten's dynamic-batch pattern (SHAPE,
-STRIDED_SLICE, PACK feeding a RESHAPE's shape input) is folded into the RESHAPE.
+STRIDED_SLICE, PACK feeding a RESHAPE's shape input) is folded into the RESHAPE, and the converter's
+form of a dilated convolution (SPACE_TO_BATCH_ND, a stride-1 VALID CONV_2D, BATCH_TO_SPACE_ND) into
+one dilated CONV_2D, when its paddings and crops are exactly those of SAME or VALID padding.
 """
 
 from __future__ import annotations
@@ -110,9 +112,21 @@ class _Reader:
                             tuple(int(i) for i in op.InputsAsNumpy()) if op.InputsLength() else (),
                             tuple(int(i) for i in op.OutputsAsNumpy())))
         folded = self._shape_only_ops(raw_ops)
+        dilated = self._dilated_convs(raw_ops, tensors)
+        for s2b, b2s, _ in dilated.values():
+            folded |= {s2b, b2s}
         ops = []
         for idx, op, name, ins, outs in raw_ops:
             if idx in folded:
+                continue
+            if idx in dilated:
+                s2b, b2s, (dilation, padding) = dilated[idx]
+                conv = self._op(idx, op, name, ins, outs, tensors)
+                x = next(r for r in raw_ops if r[0] == s2b)[3][0]
+                y = next(r for r in raw_ops if r[0] == b2s)[4][0]
+                ops.append(Op(index=idx, kind=conv.kind, inputs=(x,) + tuple(conv.inputs[1:]), outputs=(y,),
+                              attrs=Conv2DAttrs(stride=(1, 1), dilation=dilation, padding=padding,
+                                                activation=conv.attrs.activation)))
                 continue
             ops.append(self._op(idx, op, name, ins, outs, tensors))
         # Drop tensors no remaining op touches (the folded shape computations).
@@ -146,6 +160,61 @@ class _Reader:
                             changed = True
                             break
         return candidates
+
+    def _dilated_convs(self, raw_ops, tensors) -> dict[int, tuple[int, int, tuple]]:
+        """{conv index: (SPACE_TO_BATCH_ND index, BATCH_TO_SPACE_ND index, (dilation, padding))} for each
+        SPACE_TO_BATCH_ND -> stride-1 undilated VALID CONV_2D -> BATCH_TO_SPACE_ND chain that is exactly a
+        dilated CONV_2D. The batches read the input padded with its zero point (TFLite's int8 padding), so
+        the VALID convolution of each phase, put back and cropped, is the dilated convolution whose top/left
+        padding is the paddings minus the crops; the fold is taken only when that and the output size are
+        those of SAME or VALID padding."""
+        from onda.sim.golden.params import conv_output_size, same_padding
+
+        consumers: dict[int, list[int]] = {}
+        for idx, _, _, ins, _ in raw_ops:
+            for t in ins:
+                consumers.setdefault(t, []).append(idx)
+        by_idx = {r[0]: r for r in raw_ops}
+        found = {}
+        for idx, op, name, ins, outs in raw_ops:
+            if name != "SPACE_TO_BATCH_ND" or len(ins) < 3:
+                continue
+            block, pads = tensors[ins[1]].data, tensors[ins[2]].data
+            nxt = consumers.get(outs[0], [])
+            if block is None or pads is None or len(nxt) != 1 or by_idx[nxt[0]][2] != "CONV_2D":
+                continue
+            conv = by_idx[nxt[0]]
+            if conv[3][0] != outs[0] or len(consumers.get(conv[4][0], [])) != 1:
+                continue
+            b2s = by_idx[consumers[conv[4][0]][0]]
+            if b2s[2] != "BATCH_TO_SPACE_ND" or len(b2s[3]) < 3:
+                continue
+            block2, crops = tensors[b2s[3][1]].data, tensors[b2s[3][2]].data
+            if crops is None or block2 is None or not np.array_equal(block, block2) or block.size != 2:
+                continue
+            o = conv[1].BuiltinOptions()
+            co = tflite.Conv2DOptions()
+            co.Init(o.Bytes, o.Pos)
+            if (co.StrideH(), co.StrideW(), co.DilationHFactor(), co.DilationWFactor()) != (1, 1, 1, 1) or \
+                    co.Padding() != tflite.Padding.VALID:
+                continue
+            x, w, y = tensors[ins[0]], tensors[conv[3][1]], tensors[b2s[4][0]]
+            if x.quant is None or tensors[outs[0]].quant is None or \
+                    (x.quant.s, x.quant.zp) != (tensors[outs[0]].quant.s, tensors[outs[0]].quant.zp):
+                continue  # int8 SPACE_TO_BATCH_ND pads with its zero point, which must be the input's
+            dilation = (int(block.reshape(-1)[0]), int(block.reshape(-1)[1]))
+            pads, crops = pads.reshape(2, 2), crops.reshape(2, 2)
+            kernel = (w.shape[1], w.shape[2])
+            for padding in (Padding.SAME, Padding.VALID):
+                fits = all(
+                    int(pads[a, 0] - crops[a, 0]) == (same_padding(x.shape[1 + a], kernel[a], 1, dilation[a], padding)[0]
+                                                      if padding == Padding.SAME else 0)
+                    and y.shape[1 + a] == conv_output_size(x.shape[1 + a], kernel[a], 1, dilation[a], padding)
+                    for a in (0, 1))
+                if fits:
+                    found[conv[0]] = (idx, b2s[0], (dilation, padding))
+                    break
+        return found
 
     def _op(self, idx, op, name, ins, outs, tensors) -> Op:
         def describe() -> str:

@@ -29,3 +29,21 @@ def test_per_tensor_dense_bit_exact(tmp_path):
     assert not read_tflite(path).tensor(fc.inputs[1]).quant.per_channel
     rows = compare(path, "golden", images=8, seed=1)
     assert all(r.ok for r in rows), format_table(rows)
+
+
+@pytest.mark.parametrize("case, dilation, padding", [("conv3x3_dilated2_same", (2, 2), "SAME"),
+                                                     ("conv3x3_dilated3_valid", (3, 3), "VALID"),
+                                                     ("conv3x2_dilated2_same_odd", (2, 3), "SAME")])
+def test_dilated_conv_is_read_as_one_op(case, dilation, padding, tmp_path):
+    """The converter writes a Keras dilated convolution as SPACE_TO_BATCH_ND, CONV_2D, BATCH_TO_SPACE_ND;
+    the frontend reads it as one dilated CONV_2D (the tests above check it against BUILTIN_REF, which
+    runs the converter's three ops)."""
+    from onda.host.frontend import read_tflite
+
+    from .nets import quantized_case
+
+    path = tmp_path / f"{case}.tflite"
+    path.write_bytes(quantized_case(case))
+    g = read_tflite(path)
+    assert [op.kind.value for op in g.ops] == ["CONV_2D", "CONV_2D"]
+    assert g.ops[1].attrs.dilation == dilation and g.ops[1].attrs.padding.value == padding
