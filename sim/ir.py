@@ -24,6 +24,12 @@ class OpKind(str, enum.Enum):
     RESHAPE = "RESHAPE"
     QUANTIZE = "QUANTIZE"
     DEQUANTIZE = "DEQUANTIZE"
+    RELU = "RELU"  # standalone activations: a rescale to the output's quantization, then the clamp
+    RELU6 = "RELU6"
+    RELU_N1_TO_1 = "RELU_N1_TO_1"
+
+
+ACTIVATION_OPS = (OpKind.RELU, OpKind.RELU6, OpKind.RELU_N1_TO_1)
 
 
 class Padding(str, enum.Enum):

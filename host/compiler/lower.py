@@ -26,7 +26,7 @@ from onda.hw import isa
 from onda.hw.config import EngineConfig
 from onda.hw.isa import ADD_PARAM_WORDS, GEMM_PARAM_WORDS, Buffer, Epilogue, Opcode, VecFunc
 from onda.sim.golden import params as P
-from onda.sim.ir import Graph, Op, OpKind, Padding
+from onda.sim.ir import ACTIVATION_OPS, Graph, Op, OpKind, Padding
 
 from .conv_tiling import ConvGeometry, TilingError, choose_tiling
 from .program import ProgramBuilder, Tile
@@ -332,6 +332,8 @@ class Lowering:
             return None, 0
         if k == OpKind.QUANTIZE and self.g.tensor(op.inputs[0]).dtype == "int8":
             return self._requant(op), 0
+        if k in ACTIVATION_OPS:
+            return self._activation(op), 0
         raise CompileError(f"op #{op.index} {k.value}: not supported by the engine "
                            f"(float QUANTIZE/DEQUANTIZE run on the host)")
 
@@ -565,6 +567,12 @@ class Lowering:
         p = P.rescale_params(self.g, op)
         rec = _words(p.in_zero_point, p.multiplier, p.shift, p.out_zero_point)
         return self._elementwise(op, VecFunc.REQUANT, [op.inputs[0]], rec, (-128, 127))
+
+    def _activation(self, op: Op) -> str:
+        """A standalone RELU / RELU6 / RELU_N1_TO_1: REQUANT to the output's quantization, clamped."""
+        p, lo, hi = P.activation_params(self.g, op)
+        rec = _words(p.in_zero_point, p.multiplier, p.shift, p.out_zero_point)
+        return self._elementwise(op, VecFunc.REQUANT, [op.inputs[0]], rec, (lo, hi))
 
     def _pool(self, op: Op) -> str:
         g, a = self.g, op.attrs

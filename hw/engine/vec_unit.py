@@ -10,8 +10,8 @@ arithmetic is the datapath's (``onda.hw.datapath``), bit-exact with the golden m
 * ADD: ``add_lanes`` (default ``vector_lanes``) :class:`~onda.hw.datapath.vector.ResidualAdd`
   lanes, both operands read in the same cycle through ``r_vec_a`` and ``r_vec_b``; the record's nine
   words are their static ports. With fewer lanes than ``vector_lanes`` a beat is taken in chunks.
-* REQUANT: the same ResidualAdd lanes programmed as ``clamp(out_zp + MBQM(x - in_zp, M0, shift))``
-  (:func:`requant_as_add`): the first input's scaling ``MBQM((x - zp) << 20, 2**30, -19)`` is exactly
+* REQUANT: the same ResidualAdd lanes programmed as ``clamp(out_zp + MBQM(x - in_zp, M0, shift),
+  act_min, act_max)`` (:func:`requant_as_add`; the instruction's act range, so a standalone RELU is one): the first input's scaling ``MBQM((x - zp) << 20, 2**30, -19)`` is exactly
   ``x - zp`` and the second input is zero.
 * MAX_POOL, AVG_POOL, MEAN: a window walk. For each output pixel, each group of ``vector_lanes``
   channels, each in-bounds tap of the window, one read of the group's bytes at that tap
@@ -60,18 +60,18 @@ BEAT_FIFO_DEPTH = 4    # read data waiting for its unit (credit: issued + buffer
 TAG_FIFO_DEPTH = 32    # output byte counts waiting for their unit's result (> ResidualAdd latency)
 
 
-def requant_as_add(in_zp, multiplier, shift, out_zp) -> dict:
+def requant_as_add(in_zp, multiplier, shift, out_zp, act_min=-128, act_max=127) -> dict:
     """REQUANT's record as a :class:`ResidualAdd`'s static ports (second operand zero).
 
     ResidualAdd computes ``clamp(ozp + MBQM(MBQM((a - zp1) << 20, m1, s1) + MBQM((b - zp2) << 20,
     m2, s2), m_out, s_out))``. With ``m1 = 2**30, s1 = -19``: ``((a - zp1) << 20) * 2**30 / 2**31``
     is ``(a - zp1) << 19`` exactly (no rounding), and the divide by ``2**19`` is exact too, so the
     first term is ``a - zp1``; ``b = zp2 = m2 = 0`` makes the second 0. The result is
-    ``clamp(out_zp + MBQM(a - in_zp, M0, shift), -128, 127)``: ``kernels.requantize_tensor``.
+    ``clamp(out_zp + MBQM(a - in_zp, M0, shift), act_min, act_max)``: ``kernels.requantize_tensor``.
     Works on Python ints and on Amaranth values alike.
     """
     return {"zp1": in_zp, "zp2": 0, "m1": 1 << 30, "s1": -19, "m2": 0, "s2": 0,
-            "m_out": multiplier, "s_out": shift, "out_zero_point": out_zp, "act_min": -128, "act_max": 127}
+            "m_out": multiplier, "s_out": shift, "out_zero_point": out_zp, "act_min": act_min, "act_max": act_max}
 
 
 class MeanMultiplier(wiring.Component):
@@ -485,7 +485,7 @@ class VecUnit(wiring.Component):
         m.submodules.requant = rq = Requantizer(self.rq_style)
 
         # static ports
-        rp = requant_as_add(words[0], words[1], words[2], words[3])
+        rp = requant_as_add(words[0], words[1], words[2], words[3], f.act_min, f.act_max)
         ap = {"zp1": words[0], "zp2": words[1], "m1": words[2], "s1": words[3], "m2": words[4], "s2": words[5],
               "m_out": words[6], "s_out": words[7], "out_zero_point": words[8],
               "act_min": f.act_min, "act_max": f.act_max}

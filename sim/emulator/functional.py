@@ -262,7 +262,7 @@ def vec_compute(f: dict, x: np.ndarray, x2: np.ndarray | None, words: np.ndarray
         y = K.add(np.asarray(x, dtype=np.int8), np.asarray(x2, dtype=np.int8), p)  # a fresh result: no copies
     elif func == VecFunc.REQUANT:
         izp, m, s, ozp = (int(v) for v in words)
-        y = K.requantize_tensor(x.astype(np.int64), RequantParams(izp, m, s, ozp))
+        y = K.requantize_tensor(x.astype(np.int64), RequantParams(izp, m, s, ozp), lo, hi)
     elif func in (VecFunc.MAX_POOL, VecFunc.AVG_POOL):
         y = _pool(func, x.reshape(n, ir, ic, c), f)
     elif func == VecFunc.MEAN:

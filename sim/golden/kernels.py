@@ -250,10 +250,11 @@ def pad(x: np.ndarray, paddings, value: int) -> np.ndarray:
     return np.pad(x, paddings, constant_values=value)
 
 
-def requantize_tensor(x: np.ndarray, p: RequantParams) -> np.ndarray:
-    """int8 -> int8 QUANTIZE (reference_ops::Requantize)."""
+def requantize_tensor(x: np.ndarray, p: RequantParams, lo: int = fp.INT8_MIN, hi: int = fp.INT8_MAX) -> np.ndarray:
+    """int8 -> int8 QUANTIZE (reference_ops::Requantize), and with an activation's ``lo``/``hi`` a standalone
+    RELU / RELU6 / RELU_N1_TO_1 (reference_ops::ReluX: the same rescale, then the clamp)."""
     out = fp.multiply_by_quantized_multiplier(x.astype(np.int64) - p.in_zero_point, p.multiplier, p.shift)
-    return fp.clamp(out + p.out_zero_point, fp.INT8_MIN, fp.INT8_MAX).astype(np.int8)
+    return fp.clamp(out + p.out_zero_point, lo, hi).astype(np.int8)
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:

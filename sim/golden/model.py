@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..ir import Graph, Op, OpKind
+from ..ir import ACTIVATION_OPS, Graph, Op, OpKind
 from . import kernels as K
 from . import params as P
 
@@ -79,6 +79,9 @@ class GoldenModel:
                 return lambda xs: K.quantize(xs[0], s, z)
             p = P.rescale_params(g, op)
             return lambda xs: K.requantize_tensor(xs[0], p)
+        if k in ACTIVATION_OPS:
+            p, lo, hi = P.activation_params(g, op)
+            return lambda xs: K.requantize_tensor(xs[0], p, lo, hi)
         if k == OpKind.DEQUANTIZE:
             q = g.tensor(op.inputs[0]).quant
             s, z = q.s, q.zp

@@ -125,6 +125,16 @@ def rescale_params(graph: Graph, op: Op) -> RequantParams:
                          out_zero_point=out.quant.zp)
 
 
+def activation_params(graph: Graph, op: Op) -> tuple[RequantParams, int, int]:
+    """A standalone RELU, RELU6 or RELU_N1_TO_1 (TFLite's ReluPrepare and QuantizedReluX): the rescale to the
+    output's quantization, its multiplier from ``in_scale / out_scale`` divided in float32 (as TFLite divides
+    the two float scales before widening to double), and the clamp of the activation on the output's scale."""
+    x, out = graph.tensor(op.inputs[0]), graph.tensor(op.outputs[0])
+    m, s = fp.quantize_multiplier(float(np.float32(x.quant.s) / np.float32(out.quant.s)))
+    lo, hi = fp.activation_range(op.kind.value, out.quant.s, out.quant.zp)
+    return RequantParams(in_zero_point=x.quant.zp, multiplier=m, shift=s, out_zero_point=out.quant.zp), lo, hi
+
+
 def pool_act_range(graph: Graph, op: Op) -> tuple[int, int]:
     return _act_range(graph, op.outputs[0], op.attrs.activation)
 

@@ -283,7 +283,7 @@ def _rescale_record(rng):
 def gen_requant(rng, cfg):
     f = gen_copy(rng, cfg)
     f.update(func=VecFunc.REQUANT, param_addr=_place(rng, 16, cfg.param_bytes), record=_rescale_record(rng),
-             act_min=int(rng.integers(-128, 0)), act_max=int(rng.integers(0, 128)))  # ignored by REQUANT
+             act_min=int(rng.integers(-128, 0)), act_max=int(rng.integers(0, 128)))  # REQUANT clamps to them too
     return f
 
 

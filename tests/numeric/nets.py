@@ -115,6 +115,8 @@ CASES = {
     "conv1x1_s2_valid": (conv_stack(1, 2, "valid", 11, 6, None), 1.0),
     "conv3x3_dilated2_same": (conv_stack(3, 1, "same", 5, 8, None, dilation=2), 1.0),
     "conv3x3_dilated3_valid": (conv_stack(3, 1, "valid", 4, 6, None, dilation=3), 1.0),
+    "conv3x3_dilated2_same_relu": (conv_stack(3, 1, "same", 5, 8, "relu", dilation=2), 1.0),  # standalone RELU
+    "conv3x3_dilated2_valid_relu6": (conv_stack(3, 1, "valid", 4, 7, "relu6", dilation=2), 1.0),  # standalone RELU6
     "conv3x2_dilated2_same_odd": (conv_stack((3, 2), 1, "same", 3, 5, None, dilation=(2, 3), size=13), 1.0),
     "residual_scales_1_to_50": (residual(5.0), 1.0),
     "maxpool3_s2_same": (pools("max", 3, 2, "same"), 1.0),
