@@ -226,3 +226,32 @@ def test_onda_serve_foreground_answers_then_drains_on_sigterm(tmp_path, pipeline
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0
     assert "keys travel in plaintext" in err and "draining" in err and "stopped" in err
+
+
+def test_cli_deploy_update_serves_the_new_model_on_the_same_port_and_keys(tmp_path, pipeline_zips, photos,
+                                                                          reference, capsys):
+    """`onda deploy NAME --model ZIP --update`: the service now answers with the new model (the featurizer
+    alone: 16 features, checked against the reference), on the same port with the same keys."""
+    from onda.host.cli import main
+    from onda.host.client import PredictionClient
+
+    ws_dir = str(tmp_path / "ws")
+    assert main(["deploy", "svc", "--model", str(pipeline_zips["tiny"]), "--workspace", ws_dir]) == 0
+    ws = LocalWorkspace(ws_dir)
+    before = ws.get_service("svc")
+    key = ws.keys("svc")["primary"]
+    try:
+        client = PredictionClient("127.0.0.1", before.port, access_token=key, retry_delays=(0.5, 1, 2))
+        assert client.score_file(photos["chelsea.jpg"]).shape == (10,)
+        capsys.readouterr()
+        assert main(["deploy", "svc", "--model", str(pipeline_zips["features"]), "--update",
+                     "--workspace", ws_dir]) == 0
+        out = capsys.readouterr().out
+        after = ws.get_service("svc")
+        assert after.port == before.port and ws.keys("svc")["primary"] == key and after.pid != before.pid
+        assert f"model {after.model_name}:{after.model_version}" in out and after.model_name == "features"
+        got = client.score_file(photos["chelsea.jpg"])
+        x = reference.pre(photos["chelsea.jpg"])[None]
+        np.testing.assert_array_equal(np.asarray(got).reshape(1, -1), reference.features(x))
+    finally:
+        assert main(["delete", "svc", "--workspace", ws_dir]) == 0
