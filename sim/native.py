@@ -40,9 +40,11 @@ def cpu_flags() -> str:
 
 
 def compiler() -> str | None:
-    """The C++ compiler's path, or None (``make setup`` installs g++ from Debian)."""
-    return os.environ.get("CXX") if os.environ.get("CXX") and shutil.which(os.environ["CXX"]) else \
-        shutil.which("g++") or shutil.which("c++")
+    """The C++ compiler's path (``$CXX`` if it names one), or None (``make setup`` installs g++ from Debian)."""
+    for name in (os.environ.get("CXX"), "g++", "c++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
 
 
 def _version(cxx: str) -> str:

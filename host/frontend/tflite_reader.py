@@ -9,6 +9,7 @@ one dilated CONV_2D, when its paddings and crops are exactly those of SAME or VA
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -113,20 +114,17 @@ class _Reader:
                             tuple(int(i) for i in op.OutputsAsNumpy())))
         folded = self._shape_only_ops(raw_ops)
         dilated = self._dilated_convs(raw_ops, tensors)
-        for s2b, b2s, _ in dilated.values():
+        for s2b, b2s, *_ in dilated.values():
             folded |= {s2b, b2s}
         ops = []
         for idx, op, name, ins, outs in raw_ops:
             if idx in folded:
                 continue
-            if idx in dilated:
-                s2b, b2s, (dilation, padding) = dilated[idx]
+            if idx in dilated:  # the convolution reads the chain's input and writes its output, dilated
+                _, _, x, y, dilation, padding = dilated[idx]
                 conv = self._op(idx, op, name, ins, outs, tensors)
-                x = next(r for r in raw_ops if r[0] == s2b)[3][0]
-                y = next(r for r in raw_ops if r[0] == b2s)[4][0]
-                ops.append(Op(index=idx, kind=conv.kind, inputs=(x,) + tuple(conv.inputs[1:]), outputs=(y,),
-                              attrs=Conv2DAttrs(stride=(1, 1), dilation=dilation, padding=padding,
-                                                activation=conv.attrs.activation)))
+                ops.append(replace(conv, inputs=(x,) + tuple(conv.inputs[1:]), outputs=(y,),
+                                   attrs=replace(conv.attrs, dilation=dilation, padding=padding)))
                 continue
             ops.append(self._op(idx, op, name, ins, outs, tensors))
         # Drop tensors no remaining op touches (the folded shape computations).
@@ -161,8 +159,9 @@ class _Reader:
                             break
         return candidates
 
-    def _dilated_convs(self, raw_ops, tensors) -> dict[int, tuple[int, int, tuple]]:
-        """{conv index: (SPACE_TO_BATCH_ND index, BATCH_TO_SPACE_ND index, (dilation, padding))} for each
+    def _dilated_convs(self, raw_ops, tensors) -> dict[int, tuple]:
+        """{conv index: (SPACE_TO_BATCH_ND index, BATCH_TO_SPACE_ND index, chain input, chain output,
+        dilation, padding)} for each
         SPACE_TO_BATCH_ND -> stride-1 undilated VALID CONV_2D -> BATCH_TO_SPACE_ND chain that is exactly a
         dilated CONV_2D. The batches read the input padded with its zero point (TFLite's int8 padding), so
         the VALID convolution of each phase, put back and cropped, is the dilated convolution whose top/left
@@ -212,7 +211,7 @@ class _Reader:
                     and y.shape[1 + a] == conv_output_size(x.shape[1 + a], kernel[a], 1, dilation[a], padding)
                     for a in (0, 1))
                 if fits:
-                    found[conv[0]] = (idx, b2s[0], (dilation, padding))
+                    found[conv[0]] = (idx, b2s[0], ins[0], b2s[4][0], dilation, padding)
                     break
         return found
 

@@ -58,9 +58,8 @@ class Machine:
         self.wbase = int(memmap["weights_base"])
         self.act_mem = np.zeros((n, max(self.act_size, 1)), dtype=np.int8)
         self.wmem = np.frombuffer(weights, dtype=np.int8)
-        # ACT holds int8 values as float32 so GEMM operands feed BLAS without a conversion pass.
-        self.act = np.zeros((n, cfg.act_bytes), dtype=np.float32)
-        self.wgt = np.zeros(cfg.wgt_bytes, dtype=np.float32)
+        self.act = np.zeros((n, cfg.act_bytes), dtype=np.int8)
+        self.wgt = np.zeros(cfg.wgt_bytes, dtype=np.int8)
         self.param = np.zeros(cfg.param_bytes, dtype=np.uint8)
         self.out = np.zeros((n, cfg.out_bytes), dtype=np.int8)
         self.tokens = dict.fromkeys(QUEUES, 0)
@@ -181,7 +180,7 @@ class Machine:
         w = unpack_weights(self.wgt[self._span(self.wgt, f["wgt_addr"], weight_bytes(ct, k, self.cfg.lanes),
                                                "GEMM wgt")], ct, k, self.cfg.lanes)
         prm = self.words(f["param_addr"], ct * GEMM_PARAM_WORDS).reshape(ct, GEMM_PARAM_WORDS)
-        cols = gemm_patches(a.astype(np.int8), f)
+        cols = gemm_patches(a, f)
         y = gemm_epilogue(prm, f)(Weights(w.T).product(cols))
         s = self._span(self.out, f["out_addr"], orow * ocol * ct, "GEMM out")
         self.out[:, s] = y.reshape(n, -1)

@@ -112,7 +112,7 @@ class PaddedRegion:
     def matching(cls, src: np.ndarray) -> "PaddedRegion | None":
         """The region whose bytes, row by row, have exactly the provenance codes ``src``, if one does."""
         data = np.flatnonzero(src >= 0)
-        if data.size == 0 or data.size == src.size and src.size < 2:
+        if data.size == 0:
             return None
         breaks = np.flatnonzero((np.diff(src[data]) != 1) | (np.diff(data) != 1))
         x = int(breaks[0] + 1) if breaks.size else int(data.size)

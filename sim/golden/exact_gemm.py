@@ -124,13 +124,9 @@ class Weights:
     float BLAS operand) when a product first needs them."""
 
     def __init__(self, w: np.ndarray):
-        if w.ndim != 2:
-            raise ValueError(f"GEMM weights must be [K, N], got shape {w.shape}")
-        self.w = np.ascontiguousarray(w, dtype=np.int8) if w.dtype == np.int8 else None
-        if self.w is None:  # int8-valued weights of another dtype
-            self.w = np.ascontiguousarray(w.astype(np.int8))
-            if not np.array_equal(self.w, w):
-                raise ValueError("GEMM weights must be int8 values")
+        if w.ndim != 2 or w.dtype != np.int8:
+            raise TypeError(f"GEMM weights must be int8 [K, N], got {w.dtype} {w.shape}")
+        self.w = np.ascontiguousarray(w)
         self.k, self.n = w.shape
         self._packed = None
         self._floats: dict[np.dtype, np.ndarray] = {}

@@ -1,5 +1,5 @@
-"""The native exact int8 GEMM (``int8_gemm.cpp``, AVX-512 VNNI): loaded on first use, split over
-the golden kernels' threads.
+"""The native exact int8 GEMM (``int8_gemm.cpp``, AVX-512 VNNI): built and loaded on first use, each
+call split over the kernel's own worker pool (``threading.gemm_threads()`` threads).
 
 Why native code: ResNet50 is 3.9 G multiply-accumulates. Float BLAS does them exactly (see
 ``exact_gemm``) but at 16 products per cycle and core; VNNI's ``vpdpbusd`` does 64 int8 products
@@ -26,7 +26,6 @@ from . import threading
 SOURCE = Path(__file__).with_name("int8_gemm.cpp")
 FLAGS = ["-O3", "-march=native", "-fno-strict-aliasing"]
 ABI = 2
-MR = 6  # rows of the kernel's register tile: row splits between threads fall on its multiples
 _lib: ctypes.CDLL | None = None
 _why: str | None = None
 _loaded = False
@@ -74,7 +73,7 @@ def available() -> str | None:
 
 
 class Packed:
-    """[K, N] int8 weights packed for the kernel (once per layer); ``w`` keeps the int8 original."""
+    """[K, N] int8 weights packed for the kernel (once per layer): ``data``, with ``k`` and ``n``."""
 
     def __init__(self, w: np.ndarray):
         if available() is not None:

@@ -180,13 +180,19 @@ def add(a: np.ndarray, b: np.ndarray, p: AddParams, table: np.ndarray | None = N
     return table.reshape(-1)[index]
 
 
+def _pool_geometry(x: np.ndarray, filt, stride, padding: Padding):
+    """(oh, ow, (top, bottom), (left, right)) of a pooling window over NHWC ``x``."""
+    _, h, w, _ = x.shape
+    (fh, fw), (sh, sw) = filt, stride
+    ph = same_padding(h, fh, sh, 1, padding) if padding == Padding.SAME else (0, 0)
+    pw = same_padding(w, fw, sw, 1, padding) if padding == Padding.SAME else (0, 0)
+    return conv_output_size(h, fh, sh, 1, padding), conv_output_size(w, fw, sw, 1, padding), ph, pw
+
+
 def _pool_windows(x: np.ndarray, filt, stride, padding: Padding, pad_value: int):
     n, h, w, c = x.shape
     (fh, fw), (sh, sw) = filt, stride
-    oh = conv_output_size(h, fh, sh, 1, padding)
-    ow = conv_output_size(w, fw, sw, 1, padding)
-    ph = same_padding(h, fh, sh, 1, padding) if padding == Padding.SAME else (0, 0)
-    pw = same_padding(w, fw, sw, 1, padding) if padding == Padding.SAME else (0, 0)
+    oh, ow, ph, pw = _pool_geometry(x, filt, stride, padding)
     # Pad generously at the end so every window's slice exists; taps outside the input
     # are excluded by the pad value (max) or by the count (average).
     extra_h = max(0, (oh - 1) * sh + fh - (h + ph[0] + ph[1]))
@@ -200,12 +206,8 @@ def _pool_windows(x: np.ndarray, filt, stride, padding: Padding, pad_value: int)
 def max_pool(x: np.ndarray, filt, stride, padding: Padding, act_min: int, act_max: int) -> np.ndarray:
     """TFLite's reference_integer_ops::MaxPool (padding taps excluded)."""
     if loops.enabled() and x.dtype == np.int8 and -128 <= act_min <= act_max <= 127:
-        n, h, w, c = x.shape
-        (fh, fw), (sh, sw) = filt, stride
-        oh, ow = conv_output_size(h, fh, sh, 1, padding), conv_output_size(w, fw, sw, 1, padding)
-        pt = same_padding(h, fh, sh, 1, padding)[0] if padding == Padding.SAME else 0
-        pl = same_padding(w, fw, sw, 1, padding)[0] if padding == Padding.SAME else 0
-        return loops.max_pool(x, fh, fw, stride, (pt, pl), oh, ow, act_min, act_max)
+        oh, ow, ph, pw = _pool_geometry(x, filt, stride, padding)
+        return loops.max_pool(x, filt[0], filt[1], stride, (ph[0], pw[0]), oh, ow, act_min, act_max)
     win, _ = _pool_windows(x.astype(np.int16), filt, stride, padding, -32768)
     out = win.max(axis=(-2, -1))
     return fp.clamp(out, act_min, act_max).astype(np.int8)

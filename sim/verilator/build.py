@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 
 from onda.hw.config import EngineConfig
 from onda.sim import native
-from onda.sim.native import cpu_flags
 
 from .sim_top import POWER_ON_RESET_CYCLES
 
@@ -78,7 +77,7 @@ def source_key(cfg: EngineConfig) -> str:
     hw = Path(__file__).resolve().parents[2] / "hw"
     h = hashlib.sha256()
     for part in (cfg.fingerprint, amaranth.__version__, _yosys_version(), HARNESS.read_text(), SIM_TOP.read_text(),
-                 " ".join(VERILATOR_FLAGS), CXX_FLAGS, cpu_flags()):
+                 " ".join(VERILATOR_FLAGS), CXX_FLAGS, native.cpu_flags()):
         h.update(part.encode() + b"\0")
     for path in sorted(hw.rglob("*.py")):
         h.update(str(path.relative_to(hw)).encode() + b"\0" + path.read_bytes())
