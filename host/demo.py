@@ -115,7 +115,7 @@ def model_labels(zip_path) -> list[str] | None:
 
 if __name__ == "__main__":
     from .pipeline import PipelineError
-    from .quantize import QuantizeError
+    from .quantizer import QuantizeError
     from .workspace import WorkspaceError
 
     try:

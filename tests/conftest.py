@@ -37,7 +37,7 @@ def resnet50_tflite(tmp_path_factory) -> Path:
     full-int8 quantized with 4 random calibration images: the full-size structure."""
 
     def build(path: Path) -> None:
-        from onda.host.quantize import build_model, quantize, random_calibration
+        from onda.host.quantizer import build_model, quantize, random_calibration
 
         model, preprocess = build_model("resnet50", weights="random", seed=0, include_top=False)
         path.write_bytes(quantize(model, random_calibration(model, preprocess, 4, seed=0), progress=lambda s: None))

@@ -30,7 +30,7 @@ TARGET_EMULATOR_X_GOLDEN = 1.2
 def resnet50_model() -> Path:
     path = CACHE / "resnet50_seed0_int8.tflite"
     if not path.exists():
-        from ..quantize import build_model, quantize, random_calibration
+        from ..quantizer import build_model, quantize, random_calibration
 
         CACHE.mkdir(parents=True, exist_ok=True)
         print("quantizing a seeded-random ResNet50 for the benchmark (once)...", file=sys.stderr)
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
 
     from onda.sim.golden import loops, threading
 
-    from ..reference import ReferenceModel
+    from ..verify import ReferenceModel
     from ..runtime import get_backend
 
     path = args.model or resnet50_model()

@@ -38,7 +38,7 @@ def small_pipeline(path: Path) -> Path:
 
     from ..pipeline import FeaturizerStage, ImagePreprocessing, ImagePreprocessStage, KerasStage, ModelDefinition
     from ..pipeline.resnet50 import calibration_set
-    from ..quantize import quantize
+    from ..quantizer import quantize
 
     keras.utils.set_random_seed(0)
     featurizer = keras.Sequential([keras.Input((224, 224, 3)), keras.layers.Conv2D(8, 3, strides=4, activation="relu"),

@@ -44,7 +44,7 @@ def add_commands(sub) -> None:
 
 def cmd_quantize(args) -> int:
     from ..errors import CommandError
-    from ..quantize import QuantizeError, build_model, directory_calibration, quantize, random_calibration
+    from ..quantizer import QuantizeError, build_model, directory_calibration, quantize, random_calibration
 
     try:
         print(f"building {args.model} ({args.weights} weights, "

@@ -48,7 +48,7 @@ def _guard(fn):
 @_guard
 def cmd_pipeline(args) -> int:
     from ..pipeline.resnet50 import build_resnet50
-    from ..quantize import QuantizeError
+    from ..quantizer import QuantizeError
 
     try:
         path, weights = build_resnet50(args.output, weights=args.weights, seed=args.seed,

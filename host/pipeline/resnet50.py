@@ -47,7 +47,7 @@ def build_resnet50(path: str | Path, weights: str = "auto", seed: int = 0, n_ran
 
     ``weights``: "imagenet" (fail without them), "random" (seeded), or "auto" (ImageNet, else random).
     """
-    from ..quantize import QuantizeError, build_model, quantize
+    from ..quantizer import QuantizeError, build_model, quantize
 
     path = Path(path)
     recipe_file = path.with_suffix(".recipe.json")

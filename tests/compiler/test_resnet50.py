@@ -10,7 +10,7 @@ import pytest
 from onda.host.cli import main
 from onda.host.compiler import CompileError, compile_tflite
 from onda.host.frontend import read_tflite
-from onda.host.reference import ReferenceModel
+from onda.host.verify import ReferenceModel
 from onda.host.runtime.emulator import EmulatorBackend
 from onda.host.verify import random_inputs
 from onda.sim.golden.model import GoldenModel

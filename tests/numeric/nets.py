@@ -151,7 +151,7 @@ _QUANTIZED: dict[str, bytes] = {}
 def quantized_case(name: str) -> bytes:
     """The case's int8 .tflite (quantized once per process, then reused for every engine)."""
     if name not in _QUANTIZED:
-        from onda.host.quantize import quantize
+        from onda.host.quantizer import quantize
 
         model, calib = build_case(name)
         _QUANTIZED[name] = quantize(model, calib, progress=lambda s: None)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from onda.host.cli import main
-from onda.host.reference import ReferenceModel
+from onda.host.verify import ReferenceModel
 from onda.host.runtime import get_backend
 
 from .nets import build_case
-from onda.host.quantize import quantize
+from onda.host.quantizer import quantize
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_run_writes_every_output_to_npz(tmp_path):
     ``-o x.npy`` is refused with the names, and nothing is written."""
     import keras
 
-    from onda.host.quantize import quantize as q
+    from onda.host.quantizer import quantize as q
 
     inp = keras.Input((8, 8, 3))
     a = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="left")(inp)

@@ -249,7 +249,7 @@ def test_patch_matrix_matches_plain_loops(compiled, geom):
                                   "conv3x3_s2_valid_relu6"])
 def test_golden_model_numpy_fallback_bit_exact(case, tmp_path):
     """The pure NumPy path (compiled loops and native GEMM off) against TFLite's reference kernels, every tensor."""
-    from onda.host.quantize import quantize
+    from onda.host.quantizer import quantize
     from onda.host.verify import compare, format_table
 
     from .nets import build_case

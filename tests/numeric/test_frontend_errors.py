@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from onda.host.frontend import FrontendError, read_tflite
-from onda.host.quantize import quantize
+from onda.host.quantizer import quantize
 
 
 @pytest.fixture(scope="module")

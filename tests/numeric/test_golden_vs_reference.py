@@ -2,7 +2,7 @@
 
 import pytest
 
-from onda.host.quantize import quantize
+from onda.host.quantizer import quantize
 from onda.host.verify import compare, format_table
 
 from .nets import CASES, build_case

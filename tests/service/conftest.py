@@ -32,7 +32,7 @@ def tiny_tflite(tmp_path_factory):
     def build(path):
         from onda.host.pipeline import ImagePreprocessing
         from onda.host.pipeline.resnet50 import calibration_set
-        from onda.host.quantize import quantize
+        from onda.host.quantizer import quantize
 
         featurizer, _ = _tiny_models()
         path.write_bytes(quantize(featurizer, calibration_set(ImagePreprocessing(), 4, 0), progress=lambda s: None))
@@ -73,7 +73,7 @@ class Reference:
 
     def __init__(self, tflite, classifier):
         from onda.host.pipeline import ImagePreprocessing
-        from onda.host.reference import ReferenceModel
+        from onda.host.verify import ReferenceModel
 
         self.model = ReferenceModel(tflite, preserve_all_tensors=False)
         self.in_scale, self.in_zp = self.model.input_details[0]["quantization"]

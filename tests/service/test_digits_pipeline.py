@@ -13,7 +13,7 @@ def test_digits_pipeline_on_held_out_pngs(tmp_path, backend):
     from onda.host.models import digits
     from onda.host.models.digits.pipeline import build_pipeline, held_out_pngs
     from onda.host.pipeline import ModelDefinition
-    from onda.host.reference import ReferenceModel
+    from onda.host.verify import ReferenceModel
     from onda.host.service.model import ServedModel
     from onda.sim.golden.kernels import quantize
 

@@ -11,7 +11,7 @@ def test_default_resnet50_pipeline_built_and_served(tmp_path, photos):
     from onda.host.client import PredictionClient
     from onda.host.pipeline import ImagePreprocessing, ModelDefinition
     from onda.host.pipeline.resnet50 import build_resnet50
-    from onda.host.reference import ReferenceModel
+    from onda.host.verify import ReferenceModel
     from onda.host.service import ServerConfig, ServerThread
     from onda.sim.golden.kernels import dequantize, quantize
 

@@ -9,8 +9,8 @@ import sys
 
 import numpy as np
 
-from ...quantize import quantize
-from ...tf_import import import_tensorflow
+from ...quantizer import quantize
+from ...quantizer import import_tensorflow
 from . import SEED, TFLITE, WEIGHTS, build, load_data
 
 

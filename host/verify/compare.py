@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..runtime import get_backend
 from .reference import ReferenceModel
-from .runtime import get_backend
 
 
 @dataclass
