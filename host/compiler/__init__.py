@@ -8,7 +8,8 @@ from onda.hw.config import EngineConfig, load_config
 from onda.hw.container import Container
 
 from .conv_tiling import TilingError
-from .lower import CompileError, compile_graph
+from .errors import CompileError
+from .lower import compile_graph
 
 
 def compile_tflite(path: str | Path, engine: str | Path | EngineConfig, progress: bool = False) -> Container:

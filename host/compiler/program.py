@@ -49,6 +49,11 @@ class ProgramBuilder:
     def __len__(self) -> int:
         return len(self.instructions)
 
+    @property
+    def pending(self) -> list[Tile]:
+        """The tiles of the layer being built (emitted by ``end_layer``)."""
+        return self._pending
+
     def _emit(self, ins: Instruction) -> None:
         q = isa.TOKEN_QUEUES[ins.module]
         for flag, name in zip(("pop_prev", "pop_next", "push_prev", "push_next"), q):

@@ -1,0 +1,200 @@
+"""CONV_2D and FULLY_CONNECTED -> GEMM tiles.
+
+A layer is a grid of output bands (``rows`` output rows) by weight blocks (``channels`` output
+channels, a multiple of ``lanes``), in the order ``conv_tiling.choose_tiling`` found cheaper:
+bands outer (each band's activations loaded once) or blocks outer (each block's weights loaded
+once, the next block's streamed in during this one). The weight image holds the layer's ``[Cout,
+K]`` int8 matrix lane-interleaved (``isa.pack_weights``) and one record per channel: the folded
+bias ``bias - x_zp * sum(w)`` (so the MAC array multiplies raw int8 activations and the padding
+the DMA fills with ``x_zp`` contributes nothing), then the epilogue's two words.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from onda.hw import isa
+from onda.hw.isa import GEMM_PARAM_WORDS, Buffer, Epilogue, Opcode
+from onda.sim.golden import params as P
+from onda.sim.ir import Op, OpKind, Padding
+
+from .conv_tiling import ConvGeometry, ConvTiling, choose_tiling
+from .emitter import Emitter, hwc, op_name
+from .errors import CompileError
+from .program import Tile
+from .space_to_depth import stem_kernel
+
+
+@dataclass
+class GemmLayer:
+    describe: str
+    macs: int
+    est_cycles: int  # the tiling's estimate (hides the next layer's first weights)
+
+
+def lower_gemm(em: Emitter, op: Op, prev_est: int) -> GemmLayer:
+    g, cfg = em.g, em.cfg
+    p = P.gemm_params(g, op)
+    if p.weight_zero_point != 0:
+        raise CompileError(f"{op_name(op)}: weight zero point {p.weight_zero_point} (the engine takes "
+                           f"symmetric int8 weights)")
+    geo, wmat_src = _geometry(em, op, p)
+    if max(geo.kh, geo.kw, geo.sh, geo.sw, geo.dh, geo.dw) > 15:
+        raise CompileError(f"{op_name(op)}: kernel/stride/dilation above 15 not encodable")
+    tiling = choose_tiling(cfg, geo, op_name(op), prev_est)
+    cout, kdim = geo.cout, geo.k
+    wmat = np.ascontiguousarray(wmat_src.reshape(cout, kdim)).astype(np.int8)
+    bias = p.bias.astype(np.int64) - p.in_zero_point * wmat.astype(np.int64).sum(axis=1)
+    if np.any(np.abs(bias) >= 2**31):
+        raise CompileError(f"{op_name(op)}: folded bias overflows int32")
+    if op.kind == OpKind.FULLY_CONNECTED:
+        # LiteRT's reference FULLY_CONNECTED scales in double: carry the IEEE bits per channel.
+        epilogue = Epilogue.DOUBLE
+        bits = np.asarray(p.double_scale, dtype="<f8").view("<i8")
+        prm = np.stack([bias, bits & 0xFFFFFFFF, (bits >> 32) & 0xFFFFFFFF], axis=1).astype("<u8")
+        prm = prm.astype("<u4").view("<i4")
+    else:
+        epilogue = Epilogue.FIXED
+        prm = np.stack([bias, p.multiplier, p.shift], axis=1).astype("<i4")
+    waddr = em.weight_data(isa.pack_weights(wmat, cfg.lanes))  # lane-interleaved (hw/ISA.md, WGT)
+    paddr = em.weight_data(prm.tobytes())
+    gemm = dict(in_cols=geo.in_cols, channels=geo.c, out_cols=geo.ow, kh=geo.kh, kw=geo.kw, stride_h=geo.sh,
+                stride_w=geo.sw, dilation_h=geo.dh, dilation_w=geo.dw, out_zp=p.out_zero_point, act_min=p.act_min,
+                act_max=p.act_max, epilogue=epilogue)
+    _Tiles(em, geo, tiling, waddr, paddr, em.mem.dram(op.inputs[0]), em.mem.dram(op.outputs[0]),
+           p.in_zero_point, gemm).emit()
+    out = g.tensor(op.outputs[0])
+    macs = int(np.prod(out.shape[1:])) * int(np.prod(p.weights.shape[1:]))
+    desc = tiling.describe() + (", space-to-depth" if op.inputs[0] in em.mem.s2d else "")
+    return GemmLayer(desc, macs, tiling.est_cycles)
+
+
+def _geometry(em: Emitter, op: Op, p: P.GemmParams) -> tuple[ConvGeometry, np.ndarray]:
+    """The GEMM's geometry on the engine, and the weights in the order it reads them."""
+    g = em.g
+    x, out = g.tensor(op.inputs[0]), g.tensor(op.outputs[0])
+    cout = p.weights.shape[0]
+    if op.kind == OpKind.CONV_2D and op.inputs[0] in em.mem.s2d:
+        h, w, c = em.mem.s2d[op.inputs[0]]
+        wmat = stem_kernel(p.weights)
+        _, kh, kw, _ = wmat.shape
+        oh, ow = out.shape[1:3]
+        return ConvGeometry(h, w, c, oh, ow, cout, kh, kw, 1, 1, 1, 1, 0, 0), wmat
+    if op.kind == OpKind.CONV_2D:
+        a = op.attrs
+        h, w, c = hwc(x.shape)
+        _, kh, kw, _ = p.weights.shape
+        (sh, sw), (dh, dw) = a.stride, a.dilation
+        oh = P.conv_output_size(h, kh, sh, dh, a.padding)
+        ow = P.conv_output_size(w, kw, sw, dw, a.padding)
+        pt = P.same_padding(h, kh, sh, dh, a.padding)[0] if a.padding == Padding.SAME else 0
+        pl = P.same_padding(w, kw, sw, dw, a.padding)[0] if a.padding == Padding.SAME else 0
+        return ConvGeometry(h, w, c, oh, ow, cout, kh, kw, sh, sw, dh, dw, pt, pl), p.weights
+    kdim = int(np.prod(p.weights.shape[1:]))
+    if em.mem.nbytes(op.inputs[0]) != kdim:
+        raise CompileError(f"{op_name(op)}: batched fully-connected input {list(x.shape)} not supported")
+    return ConvGeometry(1, 1, kdim, 1, 1, cout, 1, 1, 1, 1, 1, 1, 0, 0), p.weights
+
+
+class _Tiles:
+    """The layer's tiles in the tiling's order: which band is in ACT, which weight block in which
+    slot, and the next block's weight pieces still to issue."""
+
+    def __init__(self, em: Emitter, geo: ConvGeometry, tiling: ConvTiling, waddr: int, paddr: int,
+                 xaddr: int, oaddr: int, pad_value: int, gemm: dict):
+        self.em, self.cfg, self.geo, self.tiling = em, em.cfg, geo, tiling
+        self.waddr, self.paddr, self.xaddr, self.oaddr = waddr, paddr, xaddr, oaddr
+        self.pad_value = pad_value
+        self.gemm = gemm  # the fields every GEMM of the layer shares
+        self.nt, self.nb = math.ceil(geo.oh / tiling.rows), math.ceil(geo.cout / tiling.channels)
+        self.band = None  # the band in ACT
+        self.aslot = 1  # the ACT slot it is in
+        self.tiles = 0  # tiles emitted (the OUT slot alternates)
+        self.wslot_of: dict[int, int] = {}  # weight block -> the slot it was loaded into
+        self.pending: list[isa.Instruction] = []  # the next block's weight pieces still to issue
+
+    def emit(self) -> None:
+        if self.tiling.order == "act":
+            for t in range(self.nt):
+                for b in range(self.nb):
+                    self._tile(t, b)
+        else:
+            for b in range(self.nb):
+                for t in range(self.nt):
+                    self._tile(t, b, b + 1 if t == 1 and b + 1 < self.nb else None)
+
+    def _load_act(self, t: int) -> isa.Instruction:
+        geo, th = self.geo, self.tiling.rows
+        oy0 = t * th
+        rows = min(th, geo.oh - oy0)
+        p0 = oy0 * geo.sh - geo.pad_top
+        p1 = p0 + geo.band_rows(rows)
+        r0, r1 = max(0, p0), min(geo.h, p1)
+        row_bytes = geo.w * geo.c
+        self.aslot ^= 1
+        return isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=self.aslot * self.cfg.slot("act"),
+                        dram_addr=self.xaddr + r0 * row_bytes, y_size=r1 - r0, x_size=row_bytes,
+                        dram_stride=row_bytes, pad_top=r0 - p0, pad_bottom=p1 - r1,
+                        pad_left=geo.pad_left * geo.c, pad_right=geo.pad_right * geo.c, pad_value=self.pad_value)
+
+    def _load_wgt(self, b: int, pieces: int = 1) -> list[isa.Instruction]:
+        """Block b's weights (in ``pieces`` DMAs of whole lane groups) and parameters, into the next slot."""
+        cfg, geo, ct = self.cfg, self.geo, self.tiling.channels
+        co0 = b * ct  # a multiple of lanes: so is the block's offset in the lane-interleaved image
+        n = min(ct, geo.cout - co0)
+        slot = self.em.next_weight_slot()
+        out = []
+        groups = isa.weight_groups(n, cfg.lanes)
+        group_bytes = geo.k * cfg.lanes
+        step = -(-groups // pieces)
+        for g0 in range(0, groups, step):
+            size = min(step, groups - g0) * group_bytes
+            out.append(isa.make(Opcode.LOAD, buffer=Buffer.WGT, sram_addr=slot * cfg.slot("wgt") + g0 * group_bytes,
+                                dram_addr=self.waddr + co0 * geo.k + g0 * group_bytes, y_size=1, x_size=size,
+                                dram_stride=size))
+        prm_bytes = n * GEMM_PARAM_WORDS * 4
+        out.append(isa.make(Opcode.LOAD, buffer=Buffer.PARAM, sram_addr=slot * cfg.slot("param"),
+                            dram_addr=self.paddr + co0 * GEMM_PARAM_WORDS * 4, y_size=1, x_size=prm_bytes,
+                            dram_stride=prm_bytes))
+        return out
+
+    def _resident(self, blk: int, pieces: int = 1) -> list[isa.Instruction]:
+        ins = self._load_wgt(blk, pieces)
+        for other in [k for k, v in self.wslot_of.items() if v == self.em.wslot]:
+            del self.wslot_of[other]  # evicted: its slot was just overwritten
+        self.wslot_of[blk] = self.em.wslot
+        return ins
+
+    def _tile(self, t: int, b: int, prefetch: int | None = None) -> None:
+        cfg, geo, th, ct = self.cfg, self.geo, self.tiling.rows, self.tiling.channels
+        tile = Tile()
+        if self.band != t:
+            tile.loads.append(self._load_act(t))
+            self.band = t
+        if b not in self.wslot_of:
+            tile.loads += self._resident(b)
+        if prefetch is not None and prefetch not in self.wslot_of:
+            # Weight-resident order: block b+1 streams in during block b, one piece per tile after
+            # the first (its slot was last read by block b-1's final tile, which the slot rule of
+            # this tile's first load waits for).
+            self.pending.extend(self._resident(prefetch, max(1, self.nt - 1)))
+        if self.pending:
+            share = -(-len(self.pending) // max(1, self.nt - t))
+            tile.tail += self.pending[:share]
+            del self.pending[:share]
+        ws = self.wslot_of[b]
+        oy0, co0 = t * th, b * ct
+        rows, n = min(th, geo.oh - oy0), min(ct, geo.cout - co0)
+        oslot = self.tiles % 2
+        self.tiles += 1
+        tile.computes.append(isa.make(
+            Opcode.GEMM, **{**self.gemm, "act_addr": self.aslot * cfg.slot("act"), "wgt_addr": ws * cfg.slot("wgt"),
+                            "param_addr": ws * cfg.slot("param"), "out_addr": oslot * cfg.slot("out"),
+                            "in_rows": geo.band_rows(rows), "out_rows": rows, "out_channels": n}))
+        tile.stores.append(isa.make(Opcode.STORE, buffer=Buffer.OUT, sram_addr=oslot * cfg.slot("out"),
+                                    dram_addr=self.oaddr + oy0 * geo.ow * geo.cout + co0, y_size=rows * geo.ow,
+                                    x_size=n, dram_stride=geo.cout))
+        self.em.prog.tile(tile)

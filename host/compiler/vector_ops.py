@@ -1,0 +1,226 @@
+"""ADD, int8 QUANTIZE (REQUANT), standalone activations, pools, MEAN and PAD -> VEC tiles.
+
+Each tile loads its input rows (or a channel chunk of them) into ACT, runs one VEC and stores the
+OUT slot; a layer's parameter record (``isa.PARAM_RECORDS``) is loaded once into the next
+parameter slot and stays resident for the layer. Tiles alternate between the two ACT and OUT slots.
+"""
+
+from __future__ import annotations
+
+import math
+
+from onda.hw import isa
+from onda.hw.isa import ADD_PARAM_WORDS, Buffer, Opcode, VecFunc
+from onda.sim.golden import params as P
+from onda.sim.ir import Op, OpKind, Padding
+
+from .conv_tiling import TilingError
+from .emitter import MIN_TILES, Emitter, hwc, op_name, words
+from .errors import CompileError
+from .program import Tile
+
+
+def rows_per_tile(em: Emitter, row_in: int, row_out: int, band, n_rows: int, name: str) -> int:
+    """Largest row count whose input band (``band(rows)`` rows of ``row_in`` bytes) and output
+    (``rows`` of ``row_out``) fit the activation and output slots."""
+    aslot, oslot = em.cfg.slot("act"), em.cfg.slot("out")
+    if band(1) * row_in > aslot or row_out > oslot:
+        raise TilingError(f"{name}: one row (input {band(1) * row_in} B, output {row_out} B) exceeds the "
+                          f"activation ({aslot} B) or output ({oslot} B) slot")
+    r = min(n_rows, oslot // row_out, max(1, -(-n_rows // MIN_TILES)))
+    while r > 1 and band(r) * row_in > aslot:
+        r -= 1
+    return r
+
+
+def _elementwise(em: Emitter, op: Op, func: VecFunc, srcs: list[int], record: bytes,
+                 act_range: tuple[int, int]) -> str:
+    """ADD / REQUANT over whole rows: each tile loads the operands' rows, one VEC, one STORE."""
+    g, mem = em.g, em.mem
+    shape = g.tensor(op.outputs[0]).shape
+    for s in srcs:
+        if tuple(g.tensor(s).shape) != tuple(shape):
+            raise CompileError(f"{op_name(op)}: broadcasting {list(g.tensor(s).shape)} to "
+                               f"{list(shape)} not supported")
+    h, w, c = hwc(shape)
+    row = w * c
+    n = len(srcs)
+    th = rows_per_tile(em, row * n, row, lambda r: r, h, op_name(op))
+    paddr = em.weight_data(record)
+    aslot, oslot = em.cfg.slot("act"), em.cfg.slot("out")
+    out = mem.dram(op.outputs[0])
+    pload, pslot_addr = em.param_load(paddr, len(record))
+    for t in range(math.ceil(h / th)):
+        r0, rows = t * th, min(th, h - t * th)
+        slot = t % 2
+        tile = Tile()
+        if t == 0:
+            tile.loads.append(pload)
+        for i, s in enumerate(srcs):
+            tile.loads.append(isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=slot * aslot + i * rows * row,
+                                       dram_addr=mem.dram(s) + r0 * row, y_size=1, x_size=rows * row,
+                                       dram_stride=rows * row))
+        tile.computes.append(isa.make(
+            Opcode.VEC, func=func, src_addr=slot * aslot, src2_addr=slot * aslot + rows * row,
+            dst_addr=slot * oslot, param_addr=pslot_addr, in_rows=rows, in_cols=w, channels=c, out_rows=rows,
+            out_cols=w, kh=1, kw=1, stride_h=1, stride_w=1, act_min=act_range[0], act_max=act_range[1]))
+        tile.stores.append(isa.make(Opcode.STORE, buffer=Buffer.OUT, sram_addr=slot * oslot,
+                                    dram_addr=out + r0 * row, y_size=1, x_size=rows * row,
+                                    dram_stride=rows * row))
+        em.prog.tile(tile)
+    return f"{th} rows/tile"
+
+
+def lower_add(em: Emitter, op: Op) -> str:
+    srcs = list(op.inputs[:2])
+    if any(em.g.tensor(i).is_constant for i in srcs):
+        raise CompileError(f"{op_name(op)}: ADD with a constant operand not supported")
+    p = P.add_params(em.g, op)
+    m1, s1, m2, s2, mo, so = p.rescale
+    rec = words(p.zp1, p.zp2, m1, s1, m2, s2, mo, so, p.out_zero_point)
+    assert len(rec) == ADD_PARAM_WORDS * 4
+    return _elementwise(em, op, VecFunc.ADD, srcs, rec, (p.act_min, p.act_max))
+
+
+def lower_requant(em: Emitter, op: Op) -> str:
+    """An int8 -> int8 QUANTIZE: REQUANT over the whole int8 range."""
+    p = P.rescale_params(em.g, op)
+    rec = words(p.in_zero_point, p.multiplier, p.shift, p.out_zero_point)
+    return _elementwise(em, op, VecFunc.REQUANT, [op.inputs[0]], rec, (-128, 127))
+
+
+def lower_activation(em: Emitter, op: Op) -> str:
+    """A standalone RELU / RELU6 / RELU_N1_TO_1: REQUANT to the output's quantization, clamped."""
+    p, lo, hi = P.activation_params(em.g, op)
+    rec = words(p.in_zero_point, p.multiplier, p.shift, p.out_zero_point)
+    return _elementwise(em, op, VecFunc.REQUANT, [op.inputs[0]], rec, (lo, hi))
+
+
+def lower_pool(em: Emitter, op: Op) -> str:
+    g, a, mem = em.g, op.attrs, em.mem
+    x = g.tensor(op.inputs[0])
+    h, w, c = hwc(x.shape)
+    (fh, fw), (sh, sw) = a.filter, a.stride
+    oh = P.conv_output_size(h, fh, sh, 1, a.padding)
+    ow = P.conv_output_size(w, fw, sw, 1, a.padding)
+    pt = P.same_padding(h, fh, sh, 1, a.padding)[0] if a.padding == Padding.SAME else 0
+    pl = P.same_padding(w, fw, sw, 1, a.padding)[0] if a.padding == Padding.SAME else 0
+    if max(fh, fw) > 255 or max(sh, sw, pt, pl) > 15:
+        raise CompileError(f"{op_name(op)}: pool window/stride/padding not encodable")
+    lo, hi = P.pool_act_range(g, op)
+    aslot, oslot = em.cfg.slot("act"), em.cfg.slot("out")
+    # Channel chunk: the largest whose one-output-row band fits.
+    cc = c
+    while cc > 1 and (fh * w * cc > aslot or ow * cc > oslot):
+        cc = -(-cc // 2)
+    th = rows_per_tile(em, w * cc, ow * cc, lambda r: min(h, (r - 1) * sh + fh), oh, op_name(op))
+    func = VecFunc.MAX_POOL if op.kind == OpKind.MAX_POOL_2D else VecFunc.AVG_POOL
+    xaddr, oaddr = mem.dram(op.inputs[0]), mem.dram(op.outputs[0])
+    i = 0
+    for c0 in range(0, c, cc):
+        n = min(cc, c - c0)
+        for oy0 in range(0, oh, th):
+            rows = min(th, oh - oy0)
+            p0 = oy0 * sh - pt
+            p1 = p0 + (rows - 1) * sh + fh
+            r0, r1 = max(0, p0), min(h, p1)
+            slot = i % 2
+            i += 1
+            tile = Tile()
+            tile.loads.append(isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=slot * aslot,
+                                       dram_addr=xaddr + (r0 * w) * c + c0, y_size=(r1 - r0) * w, x_size=n,
+                                       dram_stride=c))
+            tile.computes.append(isa.make(
+                Opcode.VEC, func=func, src_addr=slot * aslot, dst_addr=slot * oslot, in_rows=r1 - r0,
+                in_cols=w, channels=n, out_rows=rows, out_cols=ow, kh=fh, kw=fw, stride_h=sh, stride_w=sw,
+                pad_top=r0 - p0, pad_left=pl, act_min=lo, act_max=hi))
+            tile.stores.append(isa.make(Opcode.STORE, buffer=Buffer.OUT, sram_addr=slot * oslot,
+                                        dram_addr=oaddr + oy0 * ow * c + c0, y_size=rows * ow, x_size=n,
+                                        dram_stride=c))
+            em.prog.tile(tile)
+    return f"{th} rows x {cc} ch/tile"
+
+
+def lower_mean(em: Emitter, op: Op) -> str:
+    g, a, mem = em.g, op.attrs, em.mem
+    x = g.tensor(op.inputs[0])
+    axes = tuple(sorted({ax % len(x.shape) for ax in a.axes}))
+    if len(x.shape) != 4 or axes != (1, 2):
+        raise CompileError(f"{op_name(op)}: MEAN over axes {a.axes} of {list(x.shape)} not supported "
+                           f"(the engine reduces H and W of NHWC)")
+    p = P.rescale_params(g, op)
+    rec = words(p.in_zero_point, p.multiplier, p.shift, p.out_zero_point)
+    paddr = em.weight_data(rec)
+    h, w, c = hwc(x.shape)
+    aslot, oslot = em.cfg.slot("act"), em.cfg.slot("out")
+    cc = max(1, -(-c // MIN_TILES))
+    while cc > 1 and (h * w * cc > aslot or cc > oslot):
+        cc = -(-cc // 2)
+    if h * w * cc > aslot:
+        raise TilingError(f"{op_name(op)}: {h}x{w} pixels of one channel exceed the activation slot")
+    xaddr, oaddr = mem.dram(op.inputs[0]), mem.dram(op.outputs[0])
+    pload, pslot_addr = em.param_load(paddr, len(rec))
+    for i, c0 in enumerate(range(0, c, cc)):
+        n = min(cc, c - c0)
+        slot = i % 2
+        tile = Tile()
+        if i == 0:
+            tile.loads.append(pload)
+        tile.loads.append(isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=slot * aslot,
+                                   dram_addr=xaddr + c0, y_size=h * w, x_size=n, dram_stride=c))
+        tile.computes.append(isa.make(Opcode.VEC, func=VecFunc.MEAN, src_addr=slot * aslot, dst_addr=slot * oslot,
+                                      param_addr=pslot_addr, in_rows=h, in_cols=w, channels=n, out_rows=1,
+                                      out_cols=1, kh=h, kw=w, stride_h=1, stride_w=1, act_min=-128, act_max=127))
+        tile.stores.append(isa.make(Opcode.STORE, buffer=Buffer.OUT, sram_addr=slot * oslot,
+                                    dram_addr=oaddr + c0, y_size=1, x_size=n, dram_stride=n))
+        em.prog.tile(tile)
+    return f"{cc} ch/tile, MEAN"
+
+
+def lower_pad(em: Emitter, op: Op) -> str:
+    """Spatial PAD: the LOAD fills the border with the pad value; the vector unit copies the rows
+    to OUT, or (a space-to-depth output) interleaves each pair of rows into ``[rows/2, cols/2, 4C]``
+    blocks; either way the store is one contiguous burst."""
+    g, a, mem = em.g, op.attrs, em.mem
+    x, out = g.tensor(op.inputs[0]), g.tensor(op.outputs[0])
+    pads = tuple(tuple(int(v) for v in pr) for pr in a.paddings)
+    if len(x.shape) != 4 or pads[0] != (0, 0) or pads[3] != (0, 0):
+        raise CompileError(f"{op_name(op)}: only spatial (H, W) padding of NHWC is supported, got {pads}")
+    value = out.quant.zp if out.quant is not None else 0
+    if len(op.inputs) > 2 and op.inputs[2] >= 0:
+        value = int(g.tensor(op.inputs[2]).data.reshape(-1)[0])
+    (pt, pb), (pl, pr) = pads[1], pads[2]
+    h, w, c = hwc(x.shape)
+    s2d = op.outputs[0] in mem.s2d
+    if s2d:  # round the padded size up to whole 2x2 blocks, with more fill
+        pb += (h + pt + pb) % 2
+        pr += (w + pl + pr) % 2
+    oh, ow = h + pt + pb, w + pl + pr
+    row_out = ow * c
+    aslot, oslot = em.cfg.slot("act"), em.cfg.slot("out")
+    th = rows_per_tile(em, row_out, row_out, lambda r: r, oh, op_name(op))
+    if s2d:  # whole 2x2 blocks per tile
+        th = max(2, th - th % 2)
+    xaddr, oaddr = mem.dram(op.inputs[0]), mem.dram(op.outputs[0])
+    for i, oy0 in enumerate(range(0, oh, th)):
+        rows = min(th, oh - oy0)
+        p0 = oy0 - pt
+        p1 = p0 + rows
+        r0, r1 = max(0, min(h, p0)), max(0, min(h, p1))
+        top = r0 - p0 if r1 > r0 else rows
+        bottom = p1 - r1 if r1 > r0 else 0
+        slot = i % 2
+        tile = Tile()
+        tile.loads.append(isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=slot * aslot,
+                                   dram_addr=xaddr + r0 * w * c, y_size=r1 - r0, x_size=w * c,
+                                   dram_stride=w * c, pad_top=top, pad_bottom=bottom, pad_left=pl * c,
+                                   pad_right=pr * c, pad_value=value))
+        tile.computes.append(isa.make(
+            Opcode.VEC, func=VecFunc.SPACE_TO_DEPTH if s2d else VecFunc.COPY, src_addr=slot * aslot,
+            dst_addr=slot * oslot, in_rows=rows, in_cols=ow, channels=c, out_rows=rows // 2 if s2d else rows,
+            out_cols=ow // 2 if s2d else ow, kh=1, kw=1, stride_h=1, stride_w=1, act_min=-128, act_max=127))
+        tile.stores.append(isa.make(Opcode.STORE, buffer=Buffer.OUT, sram_addr=slot * oslot,
+                                    dram_addr=oaddr + oy0 * row_out, y_size=1, x_size=rows * row_out,
+                                    dram_stride=rows * row_out))
+        em.prog.tile(tile)
+    return f"{th} rows/tile" + (", space-to-depth" if s2d else "")
