@@ -18,6 +18,7 @@ import yaml
 from .isa import GEMM_PARAM_WORDS, LAYOUTS, Opcode, field_range
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+DEFAULT_ENGINE = "ulx3s-85f"  # the board a .tflite is compiled for when no engine is named
 SUPPORTED_WIDTHS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 

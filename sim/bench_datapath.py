@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from onda.hw.config import DEFAULT_ENGINE
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "hw" / "data" / "resnet50_layers.npz"
 
@@ -92,7 +94,7 @@ def cocotb_sim(sim: str, lanes: int, width: int, job: dict) -> dict:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="ulx3s-85f", help="engine configuration for lanes x width")
+    ap.add_argument("--config", default=DEFAULT_ENGINE, help="engine configuration for lanes x width")
     ap.add_argument("--lanes", type=int, help="override the configuration's lanes")
     ap.add_argument("--width", type=int, help="override the configuration's width")
     ap.add_argument("--pixels", type=int, default=4, help="tile side (pixels) for the HDL simulators")

@@ -83,6 +83,15 @@ class Tensor:
     def is_constant(self) -> bool:
         return self.data is not None
 
+    def spec(self) -> dict:
+        """What a user of the tensor sees: name, shape, dtype and the per-tensor quantization
+        (``scale`` None when per channel or unquantized, ``zero_point`` None when unquantized).
+        The memory map, the backends' tensor specs and a pipeline's manifest all say it so."""
+        q = self.quant
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
+                "scale": q.s if q is not None and not q.per_channel else None,
+                "zero_point": q.zp if q is not None else None}
+
 
 @dataclass(frozen=True)
 class Conv2DAttrs:

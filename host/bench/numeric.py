@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from onda.hw.config import DEFAULT_ENGINE
+
 CACHE = Path("build/bench")
 TARGET_GOLDEN_X_XNNPACK = 8.0  # at batch 1, 2 threads (the aim: 4)
 TARGET_EMULATOR_X_GOLDEN = 1.2
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", type=Path)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    ap.add_argument("--engine", default="ulx3s-85f", help="engine the emulator's program is compiled for")
+    ap.add_argument("--engine", default=DEFAULT_ENGINE, help="engine the emulator's program is compiled for")
     args = ap.parse_args(argv)
 
     from onda.sim.golden import loops, threading

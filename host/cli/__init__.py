@@ -7,6 +7,8 @@ import importlib
 import os
 import sys
 
+from onda.hw.config import DEFAULT_ENGINE
+
 from ..errors import CommandError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -21,7 +23,7 @@ COMMAND_MODULES = [
 
 ENVIRONMENT = """\
 environment variables:
-  ONDA_ENGINE          engine a .tflite is compiled for by the emulator and rtl backends (default ulx3s-85f)
+  ONDA_ENGINE          engine a .tflite is compiled for by the emulator and rtl backends (default {engine})
   ONDA_KERNELS=numpy   golden model and emulator on pure NumPy + float BLAS (no numba loops, no native GEMM)
   ONDA_CACHE           where C++ built on first use is cached: Verilator models, the int8 GEMM
                        (default ~/.cache/onda)
@@ -34,7 +36,7 @@ environment variables:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="onda", description="int8 CNN inference on open FPGAs", epilog=ENVIRONMENT,
+    parser = argparse.ArgumentParser(prog="onda", description="int8 CNN inference on open FPGAs", epilog=ENVIRONMENT.format(engine=DEFAULT_ENGINE),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:

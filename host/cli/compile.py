@@ -7,17 +7,19 @@ from pathlib import Path
 
 
 def add_commands(sub) -> None:
+    from onda.hw.config import DEFAULT_ENGINE
+
     p = sub.add_parser("compile", help="compile an int8 .tflite model to an engine program (.onda)")
     p.add_argument("model", help="int8 .tflite model")
-    p.add_argument("--engine", default="ulx3s-85f",
-                   help="engine configuration: icebreaker, ulx3s-85f, large or a .yaml path (default ulx3s-85f)")
+    p.add_argument("--engine", default=DEFAULT_ENGINE,
+                   help=f"engine configuration: icebreaker, ulx3s-85f, large or a .yaml path (default {DEFAULT_ENGINE})")
     p.add_argument("-o", "--output", required=True, help="output .onda container")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("report", help="per-layer cycles, utilization and roofline of a compiled program")
     p.add_argument("model", help=".onda container (or .tflite, compiled for --engine)")
-    p.add_argument("--engine", default=None, help="engine for a .tflite (default ulx3s-85f)")
+    p.add_argument("--engine", default=None, help=f"engine for a .tflite (default {DEFAULT_ENGINE})")
     p.add_argument("--out-dir", default=None,
                    help="where report.json, roofline.png and utilization.png go (default: MODEL_report/)")
     p.set_defaults(func=cmd_report)

@@ -10,12 +10,6 @@ from .memory import MemoryPlan
 from .partition import Partition
 
 
-def _quant(tt) -> dict:
-    q = tt.quant
-    return {"scale": q.s if q is not None and not q.per_channel else None,
-            "zero_point": q.zp if q is not None else None}
-
-
 def _producer(g: Graph, t: int, host: bool) -> str:
     producer = "input"
     for op in g.ops:
@@ -27,17 +21,13 @@ def _producer(g: Graph, t: int, host: bool) -> str:
 
 
 def tensor_entry(g: Graph, mem: MemoryPlan, t: int) -> dict:
-    tt = g.tensor(t)
     r = mem.root(t)
-    return {"name": tt.name, "shape": list(tt.shape), "dtype": tt.dtype, "addr": mem.addr[r],
-            "alias_of": r if r != t else None, **_quant(tt), "producer": _producer(g, t, host=False),
-            "space_to_depth": list(mem.s2d[t]) if t in mem.s2d else None}
+    return {**g.tensor(t).spec(), "addr": mem.addr[r], "alias_of": r if r != t else None,
+            "producer": _producer(g, t, host=False), "space_to_depth": list(mem.s2d[t]) if t in mem.s2d else None}
 
 
 def host_tensor_entry(g: Graph, t: int) -> dict:
-    tt = g.tensor(t)
-    return {"name": tt.name, "shape": list(tt.shape), "dtype": tt.dtype, "addr": None, "alias_of": None,
-            **_quant(tt), "producer": _producer(g, t, host=True)}
+    return {**g.tensor(t).spec(), "addr": None, "alias_of": None, "producer": _producer(g, t, host=True)}
 
 
 def build_memmap(g: Graph, part: Partition, mem: MemoryPlan, regions: dict, layers: list[dict]) -> dict:

@@ -4,7 +4,8 @@ A PAD whose only consumer is a stride-2 VALID conv with few input channels is st
 ``[ceil(H/2), ceil(W/2), 4C]`` (each 2x2 pixel block's channels side by side); the conv becomes a
 stride-1 conv with a ``ceil(k/2)`` kernel over 4C channels. The MAC array then sees
 ``ceil(kw/2) * 4C`` contiguous bytes per kernel row instead of ``kw * C``: for a 7x7 conv on 3
-channels, 48 bytes instead of 21. Chosen only when the engine's cycle formula says it is faster.
+channels, 48 bytes instead of 21. Chosen only when the engine's GEMM timing (``cycles.gemm_cycles``: the requantizer's drain
+included) says it is faster.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from onda.hw.config import EngineConfig
+from onda.sim.emulator import cycles
 from onda.sim.ir import Graph, Op, OpKind, Padding
 
 
@@ -40,9 +42,8 @@ def plan_space_to_depth(g: Graph, ops: list[Op], outputs: list[int], alias: dict
         oh, ow = g.tensor(conv.outputs[0]).shape[1:3]
         if hs - kh2 + 1 < oh or ws - kw2 + 1 < ow:
             continue
-        lanes = -(-cout // cfg.lanes)
-        plain = kh * -(-(kw * c) // cfg.width) * lanes
-        packed = kh2 * -(-(kw2 * 4 * c) // cfg.width) * lanes
+        plain = cycles.gemm_cycles(cfg, oh * ow, cout, kh, kw, c)
+        packed = cycles.gemm_cycles(cfg, oh * ow, cout, kh2, kw2, 4 * c)
         if packed < plain:
             chosen[t] = (hs, ws, 4 * c)
     return chosen

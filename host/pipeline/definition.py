@@ -69,13 +69,7 @@ class FeaturizerStage:
             f.write(self.tflite)
             f.flush()
             g = read_tflite(f.name)
-        def spec(tid):
-            t = g.tensor(tid)
-            q = t.quant
-            return {"name": t.name, "shape": list(t.shape), "dtype": t.dtype,
-                    "scale": None if q is None or q.per_channel else float(q.s),
-                    "zero_point": None if q is None else int(np.asarray(q.zp).ravel()[0])}
-        return {"inputs": [spec(t) for t in g.inputs], "outputs": [spec(t) for t in g.outputs]}
+        return {"inputs": [g.tensor(t).spec() for t in g.inputs], "outputs": [g.tensor(t).spec() for t in g.outputs]}
 
     def manifest(self, index: int, files: dict) -> dict:
         path = "featurizer.tflite"

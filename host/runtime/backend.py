@@ -26,6 +26,12 @@ class TensorSpec:
     scale: float | None = None
     zero_point: int | None = None
 
+    @classmethod
+    def of(cls, spec: dict) -> "TensorSpec":
+        """From a tensor's spec dictionary (``ir.Tensor.spec``, a memory map's tensor entry)."""
+        return cls(name=spec["name"], shape=tuple(spec["shape"]), dtype=spec["dtype"], scale=spec["scale"],
+                   zero_point=spec["zero_point"])
+
 
 class LoadedModel(Protocol):
     inputs: list[TensorSpec]

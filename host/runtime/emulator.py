@@ -4,7 +4,7 @@ A model's program is compiled once, at its first run, into a plan of vectorized 
 (``sim/emulator/plan.py``); a program the planner does not take runs instruction by instruction.
 
 ``EmulatorBackend(engine=None).load(path)`` takes a ``.onda`` container, or a ``.tflite`` model which
-it compiles at load for ``engine`` (default ``ulx3s-85f``; compiled programs are cached in memory
+it compiles at load for ``engine`` (default ``config.DEFAULT_ENGINE``, ``ulx3s-85f``; compiled programs are cached in memory
 by model content and engine). With ``engine`` given, a container compiled for another engine
 configuration is refused.
 """
@@ -19,14 +19,13 @@ import numpy as np
 
 from onda.hw import container as ctr
 from onda.hw import isa
-from onda.hw.config import ConfigError, EngineConfig, config_from_dict, load_config
+from onda.hw.config import DEFAULT_ENGINE, ConfigError, EngineConfig, config_from_dict, load_config
 from onda.sim.emulator.cycles import CycleTrace, simulate
 from onda.sim.emulator.functional import EmulatorError, Machine, execute
 from onda.sim.emulator.plan import Plan, PlanUnsupported, build_plan
 
 from .backend import BackendError, TensorSpec, check_inputs
 
-DEFAULT_ENGINE = "ulx3s-85f"
 MAX_BATCH_PER_PASS = 32
 _COMPILED: dict[tuple[str, str], ctr.Container] = {}
 
@@ -74,9 +73,7 @@ class EmulatedModel:
         self._plan_refused: str | None = None
 
     def _spec(self, tid: int) -> TensorSpec:
-        t = self.tensors[tid]
-        return TensorSpec(name=t["name"], shape=tuple(t["shape"]), dtype=t["dtype"], scale=t["scale"],
-                          zero_point=t["zero_point"])
+        return TensorSpec.of(self.tensors[tid])
 
     @property
     def source_tflite(self) -> bytes | None:

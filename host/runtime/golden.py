@@ -14,14 +14,7 @@ from .backend import TensorSpec, check_inputs
 
 
 def tensor_specs(graph: Graph, ids: list[int]) -> list[TensorSpec]:
-    specs = []
-    for tid in ids:
-        t = graph.tensor(tid)
-        q = t.quant
-        specs.append(TensorSpec(name=t.name, shape=tuple(t.shape), dtype=t.dtype,
-                                scale=q.s if q is not None and not q.per_channel else None,
-                                zero_point=q.zp if q is not None else None))
-    return specs
+    return [TensorSpec.of(graph.tensor(tid).spec()) for tid in ids]
 
 
 class GoldenModelRunner:
