@@ -77,3 +77,12 @@ def test_unbuilt_requantizer_refused():
     cfg = dataclasses.replace(load_config("ulx3s-85f"), requant_interval=3)
     with pytest.raises(ValueError, match="every 3 cycles"):
         mul_style_for(cfg)
+
+
+@pytest.mark.parametrize("beats", [1, 16, 17, 18, 29])
+def test_ulx3s_tile_drains_at_the_configured_rate(beats):
+    """The ULX3S shape itself (16 lanes x 8, one DSP requantizer): a dot product shorter than the
+    drain of 16 accumulators waits for it, a longer one sets the pace."""
+    cfg = load_config("ulx3s-85f")
+    measured = measured_interval(cfg.lanes, cfg.width, mul_style_for(cfg), beats)
+    assert measured == max(beats, cfg.drain_cycles)
