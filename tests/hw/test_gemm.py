@@ -88,3 +88,23 @@ def test_mac_array_rejects_bad_parameters():
         MacArray(lanes=0, width=4)
     with pytest.raises(ValueError, match="acc_width must be an integer >= 17"):
         MacArray(lanes=1, width=4, acc_width=16)
+
+
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s-85f", "large"])
+@pytest.mark.parametrize("x_zp", [0, 127])
+def test_accumulator_at_the_longest_k(board, x_zp):
+    """The longest dot product a configuration can hold (K filling a weight slot for ``lanes``
+    channels), every product at its extreme: the int32 accumulators stay exact (``x_zp = 0`` is
+    the engine's, which folds the zero point into the bias; 127 gives the MAC array's largest
+    operand, ``-128 - 127``). Two lanes of the board's width: K, not the lane count, is the point."""
+    from onda.hw.config import load_config
+
+    cfg = load_config(board)
+    k = cfg.slot("wgt") // cfg.lanes
+    x_row = np.full(k, -128)
+    jobs = [(x_row, np.stack([np.full(k, -127), np.full(k, 127)])),  # the largest sums of both signs
+            (x_row, np.stack([np.full(k, 127), np.tile([127, -127], k // 2)]))]
+    got = run_mac(2, cfg.width, x_zp, jobs, seed=k, idle=0.0, stall=0.0)
+    want = np.stack([golden_acc(x[None, :], w, x_zp)[0] for x, w in jobs])
+    assert np.abs(want).max() == k * (128 + x_zp) * 127  # the extreme the test means to reach
+    assert np.array_equal(got, want), (got, want)
