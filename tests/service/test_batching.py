@@ -37,12 +37,13 @@ def run_async(coro):
 
 def test_concurrent_requests_share_a_batch_and_get_their_own_rows():
     async def main():
-        dev = FakeDevice(delay=0.05)
+        dev = FakeDevice(delay=0.5)
         pool = DevicePool([dev], max_batch=8, max_wait_s=0.01)
         pool.start()
         xs = [np.full((1, 3), i, np.int8) for i in range(9)]
         first = pool.submit(xs[0])
-        await asyncio.sleep(0.01)  # the device is busy with the first request while eight more arrive
+        while not dev.batches:  # the device is busy with the first request while eight more arrive
+            await asyncio.sleep(0.001)
         rest = [pool.submit(x) for x in xs[1:]]
         results = await asyncio.gather(first, *rest)
         await pool.close()
@@ -52,12 +53,12 @@ def test_concurrent_requests_share_a_batch_and_get_their_own_rows():
     assert dev.batches == [1, 8]
     for i, (out, info) in enumerate(results):
         np.testing.assert_array_equal(out, np.full((1, 3), 2 * i, np.int8))
-        assert info.batch_images == (1 if i == 0 else 8) and info.compute_s >= 0.05
+        assert info.batch_images == (1 if i == 0 else 8) and info.compute_s >= 0.5
 
 
 def test_a_lone_request_is_not_held_back_by_max_wait():
     async def main():
-        pool = DevicePool([FakeDevice()], max_batch=8, max_wait_s=1.0)
+        pool = DevicePool([FakeDevice()], max_batch=8, max_wait_s=30.0)
         pool.start()
         t0 = time.perf_counter()
         await pool.run(np.zeros((1, 3), np.int8))
@@ -65,13 +66,13 @@ def test_a_lone_request_is_not_held_back_by_max_wait():
         await pool.close()
         return elapsed
 
-    assert run_async(main()) < 0.5
+    assert run_async(main()) < 10  # far below max_wait however loaded the machine
 
 
 def test_announced_requests_are_waited_for():
     async def main():
         dev = FakeDevice()
-        pool = DevicePool([dev], max_batch=4, max_wait_s=0.5)
+        pool = DevicePool([dev], max_batch=4, max_wait_s=30.0)
         pool.start()
         announcements = [pool.announce() for _ in range(3)]
         futures = []
@@ -88,13 +89,14 @@ def test_announced_requests_are_waited_for():
 
 def test_queue_full_deadline_and_device_failure():
     async def main():
-        dev = FakeDevice(delay=0.1)
+        dev = FakeDevice(delay=0.5)
         pool = DevicePool([dev], max_batch=1, max_wait_s=0.0, max_queue=2)
         pool.start()
         a = pool.submit(np.zeros((1, 1), np.int8))
-        await asyncio.sleep(0.01)
+        while not dev.batches:
+            await asyncio.sleep(0.001)
         loop = asyncio.get_running_loop()
-        b = pool.submit(np.zeros((1, 1), np.int8), deadline=loop.time() + 0.02)  # expires while a runs
+        b = pool.submit(np.zeros((1, 1), np.int8), deadline=loop.time() + 0.05)  # expires while a runs
         c = pool.submit(np.zeros((1, 1), np.int8))
         with pytest.raises(QueueFull, match="queue full: 2 requests waiting"):
             pool.announce()
