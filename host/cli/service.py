@@ -68,12 +68,16 @@ def cmd_register(args) -> int:
 
 @_guard
 def cmd_models(args) -> int:
-    rows = _workspace(args).models(args.name)
-    print(f"{'MODEL':<24} {'VERSION':>7}  {'REGISTERED':<19}  DESCRIPTION")
-    for m in rows:
-        print(f"{m.name:<24} {m.version:>7}  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(m.created))}  "
-              f"{m.description}")
+    _table([("MODEL", "<24"), ("VERSION", ">7"), ("REGISTERED", "<19"), ("DESCRIPTION", "")],
+           [(m.name, m.version, time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(m.created)), m.description)
+            for m in _workspace(args).models(args.name)])
     return 0
+
+
+def _table(columns: list[tuple[str, str]], rows) -> None:
+    """A header and one line per row; ``columns``: (title, format spec), the last one unpadded."""
+    for row in [[title for title, _ in columns], *rows]:
+        print(" ".join(f"{v!s:{spec}}" for v, (_, spec) in zip(row, columns)).rstrip())
 
 
 # -- services --------------------------------------------------------------------------------------------
@@ -118,12 +122,11 @@ def cmd_services(args) -> int:
             print("--- log (tail) ---")
             print(ws.logs(s.name, args.logs))
         return 0
-    print(f"{'SERVICE':<20} {'STATE':<10} {'GRPC ADDRESS':<22} {'REST':<6} {'TLS':<4} {'MODEL':<24} BACKEND")
-    for s in ws.services():
-        st = ws.status(s.name)["state"]
-        rest = str(s.rest_port) if s.rest_port is not None else "-"
-        print(f"{s.name:<20} {st:<10} {f'{s.host}:{s.port}':<22} {rest:<6} {'yes' if s.tls else 'no':<4} "
-              f"{f'{s.model_name}:{s.model_version}':<24} {s.backend}")
+    _table([("SERVICE", "<20"), ("STATE", "<10"), ("GRPC ADDRESS", "<22"), ("REST", "<6"), ("TLS", "<4"),
+            ("MODEL", "<24"), ("BACKEND", "")],
+           [(s.name, ws.status(s.name)["state"], f"{s.host}:{s.port}",
+             s.rest_port if s.rest_port is not None else "-", "yes" if s.tls else "no",
+             f"{s.model_name}:{s.model_version}", s.backend) for s in ws.services()])
     return 0
 
 
