@@ -52,12 +52,26 @@ from onda.hw.isa import Opcode, VecFunc
 from .buffers import ByteReadSignature, ByteWriteSignature, addr_bits
 from .errors import EngineError
 
-__all__ = ["VecUnit", "MeanMultiplier", "requant_as_add", "vec_cycles", "vec_cycles_bounds", "CHECK_CYCLES",
+__all__ = ["VecUnit", "MeanMultiplier", "add_ports", "record_fields", "requant_as_add", "vec_cycles", "vec_cycles_bounds", "CHECK_CYCLES",
            "BEAT_FIFO_DEPTH"]
 
 CHECK_CYCLES = 3       # extents: products, sizes, comparisons
 BEAT_FIFO_DEPTH = 4    # read data waiting for its unit (credit: issued + buffered <= depth)
 TAG_FIFO_DEPTH = 32    # output byte counts waiting for their unit's result (> ResidualAdd latency)
+
+
+def record_fields(record: str, words) -> dict:
+    """A PARAM record's words (Python ints or signals, in order) by their names in
+    ``isa.PARAM_RECORDS``: what the compiler wrote is what the unit reads."""
+    return dict(zip(isa.PARAM_RECORDS[record], words))
+
+
+def add_ports(rec: dict, act_min, act_max) -> dict:
+    """ADD's record (``record_fields("add", ...)``) as a :class:`ResidualAdd`'s static ports:
+    TFLite's int8 ADD, ``clamp(out_zp + MBQM(MBQM((a - zp1) << 20, m1, s1) + MBQM((b - zp2) << 20, m2,
+    s2), m_out, s_out), act_min, act_max)``."""
+    ports = {name: rec[name] for name in ("zp1", "zp2", "m1", "s1", "m2", "s2", "m_out", "s_out")}
+    return {**ports, "out_zero_point": rec["out_zp"], "act_min": act_min, "act_max": act_max}
 
 
 def requant_as_add(in_zp, multiplier, shift, out_zp, act_min=-128, act_max=127) -> dict:
@@ -241,6 +255,8 @@ class VecUnit(wiring.Component):
 
         # ---- record ---------------------------------------------------------------------------
         words = [Signal(signed(32), name=f"word{i}") for i in range(isa.ADD_PARAM_WORDS)]
+        add_rec = record_fields("add", words)  # the record's words by their ISA names
+        rescale_rec = record_fields("rescale", words)
         nwords = Mux(is_add, isa.ADD_PARAM_WORDS, Mux(is_req | is_mean, isa.RESCALE_PARAM_WORDS, 0))
         pk = Signal(range(isa.ADD_PARAM_WORDS + 2))
 
@@ -337,7 +353,7 @@ class VecUnit(wiring.Component):
 
         # ---- MEAN's multiplier ------------------------------------------------------------------
         m.submodules.mean_mul = mm = MeanMultiplier(24)
-        m.d.comb += [mm.multiplier.eq(words[1]), mm.shift.eq(words[2]), mm.count.eq(pin)]
+        m.d.comb += [mm.multiplier.eq(rescale_rec["multiplier"]), mm.shift.eq(rescale_rec["shift"]), mm.count.eq(pin)]
         mean_bias = Signal(signed(32))
 
         # ---- sequencer ----------------------------------------------------------------------------
@@ -463,7 +479,7 @@ class VecUnit(wiring.Component):
         start_mean = Signal()
         m.d.comb += start_mean.eq(is_mean & enter_run)
         with m.If(start_mean):
-            m.d.sync += mean_bias.eq((-(words[0] * pin))[:32])
+            m.d.sync += mean_bias.eq((-(rescale_rec["in_zp"] * pin))[:32])
         m.d.comb += mm.start.eq(start_mean)
 
         # ---- units ------------------------------------------------------------------------------
@@ -485,17 +501,15 @@ class VecUnit(wiring.Component):
         m.submodules.requant = rq = Requantizer(self.rq_style)
 
         # static ports
-        rp = requant_as_add(words[0], words[1], words[2], words[3], f.act_min, f.act_max)
-        ap = {"zp1": words[0], "zp2": words[1], "m1": words[2], "s1": words[3], "m2": words[4], "s2": words[5],
-              "m_out": words[6], "s_out": words[7], "out_zero_point": words[8],
-              "act_min": f.act_min, "act_max": f.act_max}
+        rp = requant_as_add(*(rescale_rec[n] for n in ("in_zp", "multiplier", "shift", "out_zp")), f.act_min, f.act_max)
+        ap = add_ports(add_rec, f.act_min, f.act_max)
         for ra in adds:
             for port, v in ap.items():
                 sig = getattr(ra, port)
                 m.d.comb += sig.eq(Mux(is_add, v, rp[port])[:len(sig)])
         m.d.comb += [mp.act_min.eq(f.act_min), mp.act_max.eq(f.act_max),
                      dv.act_min.eq(f.act_min), dv.act_max.eq(f.act_max),
-                     rq.out_zero_point.eq(words[3][:8]), rq.act_min.eq(-128), rq.act_max.eq(127)]
+                     rq.out_zero_point.eq(rescale_rec["out_zp"][:8]), rq.act_min.eq(-128), rq.act_max.eq(127)]
 
         unit_ready = Signal()
         m.d.comb += unit_ready.eq(Mux(move_mode, 1, Mux(is_add | is_req, adds[0].i.ready,

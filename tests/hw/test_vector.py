@@ -13,6 +13,7 @@ from amaranth.sim import Simulator
 
 from onda.hw.datapath.requantize import Requantizer
 from onda.hw.datapath.vector import DivideRound, MaxPool, PoolBeatLayout, ResidualAdd, SumPool
+from onda.hw.engine.vec_unit import add_ports, record_fields
 from onda.sim.golden import fixedpoint as fp
 from onda.sim.golden import kernels
 from onda.sim.golden.params import RequantParams
@@ -51,10 +52,11 @@ def test_residual_add_resnet50_params(row):
     a[:4], b[:4] = [-128, 127, -128, 127], [-128, 127, 127, -128]
     dut = ResidualAdd()
 
+    # Programmed as the engine's vector unit programs it, from the ADD record's words in ISA order.
+    ports = add_ports(record_fields("add", [zp1, zp2, m1, s1, m2, s2, mo, so, out_zp]), act_min, act_max)
+
     def setup(ctx):
-        for port, v in (("zp1", zp1), ("zp2", zp2), ("m1", m1), ("s1", s1), ("m2", m2), ("s2", s2),
-                        ("m_out", mo), ("s_out", so), ("out_zero_point", out_zp),
-                        ("act_min", act_min), ("act_max", act_max)):
+        for port, v in ports.items():
             ctx.set(getattr(dut, port), v)
 
     got = run(dut, [dict(a=int(x), b=int(y)) for x, y in zip(a, b)], n, setup, seed=row)
