@@ -27,6 +27,8 @@ class OpKind(str, enum.Enum):
     RELU = "RELU"  # standalone activations: a rescale to the output's quantization, then the clamp
     RELU6 = "RELU6"
     RELU_N1_TO_1 = "RELU_N1_TO_1"
+    MUL = "MUL"  # int8 x int8 with broadcasting (DenseNet's batch norms: a per-channel constant)
+    CONCATENATION = "CONCATENATION"
 
 
 ACTIVATION_OPS = (OpKind.RELU, OpKind.RELU6, OpKind.RELU_N1_TO_1)
@@ -118,6 +120,16 @@ class FullyConnectedAttrs:
 @dataclass(frozen=True)
 class AddAttrs:
     activation: Activation
+
+
+@dataclass(frozen=True)
+class MulAttrs:
+    activation: Activation
+
+
+@dataclass(frozen=True)
+class ConcatAttrs:
+    axis: int  # as the model gives it (may be negative)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Read a .tflite flatbuffer into the onda IR.
 
-Only the ops of ResNet/VGG-family int8 networks are accepted; anything else is refused with the
+Only the ops of ResNet, VGG and DenseNet-family int8 networks are accepted; anything else is refused with the
 op's index, name and tensors, never approximated. Flatten's dynamic-batch pattern (SHAPE,
 STRIDED_SLICE, PACK feeding a RESHAPE's shape input) is folded into the RESHAPE, and the converter's
 form of a dilated convolution (SPACE_TO_BATCH_ND, a stride-1 VALID CONV_2D, BATCH_TO_SPACE_ND) into
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import tflite
 
-from onda.sim.ir import (Activation, AddAttrs, Conv2DAttrs, FullyConnectedAttrs, Graph, MeanAttrs,
-                         NoAttrs, Op, OpKind, Padding, PadAttrs, Pool2DAttrs, Quant, Tensor)
+from onda.sim.ir import (Activation, AddAttrs, ConcatAttrs, Conv2DAttrs, FullyConnectedAttrs, Graph, MeanAttrs,
+                         MulAttrs, NoAttrs, Op, OpKind, Padding, PadAttrs, Pool2DAttrs, Quant, Tensor)
 
 
 class FrontendError(ValueError):
@@ -256,6 +256,15 @@ class _Reader:
         elif kind == OpKind.ADD:
             o = options(tflite.AddOptions)
             attrs = AddAttrs(activation=act(o.FusedActivationFunction()))
+        elif kind == OpKind.MUL:
+            o = options(tflite.MulOptions)
+            attrs = MulAttrs(activation=act(o.FusedActivationFunction()))
+        elif kind == OpKind.CONCATENATION:
+            o = options(tflite.ConcatenationOptions)
+            if o.FusedActivationFunction() != tflite.ActivationFunctionType.NONE:
+                raise FrontendError(f"{self.path}: op #{idx} CONCATENATION: a fused activation is not supported "
+                                    f"(TFLite's kernel takes none); {describe()}")
+            attrs = ConcatAttrs(axis=int(o.Axis()))
         elif kind == OpKind.MEAN:
             o = options(tflite.ReducerOptions)
             axes = tensors[ins[1]].data

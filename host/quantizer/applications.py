@@ -24,6 +24,9 @@ APPLICATIONS = {
     "resnet152": Application("ResNet152", "resnet", 224),
     "vgg16": Application("VGG16", "vgg16", 224),
     "vgg19": Application("VGG19", "vgg19", 224),
+    "densenet121": Application("DenseNet121", "densenet", 224),
+    "densenet169": Application("DenseNet169", "densenet", 224),
+    "densenet201": Application("DenseNet201", "densenet", 224),
 }
 
 

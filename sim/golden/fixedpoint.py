@@ -271,6 +271,15 @@ def add_params(scale1: float, scale2: float, out_scale: float, left_shift: int =
     return m1, s1, m2, s2, mo, so
 
 
+def mul(x1, zp1, x2, zp2, multiplier, shift, out_zp, act_min, act_max) -> np.ndarray:
+    """TFLite's reference int8 MUL (``MulElementwise``, with broadcasting):
+    ``clamp(out_zp + MBQM((x1 - zp1) * (x2 - zp2), M0, shift))``; the product of two 9-bit
+    values fits int32."""
+    prod = (_i64(x1) - zp1) * (_i64(x2) - zp2)
+    out = multiply_by_quantized_multiplier(prod, multiplier, shift) + out_zp
+    return clamp(out, act_min, act_max).astype(np.int8)
+
+
 def add(x1, zp1, x2, zp2, params, out_zp, act_min, act_max, left_shift: int = 20) -> np.ndarray:
     """TFLite's reference int8 ADD (elementwise, with broadcasting)."""
     m1, s1, m2, s2, mo, so = params

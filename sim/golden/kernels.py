@@ -16,7 +16,7 @@ from numpy.lib.stride_tricks import as_strided, sliding_window_view
 from ..ir import Padding
 from . import fixedpoint as fp
 from . import loops
-from .params import AddParams, GemmParams, RequantParams, conv_output_size, same_padding
+from .params import AddParams, GemmParams, MulParams, RequantParams, conv_output_size, same_padding
 
 from .exact_gemm import Weights, exact_int8_matmul, exact_int8_product, operand_dtype  # noqa: F401 (the GEMMs)
 
@@ -169,8 +169,29 @@ def add_table(p: AddParams) -> np.ndarray:
 
 def add(a: np.ndarray, b: np.ndarray, p: AddParams, table: np.ndarray | None = None) -> np.ndarray:
     """TFLite's reference int8 ADD (with broadcasting), by lookup in ``add_table``."""
-    if table is None:
-        table = add_table(p)  # cached per parameter set
+    return lookup2(a, b, add_table(p) if table is None else table)
+
+
+@functools.lru_cache(maxsize=512)
+def mul_table(p: MulParams) -> np.ndarray:
+    """MUL's 256 x 256 results (fixedpoint.mul), indexed by ``(a + 128, b + 128)``."""
+    a = np.arange(-128, 128, dtype=np.int64)
+    return fp.mul(a[:, None], p.zp1, a[None, :], p.zp2, p.multiplier, p.shift, p.out_zero_point, p.act_min, p.act_max)
+
+
+def mul(a: np.ndarray, b: np.ndarray, p: MulParams, table: np.ndarray | None = None) -> np.ndarray:
+    """TFLite's reference int8 MUL (with broadcasting), by lookup in ``mul_table``."""
+    return lookup2(a, b, mul_table(p) if table is None else table)
+
+
+def concatenation(xs: list[np.ndarray], axis: int) -> np.ndarray:
+    """TFLite's int8 CONCATENATION: the inputs' bytes side by side along ``axis`` (they share the
+    output's quantization: ``params.concat_axis``)."""
+    return np.concatenate(xs, axis=axis)
+
+
+def lookup2(a: np.ndarray, b: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``table[a + 128, b + 128]`` over the broadcast of two int8 arrays: a binary int8 op."""
     a, b = np.broadcast_arrays(a, b)
     if loops.enabled() and a.dtype == b.dtype == np.int8 and table.dtype == np.int8:
         return loops.lookup2(np.ascontiguousarray(a), np.ascontiguousarray(b), table)

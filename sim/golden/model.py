@@ -56,6 +56,28 @@ class GoldenModel:
                 a_, b_ = (c if c is not None else next(it) for c in consts)
                 return K.add(a_, b_, p, table)
             return add
+        if k == OpKind.MUL:
+            p = P.mul_params(g, op)
+            table = K.mul_table(p)
+            consts = [g.tensor(i).data for i in op.inputs[:2]]
+
+            def mul(xs):
+                it = iter(xs)
+                a_, b_ = (c if c is not None else next(it) for c in consts)
+                return K.mul(a_, b_, p, table)
+            return mul
+        if k == OpKind.CONCATENATION:
+            try:
+                axis = P.concat_axis(g, op)
+            except ValueError as e:
+                raise UnsupportedOpError(f"golden model: {e}") from None
+            consts = [g.tensor(i).data for i in op.inputs]
+
+            def concat(xs):
+                it = iter(xs)
+                parts = [next(it) if c is None else np.broadcast_to(c, (xs[0].shape[0],) + c.shape[1:]) for c in consts]
+                return K.concatenation(parts, axis)
+            return concat
         if k in (OpKind.MAX_POOL_2D, OpKind.AVERAGE_POOL_2D):
             lo, hi = P.pool_act_range(g, op)
             fn = K.max_pool if k == OpKind.MAX_POOL_2D else K.average_pool

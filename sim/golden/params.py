@@ -46,6 +46,17 @@ class AddParams:
 
 
 @dataclass(frozen=True)
+class MulParams:
+    zp1: int
+    zp2: int
+    multiplier: int
+    shift: int
+    out_zero_point: int
+    act_min: int
+    act_max: int
+
+
+@dataclass(frozen=True)
 class RequantParams:
     """A tensor-wide rescale: ``clamp(out_zp + MBQM(x - in_zp, M0, shift))``."""
 
@@ -115,6 +126,30 @@ def add_params(graph: Graph, op: Op) -> AddParams:
     return AddParams(zp1=a.quant.zp, zp2=b.quant.zp,
                      rescale=fp.add_params(a.quant.s, b.quant.s, out.quant.s),
                      out_zero_point=out.quant.zp, act_min=act_min, act_max=act_max)
+
+
+def mul_params(graph: Graph, op: Op) -> MulParams:
+    """MUL (``mul.cc`` Prepare): one multiplier for ``s1 * s2 / s_out``, computed in float32 (the
+    three scales are floats) before widening to double."""
+    a, b = graph.tensor(op.inputs[0]), graph.tensor(op.inputs[1])
+    out = graph.tensor(op.outputs[0])
+    f32 = np.float32
+    m, s = fp.quantize_multiplier(float(f32(a.quant.s) * f32(b.quant.s) / f32(out.quant.s)))
+    act_min, act_max = _act_range(graph, out.id, op.attrs.activation)
+    return MulParams(zp1=a.quant.zp, zp2=b.quant.zp, multiplier=m, shift=s, out_zero_point=out.quant.zp,
+                     act_min=act_min, act_max=act_max)
+
+
+def concat_axis(graph: Graph, op: Op) -> int:
+    """CONCATENATION's axis, non-negative; the int8 kernel copies bytes, so every input must carry
+    the output's scale and zero point (TFLite's Prepare refuses anything else)."""
+    out = graph.tensor(op.outputs[0])
+    for i in op.inputs:
+        q = graph.tensor(i).quant
+        if q is None or out.quant is None or q.per_channel or (q.s, q.zp) != (out.quant.s, out.quant.zp):
+            raise ValueError(f"op #{op.index} CONCATENATION: input {graph.tensor(i).name!r} is quantized "
+                             f"differently from the output (int8 CONCATENATION copies bytes)")
+    return op.attrs.axis % len(out.shape)
 
 
 def rescale_params(graph: Graph, op: Op) -> RequantParams:

@@ -106,6 +106,60 @@ def saturating():
     return (8, 8, 3), build
 
 
+def dense_block(beta: bool):
+    """DenseNet's pattern: batch norm + ReLU before each conv, each conv's output concatenated to its
+    input. Random batch-norm statistics make the scale a real per-channel MUL (``beta``: and a
+    per-channel ADD of the shift)."""
+    L = _layers()
+    import keras
+
+    def bn():
+        return L.BatchNormalization(
+            gamma_initializer=keras.initializers.RandomUniform(0.3, 2.0),
+            beta_initializer=keras.initializers.RandomUniform(-1.0, 1.0) if beta else "zeros",
+            moving_mean_initializer=keras.initializers.RandomNormal(0.0, 0.5) if beta else "zeros",
+            moving_variance_initializer=keras.initializers.RandomUniform(0.5, 2.0))
+
+    def build(i):
+        x = L.Conv2D(8, 3, padding="same")(i)
+        for _ in range(2):
+            y = L.ReLU()(bn()(x))
+            y = L.Conv2D(12, 1, activation="relu")(y)
+            y = L.Conv2D(4, 3, padding="same")(y)
+            x = L.Concatenate()([x, y])
+        x = L.ReLU()(bn()(x))
+        return L.AveragePooling2D(2)(L.Conv2D(6, 1)(x))
+    return (10, 10, 3), build
+
+
+def concat_wide():
+    """The graph input concatenated with a conv output of a 40x wider range. TFLite's int8
+    CONCATENATION takes only inputs quantized as its output, so the converter gives the graph input
+    the wide range (``test_concat_quantization``)."""
+    L = _layers()
+    import keras
+
+    def build(i):
+        y = L.Conv2D(5, 3, padding="same", kernel_initializer=keras.initializers.RandomUniform(-20, 20))(i)
+        x = L.Concatenate()([i, y])
+        return L.Conv2D(7, 1)(x)
+    return (9, 9, 3), build
+
+
+def multiply():
+    """Two activations multiplied (MUL without broadcasting), and one scaled per channel by a constant."""
+    L = _layers()
+    import keras
+
+    def build(i):
+        a = L.Conv2D(6, 3, padding="same")(i)
+        b = L.Conv2D(6, 1, activation="relu")(i)
+        x = L.Multiply()([a, b])
+        scale = np.linspace(-2.0, 3.0, 6).astype(np.float32).reshape(1, 1, 1, 6)
+        return keras.ops.multiply(x, scale)
+    return (8, 8, 4), build
+
+
 CASES = {
     "conv1x1_s1_valid": (conv_stack(1, 1, "valid", 5, 7, None), 1.0),
     "conv3x3_s1_same_relu": (conv_stack(3, 1, "same", 5, 13, "relu"), 1.0),
@@ -128,6 +182,10 @@ CASES = {
     "flatten_dense_relu": (flatten_dense(), 1.0),
     "resnet_stem_pad_maxpool": (resnet_stem(), 1.0),
     "vgg_block": (vgg_block(), 1.0),
+    "dense_block_mul_concat": (dense_block(False), 1.0),
+    "dense_block_mul_add_concat": (dense_block(True), 1.0),
+    "concat_graph_input_wide_conv": (concat_wide(), 1.0),
+    "mul_elementwise_and_per_channel": (multiply(), 1.0),
     "saturating": (saturating(), 0.05),
 }
 

@@ -47,3 +47,41 @@ def test_dilated_conv_is_read_as_one_op(case, dilation, padding, tmp_path):
     g = read_tflite(path)
     assert [op.kind.value for op in g.ops] == ["CONV_2D", "CONV_2D"]
     assert g.ops[1].attrs.dilation == dilation and g.ops[1].attrs.padding.value == padding
+
+
+def test_concat_quantization(tmp_path):
+    """TFLite's int8 CONCATENATION copies bytes: the converter quantizes every input as the output
+    (here even the graph input takes the wide conv's range), and a graph whose inputs differ is
+    refused by name, as TFLite's Prepare refuses it."""
+    import dataclasses
+
+    from onda.host.frontend import read_tflite
+    from onda.sim.golden.model import GoldenModel, UnsupportedOpError
+    from onda.sim.ir import Quant
+
+    from .nets import quantized_case
+
+    path = tmp_path / "concat.tflite"
+    path.write_bytes(quantized_case("concat_graph_input_wide_conv"))
+    g = read_tflite(path)
+    (cat,) = [op for op in g.ops if op.kind.value == "CONCATENATION"]
+    out = g.tensor(cat.outputs[0]).quant
+    assert all((g.tensor(i).quant.s, g.tensor(i).quant.zp) == (out.s, out.zp) for i in cat.inputs)
+    assert cat.inputs[0] in g.inputs
+    x = g.tensor(cat.inputs[1])
+    g.tensors[x.id] = dataclasses.replace(x, quant=Quant(out.scale * 2, out.zero_point))
+    with pytest.raises(UnsupportedOpError, match=r"op #\d+ CONCATENATION: input .* quantized differently"):
+        GoldenModel(g)
+
+
+@pytest.mark.slow
+def test_densenet121_bit_exact(tmp_path):
+    """DenseNet-121 (random weights, seed 0) as `onda quantize densenet121` builds it: every tensor
+    against BUILTIN_REF."""
+    from onda.host.quantizer import build_model, random_calibration
+
+    model, pre = build_model("densenet121", "random", seed=0)
+    path = tmp_path / "d121.tflite"
+    path.write_bytes(quantize(model, random_calibration(model, pre, 4, seed=0), progress=lambda s: None))
+    rows = compare(path, "golden", images=1, seed=0)
+    assert len(rows) > 200 and all(r.ok for r in rows), format_table(rows)
