@@ -34,6 +34,16 @@ def words(*vals) -> bytes:
     return np.asarray(vals, dtype="<i4").tobytes()
 
 
+def pixel_span(mem: MemoryPlan, t: int, first: int, pixels: int) -> dict:
+    """A LOAD's or STORE's memory side for ``pixels`` consecutive pixels of ``t`` from pixel
+    ``first``: one burst, or for a view (a channel slice, ``concat.py``) one pixel per row."""
+    c = int(mem.g.tensor(t).shape[-1])
+    if mem.is_view(t):
+        stride = mem.pixel_stride(t)
+        return dict(dram_addr=mem.dram(t) + first * stride, y_size=pixels, x_size=c, dram_stride=stride)
+    return dict(dram_addr=mem.dram(t) + first * c, y_size=1, x_size=pixels * c, dram_stride=pixels * c)
+
+
 def op_name(op: Op) -> str:
     return f"op #{op.index} {op.kind.value}"
 

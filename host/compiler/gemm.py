@@ -22,7 +22,7 @@ from onda.sim.golden import params as P
 from onda.sim.ir import Op, OpKind, Padding
 
 from .conv_tiling import ConvGeometry, ConvTiling, choose_tiling
-from .emitter import Emitter, hwc, op_name
+from .emitter import Emitter, hwc, op_name, pixel_span
 from .errors import CompileError
 from .program import Tile
 from .space_to_depth import stem_kernel
@@ -64,8 +64,7 @@ def lower_gemm(em: Emitter, op: Op, prev_est: int) -> GemmLayer:
     gemm = dict(in_cols=geo.in_cols, channels=geo.c, out_cols=geo.ow, kh=geo.kh, kw=geo.kw, stride_h=geo.sh,
                 stride_w=geo.sw, dilation_h=geo.dh, dilation_w=geo.dw, out_zp=p.out_zero_point, act_min=p.act_min,
                 act_max=p.act_max, epilogue=epilogue)
-    _Tiles(em, geo, tiling, waddr, paddr, em.mem.dram(op.inputs[0]), em.mem.dram(op.outputs[0]),
-           p.in_zero_point, gemm).emit()
+    _Tiles(em, geo, tiling, waddr, paddr, op.inputs[0], op.outputs[0], p.in_zero_point, gemm).emit()
     out = g.tensor(op.outputs[0])
     macs = int(np.prod(out.shape[1:])) * int(np.prod(p.weights.shape[1:]))
     desc = tiling.describe() + (", space-to-depth" if op.inputs[0] in em.mem.s2d else "")
@@ -104,9 +103,11 @@ class _Tiles:
     slot, and the next block's weight pieces still to issue."""
 
     def __init__(self, em: Emitter, geo: ConvGeometry, tiling: ConvTiling, waddr: int, paddr: int,
-                 xaddr: int, oaddr: int, pad_value: int, gemm: dict):
+                 x: int, out: int, pad_value: int, gemm: dict):
         self.em, self.cfg, self.geo, self.tiling = em, em.cfg, geo, tiling
-        self.waddr, self.paddr, self.xaddr, self.oaddr = waddr, paddr, xaddr, oaddr
+        self.waddr, self.paddr, self.x = waddr, paddr, x
+        self.xaddr, self.oaddr = em.mem.dram(x), em.mem.dram(out)
+        self.ostride = em.mem.pixel_stride(out) if em.mem.is_view(out) else geo.cout
         self.pad_value = pad_value
         self.gemm = gemm  # the fields every GEMM of the layer shares
         self.nt, self.nb = math.ceil(geo.oh / tiling.rows), math.ceil(geo.cout / tiling.channels)
@@ -135,6 +136,10 @@ class _Tiles:
         r0, r1 = max(0, p0), min(geo.h, p1)
         row_bytes = geo.w * geo.c
         self.aslot ^= 1
+        if self.em.mem.is_view(self.x):  # a channel slice: whole pixels (VALID: no padding to add)
+            assert r0 == p0 and r1 == p1 and geo.pad_left == geo.pad_right == 0
+            return isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=self.aslot * self.cfg.slot("act"),
+                            **pixel_span(self.em.mem, self.x, r0 * geo.w, (r1 - r0) * geo.w))
         return isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=self.aslot * self.cfg.slot("act"),
                         dram_addr=self.xaddr + r0 * row_bytes, y_size=r1 - r0, x_size=row_bytes,
                         dram_stride=row_bytes, pad_top=r0 - p0, pad_bottom=p1 - r1,
@@ -195,6 +200,6 @@ class _Tiles:
                             "param_addr": ws * cfg.slot("param"), "out_addr": oslot * cfg.slot("out"),
                             "in_rows": geo.band_rows(rows), "out_rows": rows, "out_channels": n}))
         tile.stores.append(isa.make(Opcode.STORE, buffer=Buffer.OUT, sram_addr=oslot * cfg.slot("out"),
-                                    dram_addr=self.oaddr + oy0 * geo.ow * geo.cout + co0, y_size=rows * geo.ow,
-                                    x_size=n, dram_stride=geo.cout))
+                                    dram_addr=self.oaddr + oy0 * geo.ow * self.ostride + co0, y_size=rows * geo.ow,
+                                    x_size=n, dram_stride=self.ostride))
         self.em.prog.tile(tile)

@@ -35,7 +35,8 @@ from .memmap import build_memmap
 from .memory import MemoryPlan, align, reshape_aliases
 from .partition import partition
 from .space_to_depth import plan_space_to_depth
-from .vector_ops import lower_activation, lower_add, lower_mean, lower_pad, lower_pool, lower_requant
+from .concat import plan_views
+from .vector_ops import lower_activation, lower_add, lower_concat, lower_mean, lower_pad, lower_pool, lower_requant
 
 __all__ = ["CompileError", "Layer", "compile_graph"]
 
@@ -64,6 +65,8 @@ def _vector_lowering(g: Graph, op: Op):
         return lower_mean
     if k == OpKind.PAD:
         return lower_pad
+    if k == OpKind.CONCATENATION:
+        return lower_concat
     if k == OpKind.QUANTIZE and g.tensor(op.inputs[0]).dtype == "int8":
         return lower_requant
     if k in ACTIVATION_OPS:
@@ -84,7 +87,8 @@ def compile_graph(graph: Graph, cfg: EngineConfig, source: bytes | None = None,
                                f"output run on the host)")
     alias = reshape_aliases(part.ops)
     s2d = plan_space_to_depth(g, part.ops, part.outputs, alias, cfg)
-    mem = MemoryPlan(g, part.ops, part.inputs, part.outputs, alias, s2d)
+    views = plan_views(g, part.ops, part.inputs, part.outputs, alias, s2d)
+    mem = MemoryPlan(g, part.ops, part.inputs, part.outputs, alias, s2d, views)
     em = Emitter(g, cfg, mem, align(mem.act_size, 4096))
     layers = _emit_layers(em, part.ops, progress)
     try:

@@ -22,8 +22,9 @@ def _producer(g: Graph, t: int, host: bool) -> str:
 
 def tensor_entry(g: Graph, mem: MemoryPlan, t: int) -> dict:
     r = mem.root(t)
-    return {**g.tensor(t).spec(), "addr": mem.addr[r], "alias_of": r if r != t else None,
-            "producer": _producer(g, t, host=False), "space_to_depth": list(mem.s2d[t]) if t in mem.s2d else None}
+    return {**g.tensor(t).spec(), "addr": mem.dram(t), "alias_of": r if t in mem.alias else None,
+            "producer": _producer(g, t, host=False), "space_to_depth": list(mem.s2d[t]) if t in mem.s2d else None,
+            "pixel_stride": mem.pixel_stride(t) if mem.is_view(t) else None}
 
 
 def host_tensor_entry(g: Graph, t: int) -> dict:

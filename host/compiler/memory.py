@@ -1,7 +1,8 @@
 """Where every activation tensor lives in the engine's memory.
 
-A RESHAPE's output shares its input's bytes (an alias); a tensor chosen for space-to-depth is
-stored as ``[ceil(H/2), ceil(W/2), 4C]``; the rest are NHWC int8. Tensors are placed first-fit
+A RESHAPE's output shares its input's bytes (an alias); a concatenation's input may be a *view*,
+a channel slice of the output (``concat.py``), stored with the output's pixel stride; a tensor chosen
+for space-to-depth is stored as ``[ceil(H/2), ceil(W/2), 4C]``; the rest are NHWC int8. Tensors are placed first-fit
 over their live ranges (op positions), so a tensor's bytes are reused once its last reader ran.
 """
 
@@ -27,18 +28,38 @@ class MemoryPlan:
     """The activation region: ``addr`` per root tensor, ``act_size`` bytes in all."""
 
     def __init__(self, g: Graph, ops: list[Op], inputs: list[int], outputs: list[int],
-                 alias: dict[int, int], s2d: dict[int, tuple[int, int, int]]):
+                 alias: dict[int, int], s2d: dict[int, tuple[int, int, int]],
+                 views: dict[int, tuple[int, int]] | None = None):
         self.g = g
         self.alias = alias
+        self.views = views or {}  # tensor -> (the tensor it is a channel slice of, its first channel)
         self.s2d = s2d  # tensor -> its space-to-depth stored shape
         self.addr: dict[int, int] = {}
         self.act_size = 0
         self._allocate(ops, inputs, outputs)
 
     def root(self, tid: int) -> int:
-        while tid in self.alias:
-            tid = self.alias[tid]
+        """The tensor whose allocation holds ``tid``'s bytes."""
+        while tid in self.alias or tid in self.views:
+            tid = self.alias[tid] if tid in self.alias else self.views[tid][0]
         return tid
+
+    def _channel_offset(self, tid: int) -> int:
+        off = 0
+        while tid in self.alias or tid in self.views:
+            if tid in self.views:
+                off += self.views[tid][1]
+                tid = self.views[tid][0]
+            else:
+                tid = self.alias[tid]
+        return off
+
+    def pixel_stride(self, tid: int) -> int:
+        """Bytes from one pixel of ``tid`` to the next: its channels, or its container's for a view."""
+        return int(self.g.tensor(self.root(tid)).shape[-1]) if tid in self.views else int(self.g.tensor(tid).shape[-1])
+
+    def is_view(self, tid: int) -> bool:
+        return tid in self.views
 
     def nbytes(self, tid: int) -> int:
         if tid in self.s2d:
@@ -47,7 +68,8 @@ class MemoryPlan:
         return int(np.prod(self.g.tensor(tid).shape))
 
     def dram(self, tid: int) -> int:
-        return self.addr[self.root(tid)]
+        """The address of ``tid``'s first byte (a view's: its first channel in its container)."""
+        return self.addr[self.root(tid)] + self._channel_offset(tid)
 
     def _allocate(self, ops: list[Op], inputs: list[int], outputs: list[int]) -> None:
         """First-fit allocation of activation tensors over their live ranges (op positions)."""

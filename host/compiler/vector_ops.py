@@ -15,7 +15,7 @@ from onda.sim.golden import params as P
 from onda.sim.ir import Op, OpKind, Padding
 
 from .conv_tiling import TilingError
-from .emitter import MIN_TILES, Emitter, hwc, op_name, words
+from .emitter import MIN_TILES, Emitter, hwc, op_name, pixel_span, words
 from .errors import CompileError
 from .program import Tile
 
@@ -48,7 +48,6 @@ def _elementwise(em: Emitter, op: Op, func: VecFunc, srcs: list[int], record: by
     th = rows_per_tile(em, row * n, row, lambda r: r, h, op_name(op))
     paddr = em.weight_data(record)
     aslot, oslot = em.cfg.slot("act"), em.cfg.slot("out")
-    out = mem.dram(op.outputs[0])
     pload, pslot_addr = em.param_load(paddr, len(record))
     for t in range(math.ceil(h / th)):
         r0, rows = t * th, min(th, h - t * th)
@@ -58,15 +57,13 @@ def _elementwise(em: Emitter, op: Op, func: VecFunc, srcs: list[int], record: by
             tile.loads.append(pload)
         for i, s in enumerate(srcs):
             tile.loads.append(isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=slot * aslot + i * rows * row,
-                                       dram_addr=mem.dram(s) + r0 * row, y_size=1, x_size=rows * row,
-                                       dram_stride=rows * row))
+                                       **pixel_span(mem, s, r0 * w, rows * w)))
         tile.computes.append(isa.make(
             Opcode.VEC, func=func, src_addr=slot * aslot, src2_addr=slot * aslot + rows * row,
             dst_addr=slot * oslot, param_addr=pslot_addr, in_rows=rows, in_cols=w, channels=c, out_rows=rows,
             out_cols=w, kh=1, kw=1, stride_h=1, stride_w=1, act_min=act_range[0], act_max=act_range[1]))
         tile.stores.append(isa.make(Opcode.STORE, buffer=Buffer.OUT, sram_addr=slot * oslot,
-                                    dram_addr=out + r0 * row, y_size=1, x_size=rows * row,
-                                    dram_stride=rows * row))
+                                    **pixel_span(mem, op.outputs[0], r0 * w, rows * w)))
         em.prog.tile(tile)
     return f"{th} rows/tile"
 
@@ -116,6 +113,7 @@ def lower_pool(em: Emitter, op: Op) -> str:
     th = rows_per_tile(em, w * cc, ow * cc, lambda r: min(h, (r - 1) * sh + fh), oh, op_name(op))
     func = VecFunc.MAX_POOL if op.kind == OpKind.MAX_POOL_2D else VecFunc.AVG_POOL
     xaddr, oaddr = mem.dram(op.inputs[0]), mem.dram(op.outputs[0])
+    xs, os_ = mem.pixel_stride(op.inputs[0]), mem.pixel_stride(op.outputs[0])
     i = 0
     for c0 in range(0, c, cc):
         n = min(cc, c - c0)
@@ -128,15 +126,15 @@ def lower_pool(em: Emitter, op: Op) -> str:
             i += 1
             tile = Tile()
             tile.loads.append(isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=slot * aslot,
-                                       dram_addr=xaddr + (r0 * w) * c + c0, y_size=(r1 - r0) * w, x_size=n,
-                                       dram_stride=c))
+                                       dram_addr=xaddr + (r0 * w) * xs + c0, y_size=(r1 - r0) * w, x_size=n,
+                                       dram_stride=xs))
             tile.computes.append(isa.make(
                 Opcode.VEC, func=func, src_addr=slot * aslot, dst_addr=slot * oslot, in_rows=r1 - r0,
                 in_cols=w, channels=n, out_rows=rows, out_cols=ow, kh=fh, kw=fw, stride_h=sh, stride_w=sw,
                 pad_top=r0 - p0, pad_left=pl, act_min=lo, act_max=hi))
             tile.stores.append(isa.make(Opcode.STORE, buffer=Buffer.OUT, sram_addr=slot * oslot,
-                                        dram_addr=oaddr + oy0 * ow * c + c0, y_size=rows * ow, x_size=n,
-                                        dram_stride=c))
+                                        dram_addr=oaddr + oy0 * ow * os_ + c0, y_size=rows * ow, x_size=n,
+                                        dram_stride=os_))
             em.prog.tile(tile)
     return f"{th} rows x {cc} ch/tile"
 
@@ -167,7 +165,8 @@ def lower_mean(em: Emitter, op: Op) -> str:
         if i == 0:
             tile.loads.append(pload)
         tile.loads.append(isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=slot * aslot,
-                                   dram_addr=xaddr + c0, y_size=h * w, x_size=n, dram_stride=c))
+                                   dram_addr=xaddr + c0, y_size=h * w, x_size=n,
+                                   dram_stride=mem.pixel_stride(op.inputs[0])))
         tile.computes.append(isa.make(Opcode.VEC, func=VecFunc.MEAN, src_addr=slot * aslot, dst_addr=slot * oslot,
                                       param_addr=pslot_addr, in_rows=h, in_cols=w, channels=n, out_rows=1,
                                       out_cols=1, kh=h, kw=w, stride_h=1, stride_w=1, act_min=-128, act_max=127))
@@ -224,3 +223,37 @@ def lower_pad(em: Emitter, op: Op) -> str:
                                     dram_stride=rows * row_out))
         em.prog.tile(tile)
     return f"{th} rows/tile" + (", space-to-depth" if s2d else "")
+
+
+def lower_concat(em: Emitter, op: Op) -> str:
+    """CONCATENATION: inputs that are views of the output (``concat.py``) are already in place;
+    each other input is copied into its channel slice (VEC COPY, stored a pixel per row)."""
+    g, mem = em.g, em.mem
+    out = op.outputs[0]
+    aslot, oslot = em.cfg.slot("act"), em.cfg.slot("out")
+    out_stride, out_addr = mem.pixel_stride(out) if mem.is_view(out) else g.tensor(out).shape[-1], mem.dram(out)
+    copied, offset, i = 0, 0, 0
+    for t in op.inputs:
+        h, w, c = hwc(g.tensor(t).shape)
+        if mem.views.get(t) != (out, offset):
+            copied += 1
+            row = w * c
+            th = rows_per_tile(em, row, row, lambda r: r, h, op_name(op))
+            for r0 in range(0, h, th):
+                rows = min(th, h - r0)
+                slot = i % 2
+                i += 1
+                tile = Tile()
+                tile.loads.append(isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=slot * aslot,
+                                           **pixel_span(mem, t, r0 * w, rows * w)))
+                tile.computes.append(isa.make(
+                    Opcode.VEC, func=VecFunc.COPY, src_addr=slot * aslot, dst_addr=slot * oslot, in_rows=rows,
+                    in_cols=w, channels=c, out_rows=rows, out_cols=w, kh=1, kw=1, stride_h=1, stride_w=1,
+                    act_min=-128, act_max=127))
+                tile.stores.append(isa.make(Opcode.STORE, buffer=Buffer.OUT, sram_addr=slot * oslot,
+                                            dram_addr=out_addr + offset + r0 * w * out_stride, y_size=rows * w,
+                                            x_size=c, dram_stride=out_stride))
+                em.prog.tile(tile)
+        offset += c
+    n = len(op.inputs)
+    return "in place" if not copied else f"{n - copied} of {n} in place, {copied} copied"

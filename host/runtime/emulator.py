@@ -31,7 +31,8 @@ _COMPILED: dict[tuple[str, str], ctr.Container] = {}
 
 
 def read_tensor(mem: np.ndarray, t: dict) -> np.ndarray:
-    """Tensor ``t`` (a MEMMAP tensor entry: ``addr``, ``shape``, optional ``space_to_depth``) out of
+    """Tensor ``t`` (a MEMMAP tensor entry: ``addr``, ``shape``, optional ``space_to_depth`` or
+    ``pixel_stride``) out of
     the activation memory ``mem`` ([images, bytes] int8), as an NHWC array of ``images`` images.
     Every backend and bench that reads results from engine memory decodes them here."""
     n = mem.shape[0]
@@ -41,6 +42,11 @@ def read_tensor(mem: np.ndarray, t: dict) -> np.ndarray:
         raw = mem[:, t["addr"]:t["addr"] + hs * ws * c4].reshape(n, hs, ws, 2, 2, c4 // 4)
         full = raw.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * hs, 2 * ws, c4 // 4)
         return np.ascontiguousarray(full[:, :shape[1], :shape[2]]).reshape(shape)
+    if t.get("pixel_stride"):  # a channel slice of a concatenation: pixel_stride bytes from pixel to pixel
+        c = shape[-1]
+        pixels = int(np.prod(shape[1:-1]))
+        index = t["addr"] + np.arange(pixels)[:, None] * t["pixel_stride"] + np.arange(c)
+        return mem[:, index].reshape(shape)
     size = int(np.prod(t["shape"]))
     return mem[:, t["addr"]:t["addr"] + size].reshape(shape).copy()
 
