@@ -63,6 +63,7 @@ class VecFunc(enum.IntEnum, shape=4):
     MEAN = 4  # global mean over H, W: int32 sum, count folded into the multiplier (QuantizedMeanOrSum)
     REQUANT = 5  # int8 -> int8 rescale (QUANTIZE)
     SPACE_TO_DEPTH = 6  # dst[r, c, (dy*2 + dx)*C + ch] = src[2r + dy, 2c + dx, ch] (a PAD feeding a stride-2 stem)
+    MUL = 7  # product with rescale: TFLite's int8 MUL (a batch norm's per-channel scale)
 
 
 class Epilogue(enum.IntEnum, shape=2):
@@ -79,10 +80,12 @@ PARAM_RECORDS: dict[str, tuple[str, ...]] = {
     "gemm_double": ("bias", "scale_lo", "scale_hi"),  # the IEEE double's low and high 32 bits
     "add": ("zp1", "zp2", "m1", "s1", "m2", "s2", "m_out", "s_out", "out_zp"),  # VEC ADD
     "rescale": ("in_zp", "multiplier", "shift", "out_zp"),  # VEC MEAN and REQUANT
+    "mul": ("zp1", "zp2", "multiplier", "shift", "out_zp"),  # VEC MUL
 }
 GEMM_PARAM_WORDS = len(PARAM_RECORDS["gemm_fixed"])
 ADD_PARAM_WORDS = len(PARAM_RECORDS["add"])
 RESCALE_PARAM_WORDS = len(PARAM_RECORDS["rescale"])
+MUL_PARAM_WORDS = len(PARAM_RECORDS["mul"])
 
 # The token flags every instruction carries, after the opcode.
 TOKEN_FIELDS = ("pop_prev", "pop_next", "push_prev", "push_next")
@@ -371,7 +374,7 @@ def field_range(opcode: Opcode, name: str) -> tuple[int, int]:
     raise ISAError(f"{opcode.name} has no field {name!r}")
 
 
-__all__ = ["ADD_PARAM_WORDS", "Buffer", "ENUM_FIELDS", "Epilogue", "GEMM_PARAM_WORDS", "HeaderLayout", "INSTRUCTION_BYTES",
+__all__ = ["ADD_PARAM_WORDS", "MUL_PARAM_WORDS", "Buffer", "ENUM_FIELDS", "Epilogue", "GEMM_PARAM_WORDS", "HeaderLayout", "INSTRUCTION_BYTES",
            "ISAError", "Instruction", "InstructionLayout", "LAYOUTS", "Module", "Opcode", "PARAM_RECORDS", "QUEUES",
            "RESCALE_PARAM_WORDS", "TOKEN_FIELDS", "TOKEN_QUEUES", "VecFunc", "decode", "decode_program", "encode",
            "encode_program", "field_bits", "field_layout", "field_names", "field_range", "make", "pack_weights",

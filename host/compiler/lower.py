@@ -36,7 +36,7 @@ from .memory import MemoryPlan, align, reshape_aliases
 from .partition import partition
 from .space_to_depth import plan_space_to_depth
 from .concat import plan_views
-from .vector_ops import lower_activation, lower_add, lower_concat, lower_mean, lower_pad, lower_pool, lower_requant
+from .vector_ops import lower_activation, lower_add, lower_concat, lower_mul, lower_mean, lower_pad, lower_pool, lower_requant
 
 __all__ = ["CompileError", "Layer", "compile_graph"]
 
@@ -59,6 +59,8 @@ def _vector_lowering(g: Graph, op: Op):
     k = op.kind
     if k == OpKind.ADD:
         return lower_add
+    if k == OpKind.MUL:
+        return lower_mul
     if k in (OpKind.MAX_POOL_2D, OpKind.AVERAGE_POOL_2D):
         return lower_pool
     if k == OpKind.MEAN:

@@ -1,4 +1,4 @@
-"""ADD, int8 QUANTIZE (REQUANT), standalone activations, pools, MEAN and PAD -> VEC tiles.
+"""ADD, MUL, int8 QUANTIZE (REQUANT), standalone activations, pools, MEAN and PAD -> VEC tiles.
 
 Each tile loads its input rows (or a channel chunk of them) into ACT, runs one VEC and stores the
 OUT slot; a layer's parameter record (``isa.PARAM_RECORDS``) is loaded once into the next
@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from onda.hw import isa
-from onda.hw.isa import ADD_PARAM_WORDS, Buffer, Opcode, VecFunc
+from onda.hw.isa import ADD_PARAM_WORDS, MUL_PARAM_WORDS, Buffer, Opcode, VecFunc
 from onda.sim.golden import params as P
 from onda.sim.ir import Op, OpKind, Padding
 
@@ -35,48 +37,89 @@ def rows_per_tile(em: Emitter, row_in: int, row_out: int, band, n_rows: int, nam
 
 def _elementwise(em: Emitter, op: Op, func: VecFunc, srcs: list[int], record: bytes,
                  act_range: tuple[int, int]) -> str:
-    """ADD / REQUANT over whole rows: each tile loads the operands' rows, one VEC, one STORE."""
+    """ADD / MUL / REQUANT over whole rows: each tile loads the operands' rows, one VEC, one STORE.
+
+    A constant second operand (``srcs[1]``) broadcast to the output's shape is written into the
+    weight image for one tile's rows; it is loaded beside each ACT slot's activations, once per slot
+    if it does not change along the rows, with each tile's rows otherwise."""
     g, mem = em.g, em.mem
-    shape = g.tensor(op.outputs[0]).shape
-    for s in srcs:
-        if tuple(g.tensor(s).shape) != tuple(shape):
-            raise CompileError(f"{op_name(op)}: broadcasting {list(g.tensor(s).shape)} to "
-                               f"{list(shape)} not supported")
+    shape = tuple(g.tensor(op.outputs[0]).shape)
     h, w, c = hwc(shape)
     row = w * c
+    const = None
+    for i, s in enumerate(srcs):
+        t = g.tensor(s)
+        if t.is_constant and i == 1:
+            try:
+                const = np.broadcast_to(t.data.astype(np.int8), shape).reshape(h, row)
+            except ValueError:
+                raise CompileError(f"{op_name(op)}: constant {list(t.shape)} does not broadcast to {list(shape)}") from None
+        elif tuple(t.shape) != shape:
+            raise CompileError(f"{op_name(op)}: broadcasting {list(t.shape)} to {list(shape)} not supported "
+                               f"(only a constant operand is broadcast)")
     n = len(srcs)
     th = rows_per_tile(em, row * n, row, lambda r: r, h, op_name(op))
+    per_tile = const is not None and not (const == const[:1]).all()
+    if const is not None:
+        caddr = em.weight_data((const if per_tile else const[:th]).tobytes())
     paddr = em.weight_data(record)
     aslot, oslot = em.cfg.slot("act"), em.cfg.slot("out")
     pload, pslot_addr = em.param_load(paddr, len(record))
     for t in range(math.ceil(h / th)):
         r0, rows = t * th, min(th, h - t * th)
         slot = t % 2
+        src2 = slot * aslot + (th if const is not None else rows) * row
         tile = Tile()
         if t == 0:
             tile.loads.append(pload)
-        for i, s in enumerate(srcs):
-            tile.loads.append(isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=slot * aslot + i * rows * row,
-                                       **pixel_span(mem, s, r0 * w, rows * w)))
+        tile.loads.append(isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=slot * aslot,
+                                   **pixel_span(mem, srcs[0], r0 * w, rows * w)))
+        if n == 2 and const is None:
+            tile.loads.append(isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=src2,
+                                       **pixel_span(mem, srcs[1], r0 * w, rows * w)))
+        elif const is not None and (per_tile or t < 2):  # t >= 2 finds its slot's copy still there
+            nbytes = rows * row if per_tile else th * row
+            tile.loads.append(isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=src2,
+                                       dram_addr=caddr + (r0 * row if per_tile else 0), y_size=1, x_size=nbytes,
+                                       dram_stride=nbytes))
         tile.computes.append(isa.make(
-            Opcode.VEC, func=func, src_addr=slot * aslot, src2_addr=slot * aslot + rows * row,
+            Opcode.VEC, func=func, src_addr=slot * aslot, src2_addr=src2,
             dst_addr=slot * oslot, param_addr=pslot_addr, in_rows=rows, in_cols=w, channels=c, out_rows=rows,
             out_cols=w, kh=1, kw=1, stride_h=1, stride_w=1, act_min=act_range[0], act_max=act_range[1]))
         tile.stores.append(isa.make(Opcode.STORE, buffer=Buffer.OUT, sram_addr=slot * oslot,
                                     **pixel_span(mem, op.outputs[0], r0 * w, rows * w)))
         em.prog.tile(tile)
-    return f"{th} rows/tile"
+    return f"{th} rows/tile" + (", constant operand" if const is not None else "")
+
+
+def _operands(em: Emitter, op: Op) -> tuple[list[int], bool]:
+    """The two operands with a constant one second, and whether they were swapped."""
+    a, b = op.inputs[:2]
+    ca, cb = em.g.tensor(a).is_constant, em.g.tensor(b).is_constant
+    if ca and cb:
+        raise CompileError(f"{op_name(op)}: both operands constant (the converter folds these)")
+    return ([b, a], True) if ca else ([a, b], False)
 
 
 def lower_add(em: Emitter, op: Op) -> str:
-    srcs = list(op.inputs[:2])
-    if any(em.g.tensor(i).is_constant for i in srcs):
-        raise CompileError(f"{op_name(op)}: ADD with a constant operand not supported")
+    srcs, swapped = _operands(em, op)
     p = P.add_params(em.g, op)
     m1, s1, m2, s2, mo, so = p.rescale
-    rec = words(p.zp1, p.zp2, m1, s1, m2, s2, mo, so, p.out_zero_point)
+    if swapped:  # ADD is symmetric in its operands, each with its own zero point and multiplier
+        rec = words(p.zp2, p.zp1, m2, s2, m1, s1, mo, so, p.out_zero_point)
+    else:
+        rec = words(p.zp1, p.zp2, m1, s1, m2, s2, mo, so, p.out_zero_point)
     assert len(rec) == ADD_PARAM_WORDS * 4
     return _elementwise(em, op, VecFunc.ADD, srcs, rec, (p.act_min, p.act_max))
+
+
+def lower_mul(em: Emitter, op: Op) -> str:
+    srcs, swapped = _operands(em, op)
+    p = P.mul_params(em.g, op)
+    zp1, zp2 = (p.zp2, p.zp1) if swapped else (p.zp1, p.zp2)
+    rec = words(zp1, zp2, p.multiplier, p.shift, p.out_zero_point)
+    assert len(rec) == MUL_PARAM_WORDS * 4
+    return _elementwise(em, op, VecFunc.MUL, srcs, rec, (p.act_min, p.act_max))
 
 
 def lower_requant(em: Emitter, op: Op) -> str:
