@@ -14,7 +14,7 @@ the decoupled load / compute / store modules; the token counters are checked as 
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided, sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 from onda.hw.config import EngineConfig
 from onda.hw.extents import Extent, extents, row_span, vec_out_size
@@ -22,7 +22,6 @@ from onda.hw.isa import (GEMM_PARAM_WORDS, QUEUES, TOKEN_QUEUES, Buffer, Epilogu
                          unpack_weights)
 from onda.sim.golden import fixedpoint as fp
 from onda.sim.golden import kernels as K
-from onda.sim.golden import loops
 from onda.sim.golden.exact_gemm import Weights, operand_dtype
 from onda.sim.golden.params import AddParams, RequantParams
 
@@ -222,11 +221,8 @@ def gemm_epilogue(prm: np.ndarray, f: dict):
         r = fp.Requantizer(prm[:, 1], prm[:, 2], f["out_zp"], f["act_min"], f["act_max"])
         return lambda acc: r(acc, bias)
     scale = ((prm[:, 1] & 0xFFFFFFFF) | (prm[:, 2] << 32)).astype(np.int64).view(np.float64)
-
-    def double(acc):
-        y = fp.scale_round_double(np.asarray(acc).astype(np.int64) + bias, scale) + f["out_zp"]
-        return fp.clamp(y, f["act_min"], f["act_max"]).astype(np.int8)
-    return double
+    return lambda acc: fp.requantize_double(np.asarray(acc).astype(np.int64) + bias, scale, f["out_zp"], f["act_min"],
+                                            f["act_max"])
 
 
 def check_space_to_depth(f: dict) -> None:
@@ -279,31 +275,14 @@ def vec_compute(f: dict, x: np.ndarray, x2: np.ndarray | None, words: np.ndarray
 
 def _pool(func: VecFunc, x: np.ndarray, f: dict) -> np.ndarray:
     """Pooling over a band with ``pad_top``/``pad_left`` virtual padding; taps outside the band
-    are excluded (max: never win; average: not counted), as TFLite's reference kernels do."""
+    are excluded (max: never win; average: not counted): the golden model's reference kernels
+    with the instruction's geometry."""
     kh, kw, sh, sw = f["kh"], f["kw"], f["stride_h"], f["stride_w"]
-    orow, ocol, pt, pl = f["out_rows"], f["out_cols"], f["pad_top"], f["pad_left"]
-    n, ir, ic, c = x.shape
     if min(kh, kw, sh, sw) < 1:  # as the engine refuses it (BAD_FIELD)
         raise EmulatorError(f"VEC {func.name}: kernel and stride must be >= 1")
-    if func == VecFunc.MAX_POOL and loops.enabled() and -128 <= f["act_min"] <= f["act_max"] <= 127:
-        return loops.max_pool(np.asarray(x, dtype=np.int8), kh, kw, (sh, sw), (pt, pl), orow, ocol, f["act_min"],
-                              f["act_max"])
-    eb = max(0, (orow - 1) * sh + kh - pt - ir)
-    er = max(0, (ocol - 1) * sw + kw - pl - ic)
-    pads = ((0, 0), (pt, eb), (pl, er), (0, 0))
-    if func == VecFunc.MAX_POOL:
-        xp = np.pad(x.astype(np.int16), pads, constant_values=-32768)
-        win = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, : (orow - 1) * sh + 1: sh, : (ocol - 1) * sw + 1: sw]
-        out = win.max(axis=(-2, -1))
-    else:
-        xp = np.pad(x.astype(np.int32), pads, constant_values=0)
-        win = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, : (orow - 1) * sh + 1: sh, : (ocol - 1) * sw + 1: sw]
-        sums = win.sum(axis=(-2, -1), dtype=np.int64)
-        ones = np.pad(np.ones((1, ir, ic, 1), dtype=np.int32), pads, constant_values=0)
-        cwin = sliding_window_view(ones, (kh, kw), axis=(1, 2))[:, : (orow - 1) * sh + 1: sh, : (ocol - 1) * sw + 1: sw]
-        counts = cwin.sum(axis=(-2, -1), dtype=np.int64)
-        out = fp.divide_round_half_away(sums, counts)
-    return fp.clamp(out, f["act_min"], f["act_max"]).astype(np.int8)
+    pool = K.max_pool_explicit if func == VecFunc.MAX_POOL else K.average_pool_explicit
+    return pool(np.asarray(x, dtype=np.int8), (kh, kw), (sh, sw), (f["pad_top"], f["pad_left"]), f["out_rows"],
+                f["out_cols"], f["act_min"], f["act_max"])
 
 
 def execute(machine: Machine, program: list[Instruction], on_instruction=None) -> None:
