@@ -23,6 +23,7 @@ from onda.hw.isa import (GEMM_PARAM_WORDS, QUEUES, TOKEN_QUEUES, Buffer, Epilogu
 from onda.sim.golden import fixedpoint as fp
 from onda.sim.golden import kernels as K
 from onda.sim.golden.exact_gemm import Weights, operand_dtype
+from onda.sim.golden.layout import space_to_depth
 from onda.sim.golden.params import AddParams, RequantParams
 
 
@@ -246,13 +247,12 @@ def vec_compute(f: dict, x: np.ndarray, x2: np.ndarray | None, words: np.ndarray
     n = x.shape[0]
     func = VecFunc(f["func"])
     ir, ic, c = f["in_rows"], f["in_cols"], f["channels"]
-    orow, ocol = f["out_rows"], f["out_cols"]
     lo, hi = f["act_min"], f["act_max"]
     if func == VecFunc.COPY:
         y = x.astype(np.int8)
     elif func == VecFunc.SPACE_TO_DEPTH:
         check_space_to_depth(f)
-        y = x.reshape(n, orow, 2, ocol, 2, c).transpose(0, 1, 3, 2, 4, 5).astype(np.int8)
+        y = space_to_depth(x.reshape(n, ir, ic, c)).astype(np.int8)  # a copy: never a view of the source
     elif func == VecFunc.ADD:
         zp1, zp2, m1, s1, m2, s2, mo, so, ozp = (int(v) for v in words)
         p = AddParams(zp1, zp2, (m1, s1, m2, s2, mo, so), ozp, lo, hi)
