@@ -28,22 +28,29 @@ from dataclasses import dataclass
 import numpy as np
 
 from onda.hw.config import EngineConfig
+from onda.hw.engine.gemm_unit import dot_product_beats, dot_product_interval
 from onda.hw.extents import dma_bytes, extents
-from onda.hw.isa import Instruction, Module, Opcode
+from onda.hw.isa import Instruction, Module, Opcode, weight_groups
 
 from .functional import EmulatorError
 
 
 def dma_cycles(cfg: EngineConfig, nbytes: int, bursts: int = 1) -> int:
+    """A first-order DMA time from a byte count alone (no addresses): the memory's latency, its
+    row overhead per further burst, ``mem_bytes_per_cycle``. The exact, address-dependent counts
+    are ``load_dma.load_cycles`` / ``store_dma.store_cycles``."""
     return (cfg.mem_latency_cycles + max(0, bursts - 1) * cfg.mem_row_overhead_cycles
             + math.ceil(nbytes / cfg.mem_bytes_per_cycle))
 
 
 def gemm_cycles(cfg: EngineConfig, pixels: int, out_channels: int, kh: int, kw: int, channels: int,
                 dilation_w: int = 1) -> int:
-    per_row = math.ceil(kw * channels / cfg.width) if dilation_w == 1 else kw * math.ceil(channels / cfg.width)
-    beats = max(kh * per_row, cfg.drain_cycles)
-    return pixels * math.ceil(out_channels / cfg.lanes) * beats + cfg.gemm_pipeline_cycles
+    """A first-order GEMM time: every dot product (``pixels`` x lane groups) at the GEMM unit's
+    steady rate (``gemm_unit.dot_product_beats`` / ``dot_product_interval``, the rule
+    ``gemm_unit_cycles`` is built on) plus the configuration's pipeline depth. The compiler's
+    estimate, and the cycle model's GEMM time on a configuration the RTL does not build."""
+    beats = dot_product_beats(cfg, kh, kw, channels, dilation_w)
+    return pixels * weight_groups(out_channels, cfg.lanes) * dot_product_interval(cfg, beats) + cfg.gemm_pipeline_cycles
 
 
 def instruction_cycles(cfg: EngineConfig, ins: Instruction) -> int:
