@@ -23,6 +23,7 @@ from onda.hw.config import DEFAULT_ENGINE, ConfigError, EngineConfig, config_fro
 from onda.sim.emulator.cycles import CycleTrace, simulate
 from onda.sim.emulator.functional import EmulatorError, Machine, execute
 from onda.sim.emulator.plan import Plan, PlanUnsupported, build_plan
+from onda.sim.golden.layout import depth_to_space
 
 from .backend import BackendError, TensorSpec, check_inputs
 
@@ -37,10 +38,9 @@ def read_tensor(mem: np.ndarray, t: dict) -> np.ndarray:
     Every backend and bench that reads results from engine memory decodes them here."""
     n = mem.shape[0]
     shape = (n,) + tuple(t["shape"][1:])
-    if t.get("space_to_depth"):  # stored as [H/2, W/2, (dy, dx, C)]: back to NHWC
+    if t.get("space_to_depth"):  # stored as [ceil(H/2), ceil(W/2), 4C] (sim/golden/layout.py): back to NHWC
         hs, ws, c4 = t["space_to_depth"]
-        raw = mem[:, t["addr"]:t["addr"] + hs * ws * c4].reshape(n, hs, ws, 2, 2, c4 // 4)
-        full = raw.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * hs, 2 * ws, c4 // 4)
+        full = depth_to_space(mem[:, t["addr"]:t["addr"] + hs * ws * c4].reshape(n, hs, ws, c4))
         return np.ascontiguousarray(full[:, :shape[1], :shape[2]]).reshape(shape)
     if t.get("pixel_stride"):  # a channel slice of a concatenation: pixel_stride bytes from pixel to pixel
         c = shape[-1]

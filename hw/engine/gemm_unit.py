@@ -50,7 +50,8 @@ from onda.hw.isa import Epilogue, Opcode
 from .buffers import ByteReadSignature, ByteWriteSignature, addr_bits
 from .errors import EngineError
 
-__all__ = ["GemmUnit", "PARAM_RECORD_BYTES", "gemm_fill_cycles", "gemm_unit_cycles"]
+__all__ = ["GemmUnit", "PARAM_RECORD_BYTES", "dot_product_beats", "dot_product_interval", "gemm_fill_cycles",
+           "gemm_unit_cycles"]
 
 PARAM_RECORD_BYTES = isa.GEMM_PARAM_WORDS * 4  # one channel's (bias, word1, word2)
 SETUP_CYCLES = 4  # cmd taken -> fields latched, three levels of extent products, range check
@@ -69,6 +70,21 @@ def gemm_fill_cycles(cfg) -> int:
     return 105 + SERIAL_PHASES * cfg.lanes
 
 
+def dot_product_beats(cfg, kh: int, kw: int, channels: int, dilation_w: int = 1) -> int:
+    """MAC beats of one dot product (one output pixel, one lane group): ``kh`` kernel rows of
+    ``ceil(kw * channels / width)`` beats (a row's taps are contiguous in the band), or of ``kw *
+    ceil(channels / width)`` when ``dilation_w > 1`` (each tap its own segment)."""
+    w = cfg.width
+    per_row = -(-kw * channels // w) if dilation_w == 1 else kw * -(-channels // w)
+    return kh * per_row
+
+
+def dot_product_interval(cfg, beats: int) -> int:
+    """Cycles from one dot product of ``beats`` beats to the next once the pipeline is full:
+    one beat a cycle, no faster than the requantizer drains a vector (``cfg.drain_cycles``)."""
+    return max(beats, cfg.drain_cycles)
+
+
 def gemm_unit_cycles(cfg, f: dict) -> int:
     """Cycles from the cycle a ``GEMM`` with fields ``f`` is taken to its ``done``:
     ``(N - 1) * max(beats, d) + beats + FILL``, with the serial requantizer rounded up to its
@@ -76,10 +92,8 @@ def gemm_unit_cycles(cfg, f: dict) -> int:
     n = f["out_rows"] * f["out_cols"] * isa.weight_groups(f["out_channels"], cfg.lanes)
     if n == 0:
         return EMPTY_CYCLES
-    c, w = f["channels"], cfg.width
-    per_row = -(-f["kw"] * c // w) if f["dilation_w"] == 1 else f["kw"] * -(-c // w)
-    beats = f["kh"] * per_row
-    took = (n - 1) * max(beats, cfg.drain_cycles) + beats + gemm_fill_cycles(cfg)
+    beats = dot_product_beats(cfg, f["kh"], f["kw"], f["channels"], f["dilation_w"])
+    took = (n - 1) * dot_product_interval(cfg, beats) + beats + gemm_fill_cycles(cfg)
     if mul_style_for(cfg) != "dsp":
         took += -took % SERIAL_PHASES
     return took

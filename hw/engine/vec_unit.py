@@ -46,6 +46,7 @@ from amaranth.lib.wiring import In, Out
 
 from onda.hw import isa
 from onda.hw.datapath.requantize import Requantizer, mul_style_for
+from onda.hw.extents import extents
 from onda.hw.datapath.vector import DivideRound, MaxPool, ResidualAdd, SumPool
 from onda.hw.isa import Opcode, VecFunc
 
@@ -637,13 +638,11 @@ def vec_cycles(cfg, f: dict, add_lanes: int | None = None) -> int | None:
     func = VecFunc(f["func"])
     style = mul_style_for(cfg)
     add_latency = ResidualAdd.latency_for("dsp" if style == "dsp" else "lut")
-    words = {VecFunc.ADD: isa.ADD_PARAM_WORDS, VecFunc.REQUANT: isa.RESCALE_PARAM_WORDS,
-             VecFunc.MEAN: isa.RESCALE_PARAM_WORDS}.get(func, 0)
-    r = 5 + words
+    ext = extents(Opcode.VEC, f, cfg.lanes)
+    r = 5 + (ext["param"].size // 4 if "param" in ext else 0)  # the record's words
     c = f["channels"]
-    n = f["in_rows"] * f["in_cols"] * c
-    out = f["out_rows"] * f["out_cols"] * c * (4 if func == VecFunc.SPACE_TO_DEPTH else 1)
-    if out == 0:  # nothing to write: straight to done
+    n = ext["src"].size
+    if ext["dst"].size == 0:  # nothing to write: straight to done
         return r + 1
     if func == VecFunc.COPY:
         return r + math.ceil(n / vl) + 3

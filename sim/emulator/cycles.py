@@ -28,27 +28,29 @@ from dataclasses import dataclass
 import numpy as np
 
 from onda.hw.config import EngineConfig
-from onda.hw.isa import ADD_PARAM_WORDS, GEMM_PARAM_WORDS, RESCALE_PARAM_WORDS, Instruction, Module, Opcode, VecFunc
+from onda.hw.engine.gemm_unit import dot_product_beats, dot_product_interval
+from onda.hw.extents import dma_bytes, extents
+from onda.hw.isa import Instruction, Module, Opcode, weight_groups
 
 from .functional import EmulatorError
 
 
 def dma_cycles(cfg: EngineConfig, nbytes: int, bursts: int = 1) -> int:
+    """A first-order DMA time from a byte count alone (no addresses): the memory's latency, its
+    row overhead per further burst, ``mem_bytes_per_cycle``. The exact, address-dependent counts
+    are ``load_dma.load_cycles`` / ``store_dma.store_cycles``."""
     return (cfg.mem_latency_cycles + max(0, bursts - 1) * cfg.mem_row_overhead_cycles
             + math.ceil(nbytes / cfg.mem_bytes_per_cycle))
 
 
 def gemm_cycles(cfg: EngineConfig, pixels: int, out_channels: int, kh: int, kw: int, channels: int,
                 dilation_w: int = 1) -> int:
-    per_row = math.ceil(kw * channels / cfg.width) if dilation_w == 1 else kw * math.ceil(channels / cfg.width)
-    beats = max(kh * per_row, cfg.drain_cycles)
-    return pixels * math.ceil(out_channels / cfg.lanes) * beats + cfg.gemm_pipeline_cycles
-
-
-def dma_bytes(ins: Instruction) -> int:
-    if ins.opcode in (Opcode.LOAD, Opcode.STORE):
-        return ins.fields["y_size"] * ins.fields["x_size"]
-    return 0
+    """A first-order GEMM time: every dot product (``pixels`` x lane groups) at the GEMM unit's
+    steady rate (``gemm_unit.dot_product_beats`` / ``dot_product_interval``, the rule
+    ``gemm_unit_cycles`` is built on) plus the configuration's pipeline depth. The compiler's
+    estimate, and the cycle model's GEMM time on a configuration the RTL does not build."""
+    beats = dot_product_beats(cfg, kh, kw, channels, dilation_w)
+    return pixels * weight_groups(out_channels, cfg.lanes) * dot_product_interval(cfg, beats) + cfg.gemm_pipeline_cycles
 
 
 def instruction_cycles(cfg: EngineConfig, ins: Instruction) -> int:
@@ -80,6 +82,7 @@ class CycleTrace:
     bytes: np.ndarray  # DMA bytes
     module: np.ndarray
     total_cycles: int = 0  # the run, first cycle to done
+    lanes: int = 1  # the engine's: a GEMM reads whole lane groups of WGT (``extents``)
 
     @property
     def total(self) -> int:
@@ -105,7 +108,7 @@ def simulate(program: list[Instruction], cfg: EngineConfig, check: bool = True,
     mods = np.array([int(i.module) for i in program], dtype=np.int64)
     never = start < 0  # after FINISH: never fetched
     start[never] = end[never] = tl.total
-    trace = CycleTrace(start, end, end - start, nbytes, mods, tl.total)
+    trace = CycleTrace(start, end, end - start, nbytes, mods, tl.total, cfg.lanes)
     if check:
         check_hazards(program, trace)
     return trace
@@ -116,56 +119,18 @@ class HazardError(EmulatorError):
     the program's dependency tokens do not protect a buffer or memory region."""
 
 
-def _accesses(ins: Instruction) -> list[tuple[str, int, int, bool]]:
-    """(resource, lo, hi, writes) byte ranges an instruction touches; resources are the buffers and
-    "MEM" (the memory port's address space)."""
-    from onda.hw.isa import Buffer
-
-    f = ins.fields
-    op = ins.opcode
-    if op == Opcode.LOAD:
-        size = (f["pad_top"] + f["y_size"] + f["pad_bottom"]) * (f["pad_left"] + f["x_size"] + f["pad_right"])
-        out = [(Buffer(f["buffer"]).name, f["sram_addr"], f["sram_addr"] + size, True)]
-        if f["y_size"]:
-            out.append(("MEM", f["dram_addr"], f["dram_addr"] + (f["y_size"] - 1) * f["dram_stride"] + f["x_size"], False))
-        return out
-    if op == Opcode.STORE:
-        size = f["y_size"] * f["x_size"]
-        return [(Buffer(f["buffer"]).name, f["sram_addr"], f["sram_addr"] + size, False),
-                ("MEM", f["dram_addr"], f["dram_addr"] + (f["y_size"] - 1) * f["dram_stride"] + f["x_size"], True)]
-    if op == Opcode.GEMM:
-        k = f["kh"] * f["kw"] * f["channels"]
-        ct = f["out_channels"]
-        return [("ACT", f["act_addr"], f["act_addr"] + f["in_rows"] * f["in_cols"] * f["channels"], False),
-                ("WGT", f["wgt_addr"], f["wgt_addr"] + ct * k, False),
-                ("PARAM", f["param_addr"], f["param_addr"] + ct * GEMM_PARAM_WORDS * 4, False),
-                ("OUT", f["out_addr"], f["out_addr"] + f["out_rows"] * f["out_cols"] * ct, True)]
-    if op == Opcode.VEC:
-        func = VecFunc(f["func"])
-        size = f["in_rows"] * f["in_cols"] * f["channels"]
-        out = [("ACT", f["src_addr"], f["src_addr"] + size, False),
-               ("OUT", f["dst_addr"], f["dst_addr"] + f["out_rows"] * f["out_cols"] * f["channels"], True)]
-        if func == VecFunc.ADD:
-            out += [("ACT", f["src2_addr"], f["src2_addr"] + size, False), ("PARAM", f["param_addr"], f["param_addr"] + ADD_PARAM_WORDS * 4, False)]
-        elif func == VecFunc.SPACE_TO_DEPTH:
-            out[1] = ("OUT", f["dst_addr"], f["dst_addr"] + size, True)
-        elif func in (VecFunc.MEAN, VecFunc.REQUANT):
-            out.append(("PARAM", f["param_addr"], f["param_addr"] + RESCALE_PARAM_WORDS * 4, False))
-        return out
-    return []
-
-
 def check_hazards(program: list[Instruction], trace: CycleTrace) -> int:
     """Raise HazardError if any two conflicting accesses (same bytes, at least one write) of
-    instructions i < j in program order have j starting before i ends. Returns the number of
-    access pairs compared."""
+    instructions i < j in program order have j starting before i ends; the accesses are the
+    instructions' extents (``onda.hw.extents``: the buffers and "MEM", the memory port's address
+    space). Returns the number of access pairs compared."""
     # An access that ends before every later instruction starts can conflict with none of them.
     horizon = np.minimum.accumulate(trace.start[::-1])[::-1] if len(program) else trace.start
     hist: dict[str, list[tuple[int, int, int, bool, int]]] = {}
     checked = 0
     for j, ins in enumerate(program):
         start = int(trace.start[j])
-        for res, lo, hi, writes in _accesses(ins):
+        for res, lo, hi, writes in extents(ins.opcode, ins.fields, trace.lanes).values():
             if hi <= lo:
                 continue
             h = [e for e in hist.get(res, ()) if e[2] > horizon[j]]

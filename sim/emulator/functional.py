@@ -14,15 +14,16 @@ the decoupled load / compute / store modules; the token counters are checked as 
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided, sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 from onda.hw.config import EngineConfig
-from onda.hw.isa import (ADD_PARAM_WORDS, GEMM_PARAM_WORDS, QUEUES, RESCALE_PARAM_WORDS, TOKEN_QUEUES, Buffer, Epilogue,
-                         Instruction, Opcode, VecFunc, unpack_weights, weight_bytes)
+from onda.hw.extents import Extent, extents, row_span, vec_out_size
+from onda.hw.isa import (GEMM_PARAM_WORDS, QUEUES, TOKEN_QUEUES, Buffer, Epilogue, Instruction, Opcode, VecFunc,
+                         unpack_weights)
 from onda.sim.golden import fixedpoint as fp
 from onda.sim.golden import kernels as K
-from onda.sim.golden import loops
 from onda.sim.golden.exact_gemm import Weights, operand_dtype
+from onda.sim.golden.layout import space_to_depth
 from onda.sim.golden.params import AddParams, RequantParams
 
 
@@ -67,8 +68,10 @@ class Machine:
 
     # -- memory port ---------------------------------------------------------------------------
     def _check_range(self, what: str, addr: int, y: int, x: int, stride: int, limit: int) -> None:
-        if y and x and (addr < 0 or addr + (y - 1) * stride + x > limit):
-            raise EmulatorError(f"{what}: [{addr}, {addr + (y - 1) * stride + x}) outside [0, {limit})")
+        """A LOAD's rows (``extents``' ``dram``: checked only when it moves bytes) within [0, limit)."""
+        span = row_span(y, x, stride)
+        if y and x and (addr < 0 or addr + span > limit):
+            raise EmulatorError(f"{what}: [{addr}, {addr + span}) outside [0, {limit})")
 
     def read_memory(self, addr: int, y: int, x: int, stride: int) -> np.ndarray:
         """[n, y, x] from the activation region, or [y, x] from the weight image."""
@@ -86,9 +89,7 @@ class Machine:
                           writeable=False)
 
     def write_memory(self, addr: int, y: int, x: int, stride: int, data: np.ndarray) -> None:
-        if y and (addr < 0 or addr + (y - 1) * stride + x > self.act_size):
-            raise EmulatorError(f"STORE to [{addr}, {addr + (y - 1) * stride + x}): outside the activation "
-                                f"region [0, {self.act_size})")
+        check_store_range(addr, y, x, stride, self.act_size)
         if stride == x:
             self.act_mem[:, addr:addr + y * x] = data.reshape(self.n, y * x)
             return
@@ -106,9 +107,12 @@ class Machine:
             raise EmulatorError(f"{name}: buffer access [{addr}, {addr + size}) outside [0, {limit})")
         return slice(addr, addr + size)
 
-    def words(self, addr: int, count: int) -> np.ndarray:
-        s = self._span(self.param, addr, count * 4, "PARAM")
-        return self.param[s].view("<i4").astype(np.int64)
+    def _extent(self, buf: np.ndarray, e: Extent, name: str) -> slice:
+        return self._span(buf, e.lo, e.size, name)
+
+    def record(self, e: Extent) -> np.ndarray:
+        """The int32 words of a PARAM extent, as int64."""
+        return self.param[self._extent(self.param, e, "PARAM")].view("<i4").astype(np.int64)
 
     # -- execution -----------------------------------------------------------------------------
     def step(self, ins: Instruction) -> None:
@@ -139,21 +143,15 @@ class Machine:
                 pads = ((0, 0),) + pads
             data = np.pad(data, pads, constant_values=f["pad_value"])
         buf = self._buf(f["buffer"])
-        if f["buffer"] == Buffer.PARAM:
+        sram = extents(Opcode.LOAD, f, self.cfg.lanes)["sram"]
+        if f["buffer"] in (Buffer.PARAM, Buffer.WGT):
             if data.ndim == 3:
-                raise EmulatorError("LOAD into PARAM must read the weight image")
-            s = self._span(buf, f["sram_addr"], data.size, "LOAD PARAM")
-            buf[s] = data.reshape(-1).view(np.uint8)
+                raise EmulatorError(f"LOAD into {sram.resource} must read the weight image")
+            s = self._extent(buf, sram, f"LOAD {sram.resource}")
+            buf[s] = data.reshape(-1).view(buf.dtype)
             return
-        if f["buffer"] == Buffer.WGT:
-            if data.ndim == 3:
-                raise EmulatorError("LOAD into WGT must read the weight image")
-            s = self._span(buf, f["sram_addr"], data.size, "LOAD WGT")
-            buf[s] = data.reshape(-1)
-            return
-        size = data.shape[-1] * data.shape[-2]
-        s = self._span(buf, f["sram_addr"], size, f"LOAD {Buffer(f['buffer']).name}")
-        buf[:, s] = data.reshape(data.shape[0], size) if data.ndim == 3 else data.reshape(1, size)
+        s = self._extent(buf, sram, f"LOAD {sram.resource}")
+        buf[:, s] = data.reshape(data.shape[0], sram.size) if data.ndim == 3 else data.reshape(1, sram.size)
 
     def store(self, ins: Instruction) -> None:
         f = ins.fields
@@ -161,7 +159,7 @@ class Machine:
         if f["buffer"] not in (Buffer.OUT, Buffer.ACT):
             raise EmulatorError("STORE reads the OUT or ACT buffer")
         buf = self._buf(f["buffer"])
-        s = self._span(buf, f["sram_addr"], y * x, "STORE")
+        s = self._extent(buf, extents(Opcode.STORE, f, self.cfg.lanes)["sram"], "STORE")
         data = buf[:, s]
         if data.dtype != np.int8:
             data = data.astype(np.int8)
@@ -169,33 +167,29 @@ class Machine:
 
     def gemm(self, ins: Instruction) -> None:
         f = ins.fields
-        n = self.n
+        n, lanes = self.n, self.cfg.lanes
         check_gemm(f)
-        ir, ic, c = f["in_rows"], f["in_cols"], f["channels"]
-        orow, ocol, ct = f["out_rows"], f["out_cols"], f["out_channels"]
-        k = f["kh"] * f["kw"] * c
-        a = self.act[:, self._span(self.act, f["act_addr"], ir * ic * c, "GEMM act")].reshape(n, ir, ic, c)
-        if f["wgt_addr"] % self.cfg.lanes:
-            raise EmulatorError(f"GEMM: wgt_addr {f['wgt_addr']} is not a multiple of lanes ({self.cfg.lanes})")
-        w = unpack_weights(self.wgt[self._span(self.wgt, f["wgt_addr"], weight_bytes(ct, k, self.cfg.lanes),
-                                               "GEMM wgt")], ct, k, self.cfg.lanes)
-        prm = self.words(f["param_addr"], ct * GEMM_PARAM_WORDS).reshape(ct, GEMM_PARAM_WORDS)
+        e = extents(Opcode.GEMM, f, lanes)
+        ct, k = f["out_channels"], f["kh"] * f["kw"] * f["channels"]
+        a = self.act[:, self._extent(self.act, e["act"], "GEMM act")].reshape(n, f["in_rows"], f["in_cols"],
+                                                                               f["channels"])
+        if f["wgt_addr"] % lanes:
+            raise EmulatorError(f"GEMM: wgt_addr {f['wgt_addr']} is not a multiple of lanes ({lanes})")
+        w = unpack_weights(self.wgt[self._extent(self.wgt, e["wgt"], "GEMM wgt")], ct, k, lanes)
+        prm = self.record(e["param"]).reshape(ct, GEMM_PARAM_WORDS)
         cols = gemm_patches(a, f)
         y = gemm_epilogue(prm, f)(Weights(w.T).product(cols))
-        s = self._span(self.out, f["out_addr"], orow * ocol * ct, "GEMM out")
-        self.out[:, s] = y.reshape(n, -1)
+        self.out[:, self._extent(self.out, e["out"], "GEMM out")] = y.reshape(n, -1)
 
     def vec(self, ins: Instruction) -> None:
         f = ins.fields
-        func = VecFunc(f["func"])
-        size = f["in_rows"] * f["in_cols"] * f["channels"]
-        x = self.act[:, self._span(self.act, f["src_addr"], size, "VEC src")]
-        x2 = self.act[:, self._span(self.act, f["src2_addr"], size, "VEC src2")] if func == VecFunc.ADD else None
-        words = None
-        if func in (VecFunc.ADD, VecFunc.REQUANT, VecFunc.MEAN):
-            words = self.words(f["param_addr"], ADD_PARAM_WORDS if func == VecFunc.ADD else RESCALE_PARAM_WORDS)
+        VecFunc(f["func"])  # an unknown function is refused first
+        e = extents(Opcode.VEC, f, self.cfg.lanes)
+        x = self.act[:, self._extent(self.act, e["src"], "VEC src")]
+        x2 = self.act[:, self._extent(self.act, e["src2"], "VEC src2")] if "src2" in e else None
+        words = self.record(e["param"]) if "param" in e else None
         y = vec_compute(f, x, x2, words)
-        self.out[:, self._span(self.out, f["dst_addr"], y.shape[1], "VEC dst")] = y
+        self.out[:, self._extent(self.out, e["dst"], "VEC dst")] = y
 
 
 def check_gemm(f: dict) -> None:
@@ -228,17 +222,23 @@ def gemm_epilogue(prm: np.ndarray, f: dict):
         r = fp.Requantizer(prm[:, 1], prm[:, 2], f["out_zp"], f["act_min"], f["act_max"])
         return lambda acc: r(acc, bias)
     scale = ((prm[:, 1] & 0xFFFFFFFF) | (prm[:, 2] << 32)).astype(np.int64).view(np.float64)
-
-    def double(acc):
-        y = fp.scale_round_double(np.asarray(acc).astype(np.int64) + bias, scale) + f["out_zp"]
-        return fp.clamp(y, f["act_min"], f["act_max"]).astype(np.int8)
-    return double
+    return lambda acc: fp.requantize_double(np.asarray(acc).astype(np.int64) + bias, scale, f["out_zp"], f["act_min"],
+                                            f["act_max"])
 
 
-def vec_out_size(f: dict) -> int:
-    """Elements a VEC instruction writes (4C per pixel for SPACE_TO_DEPTH)."""
-    c = f["channels"] * (4 if f["func"] == VecFunc.SPACE_TO_DEPTH else 1)
-    return f["out_rows"] * f["out_cols"] * c
+def check_space_to_depth(f: dict) -> None:
+    """A SPACE_TO_DEPTH takes whole 2x2 blocks: ``[2R, 2C] -> [R, C]``."""
+    ir, ic = f["in_rows"], f["in_cols"]
+    if ir % 2 or ic % 2 or f["out_rows"] * 2 != ir or f["out_cols"] * 2 != ic:
+        raise EmulatorError("VEC SPACE_TO_DEPTH: needs even input rows/columns and half-size output")
+
+
+def check_store_range(addr: int, y: int, x: int, stride: int, act_size: int) -> None:
+    """A STORE's rows (``extents``' ``dram``: checked whenever it has rows) within the activation
+    region [0, act_size)."""
+    if y and (addr < 0 or addr + row_span(y, x, stride) > act_size):
+        raise EmulatorError(f"STORE to [{addr}, {addr + row_span(y, x, stride)}): outside the activation "
+                            f"region [0, {act_size})")
 
 
 def vec_compute(f: dict, x: np.ndarray, x2: np.ndarray | None, words: np.ndarray | None) -> np.ndarray:
@@ -247,14 +247,12 @@ def vec_compute(f: dict, x: np.ndarray, x2: np.ndarray | None, words: np.ndarray
     n = x.shape[0]
     func = VecFunc(f["func"])
     ir, ic, c = f["in_rows"], f["in_cols"], f["channels"]
-    orow, ocol = f["out_rows"], f["out_cols"]
     lo, hi = f["act_min"], f["act_max"]
     if func == VecFunc.COPY:
         y = x.astype(np.int8)
     elif func == VecFunc.SPACE_TO_DEPTH:
-        if ir % 2 or ic % 2 or orow * 2 != ir or ocol * 2 != ic:
-            raise EmulatorError("VEC SPACE_TO_DEPTH: needs even input rows/columns and half-size output")
-        y = x.reshape(n, orow, 2, ocol, 2, c).transpose(0, 1, 3, 2, 4, 5).astype(np.int8)
+        check_space_to_depth(f)
+        y = space_to_depth(x.reshape(n, ir, ic, c)).astype(np.int8)  # a copy: never a view of the source
     elif func == VecFunc.ADD:
         zp1, zp2, m1, s1, m2, s2, mo, so, ozp = (int(v) for v in words)
         p = AddParams(zp1, zp2, (m1, s1, m2, s2, mo, so), ozp, lo, hi)
@@ -277,31 +275,14 @@ def vec_compute(f: dict, x: np.ndarray, x2: np.ndarray | None, words: np.ndarray
 
 def _pool(func: VecFunc, x: np.ndarray, f: dict) -> np.ndarray:
     """Pooling over a band with ``pad_top``/``pad_left`` virtual padding; taps outside the band
-    are excluded (max: never win; average: not counted), as TFLite's reference kernels do."""
+    are excluded (max: never win; average: not counted): the golden model's reference kernels
+    with the instruction's geometry."""
     kh, kw, sh, sw = f["kh"], f["kw"], f["stride_h"], f["stride_w"]
-    orow, ocol, pt, pl = f["out_rows"], f["out_cols"], f["pad_top"], f["pad_left"]
-    n, ir, ic, c = x.shape
     if min(kh, kw, sh, sw) < 1:  # as the engine refuses it (BAD_FIELD)
         raise EmulatorError(f"VEC {func.name}: kernel and stride must be >= 1")
-    if func == VecFunc.MAX_POOL and loops.enabled() and -128 <= f["act_min"] <= f["act_max"] <= 127:
-        return loops.max_pool(np.asarray(x, dtype=np.int8), kh, kw, (sh, sw), (pt, pl), orow, ocol, f["act_min"],
-                              f["act_max"])
-    eb = max(0, (orow - 1) * sh + kh - pt - ir)
-    er = max(0, (ocol - 1) * sw + kw - pl - ic)
-    pads = ((0, 0), (pt, eb), (pl, er), (0, 0))
-    if func == VecFunc.MAX_POOL:
-        xp = np.pad(x.astype(np.int16), pads, constant_values=-32768)
-        win = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, : (orow - 1) * sh + 1: sh, : (ocol - 1) * sw + 1: sw]
-        out = win.max(axis=(-2, -1))
-    else:
-        xp = np.pad(x.astype(np.int32), pads, constant_values=0)
-        win = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, : (orow - 1) * sh + 1: sh, : (ocol - 1) * sw + 1: sw]
-        sums = win.sum(axis=(-2, -1), dtype=np.int64)
-        ones = np.pad(np.ones((1, ir, ic, 1), dtype=np.int32), pads, constant_values=0)
-        cwin = sliding_window_view(ones, (kh, kw), axis=(1, 2))[:, : (orow - 1) * sh + 1: sh, : (ocol - 1) * sw + 1: sw]
-        counts = cwin.sum(axis=(-2, -1), dtype=np.int64)
-        out = fp.divide_round_half_away(sums, counts)
-    return fp.clamp(out, f["act_min"], f["act_max"]).astype(np.int8)
+    pool = K.max_pool_explicit if func == VecFunc.MAX_POOL else K.average_pool_explicit
+    return pool(np.asarray(x, dtype=np.int8), (kh, kw), (sh, sw), (f["pad_top"], f["pad_left"]), f["out_rows"],
+                f["out_cols"], f["act_min"], f["act_max"])
 
 
 def execute(machine: Machine, program: list[Instruction], on_instruction=None) -> None:

@@ -29,12 +29,12 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from onda.hw.config import EngineConfig
-from onda.hw.isa import (ADD_PARAM_WORDS, GEMM_PARAM_WORDS, QUEUES, RESCALE_PARAM_WORDS, Buffer,
-                         Instruction, Opcode, VecFunc, unpack_weights, weight_bytes)
+from onda.hw.extents import extents
+from onda.hw.isa import GEMM_PARAM_WORDS, QUEUES, Buffer, Instruction, Opcode, VecFunc, unpack_weights
 from onda.sim.golden.exact_gemm import Weights
 
-from .functional import (EmulatorError, Machine, check_gemm, gemm_epilogue, gemm_patches, pop_tokens, push_tokens,
-                         vec_compute, vec_out_size)
+from .functional import (EmulatorError, Machine, check_gemm, check_space_to_depth, check_store_range, gemm_epilogue,
+                         gemm_patches, pop_tokens, push_tokens, vec_compute)
 
 class PlanUnsupported(Exception):
     """A legal program the planner does not take (the caller runs ``execute`` instead); says why."""
@@ -352,8 +352,9 @@ class _Builder:
         out[prov < 0] = 0
         return out
 
-    def _words(self, addr: int, count: int) -> np.ndarray:
-        s = self.m._span(self.m.param, addr, count * 4, "PARAM")
+    def _record(self, e) -> np.ndarray:
+        """The int32 words of a PARAM extent (``Machine.record``), from the weight image."""
+        s = self.m._extent(self.m.param, e, "PARAM")
         return self._const_bytes(self.param[s]).view("<i4").astype(np.int64)
 
     # -- the walk ----------------------------------------------------------------------------------
@@ -385,6 +386,7 @@ class _Builder:
         buf = f["buffer"]
         if buf == Buffer.OUT:
             raise EmulatorError("LOAD into OUT: a LOAD writes ACT, WGT or PARAM")
+        sram = extents(Opcode.LOAD, f, self.cfg.lanes)["sram"]
         if addr >= self.m.wbase:
             off = addr - self.m.wbase
             self.m._check_range("LOAD from weight image", off, y, x, stride, self.wmem.size)
@@ -398,15 +400,13 @@ class _Builder:
                     codes = (off + np.arange(y)[:, None] * stride + np.arange(x)[None, :]) if y else \
                         np.zeros((0, x), np.int64)
                 target = self.wgt if buf == Buffer.WGT else self.param
-                s = self.m._span(target, f["sram_addr"], codes.size, f"LOAD {Buffer(buf).name}")
+                s = self.m._extent(target, sram, f"LOAD {sram.resource}")
                 target[s] = codes.reshape(-1)
                 return
             raise PlanUnsupported("LOAD of weight-image bytes into ACT/OUT")
         self.m._check_range("LOAD from activations", addr, y, x, stride, self.act_size)
-        if buf == Buffer.PARAM:
-            raise EmulatorError("LOAD into PARAM must read the weight image")
-        if buf == Buffer.WGT:
-            raise EmulatorError("LOAD into WGT must read the weight image")
+        if buf in (Buffer.PARAM, Buffer.WGT):
+            raise EmulatorError(f"LOAD into {sram.resource} must read the weight image")
         if y and x:
             rows = as_strided(self.mem_group[addr:], shape=(y, x), strides=(stride * 8, 8))
             if (rows == self.gid).any():  # reads what this group stored: start a new group
@@ -414,7 +414,7 @@ class _Builder:
                 self._new_group()
         region = PaddedRegion(addr, y, x, stride, pt, pb, pl, pr, f["pad_value"])
         codes = region.codes().reshape(-1)
-        s = self.m._span(self.act, f["sram_addr"], codes.size, "LOAD ACT")
+        s = self.m._extent(self.act, sram, "LOAD ACT")
         self.act[s] = codes
         self.act_load[s] = len(self.loads)
         self.act_seq[s] = self.seq
@@ -425,10 +425,8 @@ class _Builder:
         if f["buffer"] not in (Buffer.OUT, Buffer.ACT):
             raise EmulatorError("STORE reads the OUT or ACT buffer")
         buf = self.out if f["buffer"] == Buffer.OUT else self.act
-        s = self.m._span(buf, f["sram_addr"], y * x, "STORE")
-        if y and (addr < 0 or addr + (y - 1) * stride + x > self.act_size):
-            raise EmulatorError(f"STORE to [{addr}, {addr + (y - 1) * stride + x}): outside the activation "
-                                f"region [0, {self.act_size})")
+        s = self.m._extent(buf, extents(Opcode.STORE, f, self.cfg.lanes)["sram"], "STORE")
+        check_store_range(addr, y, x, stride, self.act_size)
         if not y:
             return
         dst = (addr + np.arange(y)[:, None] * stride + np.arange(x)[None, :]).reshape(-1)
@@ -459,18 +457,17 @@ class _Builder:
 
     def gemm(self, f: dict) -> None:
         check_gemm(f)
-        ir, ic, c = f["in_rows"], f["in_cols"], f["channels"]
-        orow, ocol, ct = f["out_rows"], f["out_cols"], f["out_channels"]
-        k = f["kh"] * f["kw"] * c
-        sa = self.m._span(self.act, f["act_addr"], ir * ic * c, "GEMM act")
         lanes = self.cfg.lanes
+        e = extents(Opcode.GEMM, f, lanes)
+        ct, k = f["out_channels"], f["kh"] * f["kw"] * f["channels"]
+        sa = self.m._extent(self.act, e["act"], "GEMM act")
         if f["wgt_addr"] % lanes:
             raise EmulatorError(f"GEMM: wgt_addr {f['wgt_addr']} is not a multiple of lanes ({lanes})")
-        sw = self.m._span(self.wgt, f["wgt_addr"], weight_bytes(ct, k, lanes), "GEMM wgt")
+        sw = self.m._extent(self.wgt, e["wgt"], "GEMM wgt")
         wprov = np.ascontiguousarray(unpack_weights(self.wgt[sw], ct, k, lanes)).reshape(-1)  # [ct, k] provenance
-        sp = self.m._span(self.m.param, f["param_addr"], ct * GEMM_PARAM_WORDS * 4, "PARAM")
+        sp = self.m._extent(self.m.param, e["param"], "PARAM")
         pprov = self.param[sp]
-        so = self.m._span(self.out, f["out_addr"], orow * ocol * ct, "GEMM out")
+        so = self.m._extent(self.out, e["out"], "GEMM out")
         lid = self.act_load[sa]
         load = None
         if lid.size and lid[0] >= 0 and self.loads[int(lid[0])].size == lid.size and \
@@ -493,30 +490,26 @@ class _Builder:
         wkey = bid
         band = None if load is not None else self.act[sa].copy()
         tile = _Tile(dict(f), load, band, wkey, w, prm, self.nprov)
-        self.out[so] = self.nprov + np.arange(orow * ocol * ct)
-        self.nprov += orow * ocol * ct
+        self.out[so] = self.nprov + np.arange(e["out"].size)
+        self.nprov += e["out"].size
         self.tiles.append(tile)
 
     def vec(self, f: dict) -> None:
         func = VecFunc(f["func"])
-        size = f["in_rows"] * f["in_cols"] * f["channels"]
-        s1 = self.m._span(self.act, f["src_addr"], size, "VEC src")
+        e = extents(Opcode.VEC, f, self.cfg.lanes)
+        s1 = self.m._extent(self.act, e["src"], "VEC src")
         self._check_fresh(s1)
         src = self.act[s1].copy()
         src2 = None
-        if func == VecFunc.ADD:
-            s2 = self.m._span(self.act, f["src2_addr"], size, "VEC src2")
+        if "src2" in e:
+            s2 = self.m._extent(self.act, e["src2"], "VEC src2")
             self._check_fresh(s2)
             src2 = self.act[s2].copy()
-        words = None
-        if func in (VecFunc.ADD, VecFunc.REQUANT, VecFunc.MEAN):
-            words = self._words(f["param_addr"], ADD_PARAM_WORDS if func == VecFunc.ADD else RESCALE_PARAM_WORDS)
+        words = self._record(e["param"]) if "param" in e else None
         if func == VecFunc.SPACE_TO_DEPTH:
-            ir, ic = f["in_rows"], f["in_cols"]
-            if ir % 2 or ic % 2 or f["out_rows"] * 2 != ir or f["out_cols"] * 2 != ic:
-                raise EmulatorError("VEC SPACE_TO_DEPTH: needs even input rows/columns and half-size output")
-        size_out = vec_out_size(f)
-        so = self.m._span(self.out, f["dst_addr"], size_out, "VEC dst")
+            check_space_to_depth(f)
+        size_out = e["dst"].size
+        so = self.m._extent(self.out, e["dst"], "VEC dst")
         step = VecStep(ActRead.of(src), None if src2 is None else ActRead.of(src2), dict(f), words)
         self.vecs.append((self.nprov, step, size_out))
         self.out[so] = self.nprov + np.arange(size_out)

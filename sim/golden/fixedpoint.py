@@ -233,6 +233,12 @@ def scale_round_double(acc, effective_scale) -> np.ndarray:
     return round_half_away(v).astype(np.int64)
 
 
+def requantize_double(acc, effective_scale, out_zero_point: int, act_min: int, act_max: int) -> np.ndarray:
+    """FULLY_CONNECTED's int8 output (reference_integer_ops::FullyConnected): ``clamp(out_zp +
+    round(double(acc) * scale), act_min, act_max)`` (``scale_round_double``), ``acc`` with the bias."""
+    return clamp(scale_round_double(acc, effective_scale) + out_zero_point, act_min, act_max).astype(np.int8)
+
+
 def activation_range(activation: str, scale: float, zero_point: int,
                      qmin: int = INT8_MIN, qmax: int = INT8_MAX) -> tuple[int, int]:
     """TFLite's CalculateActivationRangeQuantized for a fused activation.

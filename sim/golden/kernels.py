@@ -67,11 +67,18 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: tuple[int, int], dilation: t
     return patch_matrix(x, kh, kw, stride, dilation, (ph[0], pw[0]), oh, ow, pad_value, dtype), oh, ow
 
 
-def _gemm_correction(p: GemmParams, w: np.ndarray, k: int) -> np.ndarray:
-    """Per-output-channel constant of ``bias + sum((x - zx) * w)`` expanded as
-    ``sum(x w) - zx sum(w) + bias`` (weights symmetric: zw == 0 for the common case)."""
-    corr = p.bias - p.in_zero_point * w.sum(axis=1, dtype=np.int64)
-    return corr + k * p.in_zero_point * p.weight_zero_point
+def folded_bias(bias: np.ndarray, in_zero_point: int, wmat: np.ndarray) -> np.ndarray:
+    """The bias with the input zero point folded in, int64 [Cout]: ``bias - x_zp * sum(w)``.
+
+    TFLite's conv and fully-connected kernels accumulate ``bias[c] + sum((x - x_zp) * w[c])``
+    with symmetric int8 weights (zero point 0); expanded, that is ``sum(x * w[c])`` plus this
+    per-channel constant, so a GEMM over the raw int8 activations (the engine's MAC array, this
+    model's exact GEMM) gives the same accumulator. ``wmat`` is the weights as [Cout, K] (or
+    OHWI, flattened per output channel).
+    """
+    w = np.asarray(wmat)
+    w = w.reshape(w.shape[0], -1)
+    return np.asarray(bias, dtype=np.int64) - int(in_zero_point) * w.sum(axis=1, dtype=np.int64)
 
 
 class PreparedGemm:
@@ -84,7 +91,9 @@ class PreparedGemm:
         self.k = int(np.prod(p.weights.shape[1:]))
         w = p.weights.reshape(cout, self.k)
         self.weights = Weights(w.T)
-        self.corr = _gemm_correction(p, w, self.k)
+        # the per-channel constant of the expanded accumulator; an asymmetric weight zero point
+        # (not TFLite's int8 scheme, kept for completeness) adds k * x_zp * w_zp
+        self.corr = folded_bias(p.bias, p.in_zero_point, w) + self.k * p.in_zero_point * p.weight_zero_point
         self.requant = fp.Requantizer(p.multiplier, p.shift, p.out_zero_point, p.act_min, p.act_max)
         self.weight_zero_point = p.weight_zero_point
 
@@ -154,9 +163,8 @@ def fully_connected_accumulators(x: np.ndarray, p: GemmParams) -> np.ndarray:
 
 def fully_connected(x: np.ndarray, p: GemmParams) -> np.ndarray:
     """TFLite's reference_integer_ops::FullyConnected(PerChannel) with its double epilogue."""
-    acc = fully_connected_accumulators(x, p)
-    out = fp.scale_round_double(acc, p.double_scale) + p.out_zero_point
-    return fp.clamp(out, p.act_min, p.act_max).astype(np.int8)
+    return fp.requantize_double(fully_connected_accumulators(x, p), p.double_scale, p.out_zero_point, p.act_min,
+                                p.act_max)
 
 
 @functools.lru_cache(maxsize=512)
@@ -201,49 +209,71 @@ def lookup2(a: np.ndarray, b: np.ndarray, table: np.ndarray) -> np.ndarray:
     return table.reshape(-1)[index]
 
 
-def _pool_geometry(x: np.ndarray, filt, stride, padding: Padding):
-    """(oh, ow, (top, bottom), (left, right)) of a pooling window over NHWC ``x``."""
-    _, h, w, _ = x.shape
+def pool_geometry(h: int, w: int, filt, stride, padding: Padding):
+    """``(oh, ow, (top, bottom), (left, right))`` of a pooling window over an ``h x w`` input:
+    TFLite's pooling Prepare (ComputePaddingHeightWidth with dilation 1)."""
     (fh, fw), (sh, sw) = filt, stride
     ph = same_padding(h, fh, sh, 1, padding) if padding == Padding.SAME else (0, 0)
     pw = same_padding(w, fw, sw, 1, padding) if padding == Padding.SAME else (0, 0)
     return conv_output_size(h, fh, sh, 1, padding), conv_output_size(w, fw, sw, 1, padding), ph, pw
 
 
-def _pool_windows(x: np.ndarray, filt, stride, padding: Padding, pad_value: int):
+def pool_windows(x: np.ndarray, filt, stride, pads: tuple[int, int], oh: int, ow: int, pad_value: int) -> np.ndarray:
+    """The pooling windows of NHWC ``x``, a read-only view [N, oh, ow, C, fh, fw]: window
+    ``(oy, ox)`` holds the taps ``x[b, oy*sh + i - top, ox*sw + j - left, :]`` (``pads`` =
+    ``(top, left)``, as the reference kernels' ``padding_values``), ``pad_value`` for taps outside
+    ``x`` (max pool: a value that never wins; average: 0, and ``pool_counts`` leaves them out)."""
     n, h, w, c = x.shape
     (fh, fw), (sh, sw) = filt, stride
-    oh, ow, ph, pw = _pool_geometry(x, filt, stride, padding)
-    # Pad generously at the end so every window's slice exists; taps outside the input
-    # are excluded by the pad value (max) or by the count (average).
-    extra_h = max(0, (oh - 1) * sh + fh - (h + ph[0] + ph[1]))
-    extra_w = max(0, (ow - 1) * sw + fw - (w + pw[0] + pw[1]))
-    xp = np.pad(x, ((0, 0), (ph[0], ph[1] + extra_h), (pw[0], pw[1] + extra_w), (0, 0)),
-                constant_values=pad_value)
+    pt, pl = pads
+    # Pad at the end as far as the last window reaches (or not at all).
+    pb = max(0, (oh - 1) * sh + fh - pt - h)
+    pr = max(0, (ow - 1) * sw + fw - pl - w)
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=pad_value)
     win = sliding_window_view(xp, (fh, fw), axis=(1, 2))
-    return win[:, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw], (ph, pw, extra_h, extra_w)
+    return win[:, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw]
+
+
+def pool_counts(h: int, w: int, filt, stride, pads: tuple[int, int], oh: int, ow: int) -> np.ndarray:
+    """How many taps of each pooling window (``pool_windows``) fall inside the ``h x w`` input,
+    int64 [1, oh, ow, 1]: the divisor of TFLite's AveragePool (padding taps are not counted)."""
+    ones = np.ones((1, h, w, 1), dtype=np.int32)
+    return pool_windows(ones, filt, stride, pads, oh, ow, 0).sum(axis=(-2, -1), dtype=np.int64)
+
+
+def max_pool_explicit(x: np.ndarray, filt, stride, pads: tuple[int, int], oh: int, ow: int, act_min: int,
+                      act_max: int) -> np.ndarray:
+    """TFLite's reference_integer_ops::MaxPool with explicit geometry (its PoolParams: padding
+    values ``pads`` = (top, left), output ``oh x ow``): the max over each window's in-bounds
+    taps, clamped to the activation range."""
+    if loops.enabled() and x.dtype == np.int8 and -128 <= act_min <= act_max <= 127:
+        return loops.max_pool(x, filt[0], filt[1], stride, pads, oh, ow, act_min, act_max)
+    win = pool_windows(x.astype(np.int16), filt, stride, pads, oh, ow, -32768)
+    return fp.clamp(win.max(axis=(-2, -1)), act_min, act_max).astype(np.int8)
+
+
+def average_pool_explicit(x: np.ndarray, filt, stride, pads: tuple[int, int], oh: int, ow: int, act_min: int,
+                          act_max: int) -> np.ndarray:
+    """TFLite's reference_integer_ops::AveragePool with explicit geometry (as
+    ``max_pool_explicit``): the sum over each window's in-bounds taps divided by their count
+    (``pool_counts``), rounded half away from zero, clamped."""
+    _, h, w, _ = x.shape
+    sums = pool_windows(x.astype(np.int32), filt, stride, pads, oh, ow, 0).sum(axis=(-2, -1), dtype=np.int64)
+    out = fp.divide_round_half_away(sums, pool_counts(h, w, filt, stride, pads, oh, ow))
+    return fp.clamp(out, act_min, act_max).astype(np.int8)
 
 
 def max_pool(x: np.ndarray, filt, stride, padding: Padding, act_min: int, act_max: int) -> np.ndarray:
     """TFLite's reference_integer_ops::MaxPool (padding taps excluded)."""
-    if loops.enabled() and x.dtype == np.int8 and -128 <= act_min <= act_max <= 127:
-        oh, ow, ph, pw = _pool_geometry(x, filt, stride, padding)
-        return loops.max_pool(x, filt[0], filt[1], stride, (ph[0], pw[0]), oh, ow, act_min, act_max)
-    win, _ = _pool_windows(x.astype(np.int16), filt, stride, padding, -32768)
-    out = win.max(axis=(-2, -1))
-    return fp.clamp(out, act_min, act_max).astype(np.int8)
+    oh, ow, ph, pw = pool_geometry(x.shape[1], x.shape[2], filt, stride, padding)
+    return max_pool_explicit(x, filt, stride, (ph[0], pw[0]), oh, ow, act_min, act_max)
 
 
 def average_pool(x: np.ndarray, filt, stride, padding: Padding, act_min: int, act_max: int) -> np.ndarray:
     """TFLite's reference_integer_ops::AveragePool: sum over in-bounds taps, divided by their
     count with round-half-away-from-zero."""
-    win, _ = _pool_windows(x.astype(np.int32), filt, stride, padding, 0)
-    sums = win.sum(axis=(-2, -1), dtype=np.int64)
-    ones = np.ones((1,) + x.shape[1:3] + (1,), dtype=np.int32)
-    cwin, _ = _pool_windows(ones, filt, stride, padding, 0)
-    counts = cwin.sum(axis=(-2, -1), dtype=np.int64)
-    out = fp.divide_round_half_away(sums, counts)
-    return fp.clamp(out, act_min, act_max).astype(np.int8)
+    oh, ow, ph, pw = pool_geometry(x.shape[1], x.shape[2], filt, stride, padding)
+    return average_pool_explicit(x, filt, stride, (ph[0], pw[0]), oh, ow, act_min, act_max)
 
 
 def mean(x: np.ndarray, axes: tuple[int, ...], keep_dims: bool, p: RequantParams) -> np.ndarray:

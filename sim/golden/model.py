@@ -86,10 +86,7 @@ class GoldenModel:
             p = P.rescale_params(g, op)
             return lambda xs: K.mean(xs[0], a.axes, a.keep_dims, p)
         if k == OpKind.PAD:
-            out = g.tensor(op.outputs[0])
-            value = out.quant.zp if out.quant is not None else 0
-            if len(op.inputs) > 2 and op.inputs[2] >= 0:
-                value = int(g.tensor(op.inputs[2]).data.reshape(-1)[0])
+            value = P.pad_value(g, op)
             return lambda xs: K.pad(xs[0], a.paddings, value)
         if k == OpKind.RESHAPE:
             shape = g.tensor(op.outputs[0]).shape

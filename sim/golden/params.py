@@ -170,6 +170,15 @@ def activation_params(graph: Graph, op: Op) -> tuple[RequantParams, int, int]:
     return RequantParams(in_zero_point=x.quant.zp, multiplier=m, shift=s, out_zero_point=out.quant.zp), lo, hi
 
 
+def pad_value(graph: Graph, op: Op) -> int:
+    """The fill of a PAD: TFLite's pad kernel fills a quantized tensor with the output's zero point
+    (with a constant-values input, PADV2's form, with that constant); 0 for an unquantized one."""
+    if len(op.inputs) > 2 and op.inputs[2] >= 0:
+        return int(graph.tensor(op.inputs[2]).data.reshape(-1)[0])
+    out = graph.tensor(op.outputs[0])
+    return out.quant.zp if out.quant is not None else 0
+
+
 def pool_act_range(graph: Graph, op: Op) -> tuple[int, int]:
     return _act_range(graph, op.outputs[0], op.attrs.activation)
 
