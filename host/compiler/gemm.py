@@ -18,14 +18,15 @@ import numpy as np
 
 from onda.hw import isa
 from onda.hw.isa import GEMM_PARAM_WORDS, Buffer, Epilogue, Opcode
+from onda.sim.golden import kernels as K
 from onda.sim.golden import params as P
+from onda.sim.golden.layout import space_to_depth_kernel
 from onda.sim.ir import Op, OpKind, Padding
 
 from .conv_tiling import ConvGeometry, ConvTiling, choose_tiling
 from .emitter import Emitter, hwc, op_name, pixel_span
 from .errors import CompileError
 from .program import Tile
-from .space_to_depth import stem_kernel
 
 
 @dataclass
@@ -47,7 +48,7 @@ def lower_gemm(em: Emitter, op: Op, prev_est: int) -> GemmLayer:
     tiling = choose_tiling(cfg, geo, op_name(op), prev_est)
     cout, kdim = geo.cout, geo.k
     wmat = np.ascontiguousarray(wmat_src.reshape(cout, kdim)).astype(np.int8)
-    bias = p.bias.astype(np.int64) - p.in_zero_point * wmat.astype(np.int64).sum(axis=1)
+    bias = K.folded_bias(p.bias, p.in_zero_point, wmat)
     if np.any(np.abs(bias) >= 2**31):
         raise CompileError(f"{op_name(op)}: folded bias overflows int32")
     if op.kind == OpKind.FULLY_CONNECTED:
@@ -78,7 +79,7 @@ def _geometry(em: Emitter, op: Op, p: P.GemmParams) -> tuple[ConvGeometry, np.nd
     cout = p.weights.shape[0]
     if op.kind == OpKind.CONV_2D and op.inputs[0] in em.mem.s2d:
         h, w, c = em.mem.s2d[op.inputs[0]]
-        wmat = stem_kernel(p.weights)
+        wmat = space_to_depth_kernel(p.weights)
         _, kh, kw, _ = wmat.shape
         oh, ow = out.shape[1:3]
         return ConvGeometry(h, w, c, oh, ow, cout, kh, kw, 1, 1, 1, 1, 0, 0), wmat

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from onda.hw import container as ctr
 from onda.hw import isa
 from onda.hw.config import EngineConfig
+from onda.hw.extents import dma_bytes
 from onda.sim.ir import ACTIVATION_OPS, Graph, Op, OpKind
 
 from .conv_tiling import TilingError
@@ -135,7 +136,7 @@ def _emit_layers(em: Emitter, ops: list[Op], progress: bool) -> list[Layer]:
         except TilingError as e:
             raise CompileError(f"engine {cfg.name!r}: {e}") from None
         if est is None:
-            dma = sum(isa_bytes(i) for t in em.prog.pending for i in t.loads + t.stores)
+            dma = sum(dma_bytes(i) for t in em.prog.pending for i in t.loads + t.stores)
             est = int(dma / cfg.mem_bytes_per_cycle)
         first, last = em.prog.end_layer()
         prev_est = est
@@ -148,6 +149,3 @@ def _emit_layers(em: Emitter, ops: list[Op], progress: bool) -> list[Layer]:
         bar.close()
     return layers
 
-
-def isa_bytes(ins: isa.Instruction) -> int:
-    return ins.fields["y_size"] * ins.fields["x_size"] if ins.opcode in (isa.Opcode.LOAD, isa.Opcode.STORE) else 0

@@ -10,8 +10,6 @@ included) says it is faster.
 
 from __future__ import annotations
 
-import numpy as np
-
 from onda.hw.config import EngineConfig
 from onda.sim.emulator import cycles
 from onda.sim.ir import Graph, Op, OpKind, Padding
@@ -48,12 +46,3 @@ def plan_space_to_depth(g: Graph, ops: list[Op], outputs: list[int], alias: dict
             chosen[t] = (hs, ws, 4 * c)
     return chosen
 
-
-def stem_kernel(w: np.ndarray) -> np.ndarray:
-    """OHWI weights of the stride-2 conv -> the stride-1 kernel over the 4C channels:
-    ``w'[o, i, k, (dy*2 + dx)*C + ch] = w[o, 2i + dy, 2k + dx, ch]`` (zero beyond the kernel)."""
-    cout, kh0, kw0, c0 = w.shape
-    kh, kw = -(-kh0 // 2), -(-kw0 // 2)
-    wp = np.zeros((cout, 2 * kh, 2 * kw, c0), dtype=np.int8)
-    wp[:, :kh0, :kw0, :] = w
-    return wp.reshape(cout, kh, 2, kw, 2, c0).transpose(0, 1, 3, 2, 4, 5).reshape(cout, kh, kw, 4 * c0)

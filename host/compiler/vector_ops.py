@@ -224,13 +224,11 @@ def lower_pad(em: Emitter, op: Op) -> str:
     to OUT, or (a space-to-depth output) interleaves each pair of rows into ``[rows/2, cols/2, 4C]``
     blocks; either way the store is one contiguous burst."""
     g, a, mem = em.g, op.attrs, em.mem
-    x, out = g.tensor(op.inputs[0]), g.tensor(op.outputs[0])
+    x = g.tensor(op.inputs[0])
     pads = tuple(tuple(int(v) for v in pr) for pr in a.paddings)
     if len(x.shape) != 4 or pads[0] != (0, 0) or pads[3] != (0, 0):
         raise CompileError(f"{op_name(op)}: only spatial (H, W) padding of NHWC is supported, got {pads}")
-    value = out.quant.zp if out.quant is not None else 0
-    if len(op.inputs) > 2 and op.inputs[2] >= 0:
-        value = int(g.tensor(op.inputs[2]).data.reshape(-1)[0])
+    value = P.pad_value(g, op)
     (pt, pb), (pl, pr) = pads[1], pads[2]
     h, w, c = hwc(x.shape)
     s2d = op.outputs[0] in mem.s2d
