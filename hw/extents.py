@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .isa import (ADD_PARAM_WORDS, GEMM_PARAM_WORDS, RESCALE_PARAM_WORDS, Buffer, Instruction, Opcode, VecFunc,
+from .isa import (ADD_PARAM_WORDS, GEMM_PARAM_WORDS, MUL_PARAM_WORDS, RESCALE_PARAM_WORDS, Buffer, Instruction, Opcode, VecFunc,
                   weight_bytes)
 
 __all__ = ["Extent", "dma_bytes", "extents", "load_fill_bytes", "row_span", "vec_out_size"]
@@ -87,9 +87,10 @@ def extents(opcode: Opcode, f: dict, lanes: int) -> dict[str, Extent]:
         func = f["func"]
         size = f["in_rows"] * f["in_cols"] * f["channels"]
         out = {"src": _at("ACT", f["src_addr"], size)}
-        if func == VecFunc.ADD:
+        if func in (VecFunc.ADD, VecFunc.MUL):
             out["src2"] = _at("ACT", f["src2_addr"], size)
-            out["param"] = _at("PARAM", f["param_addr"], ADD_PARAM_WORDS * 4)
+            words = ADD_PARAM_WORDS if func == VecFunc.ADD else MUL_PARAM_WORDS
+            out["param"] = _at("PARAM", f["param_addr"], words * 4)
         elif func in (VecFunc.MEAN, VecFunc.REQUANT):
             out["param"] = _at("PARAM", f["param_addr"], RESCALE_PARAM_WORDS * 4)
         out["dst"] = _at("OUT", f["dst_addr"], vec_out_size(f), True)

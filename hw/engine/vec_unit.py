@@ -648,7 +648,7 @@ def vec_cycles(cfg, f: dict, add_lanes: int | None = None) -> int | None:
         return r + math.ceil(n / vl) + 3
     if func == VecFunc.SPACE_TO_DEPTH:
         return r + 2 * f["out_rows"] * f["out_cols"] * math.ceil(2 * c / vl) + 3
-    if func in (VecFunc.ADD, VecFunc.REQUANT):
+    if func in (VecFunc.ADD, VecFunc.MUL, VecFunc.REQUANT):
         al = vl if add_lanes is None else add_lanes
         beats = math.ceil(n / vl)
         chunks = (beats - 1) * (vl // al) + math.ceil((n - (beats - 1) * vl) / al)

@@ -5,7 +5,7 @@ image shared) and the on-chip ACT, WGT, PARAM and OUT buffers. A batch of N imag
 program in one pass: every activation memory and buffer carries a leading batch axis, so each
 instruction is one vectorized NumPy operation over its whole tile (no per-MAC or per-pixel
 loops). The arithmetic is the golden model's (``sim/golden``): exact int8 GEMM, TFLite's
-requantizer, ADD, pools and MEAN, called with the parameters the program's records hold.
+requantizer, ADD, MUL, pools and MEAN, called with the parameters the program's records hold.
 
 Instructions execute in program order, which the compiler guarantees is a legal serialization of
 the decoupled load / compute / store modules; the token counters are checked as they go.
@@ -24,7 +24,7 @@ from onda.sim.golden import fixedpoint as fp
 from onda.sim.golden import kernels as K
 from onda.sim.golden.exact_gemm import Weights, operand_dtype
 from onda.sim.golden.layout import space_to_depth
-from onda.sim.golden.params import AddParams, RequantParams
+from onda.sim.golden.params import AddParams, MulParams, RequantParams
 
 
 class EmulatorError(RuntimeError):
@@ -257,6 +257,9 @@ def vec_compute(f: dict, x: np.ndarray, x2: np.ndarray | None, words: np.ndarray
         zp1, zp2, m1, s1, m2, s2, mo, so, ozp = (int(v) for v in words)
         p = AddParams(zp1, zp2, (m1, s1, m2, s2, mo, so), ozp, lo, hi)
         y = K.add(np.asarray(x, dtype=np.int8), np.asarray(x2, dtype=np.int8), p)  # a fresh result: no copies
+    elif func == VecFunc.MUL:
+        zp1, zp2, m, s, ozp = (int(v) for v in words)
+        y = K.mul(np.asarray(x, dtype=np.int8), np.asarray(x2, dtype=np.int8), MulParams(zp1, zp2, m, s, ozp, lo, hi))
     elif func == VecFunc.REQUANT:
         izp, m, s, ozp = (int(v) for v in words)
         y = K.requantize_tensor(x.astype(np.int64), RequantParams(izp, m, s, ozp), lo, hi)

@@ -256,7 +256,7 @@ class Plan:
                 on_group(g.last)
 
 
-ELEMENTWISE = (VecFunc.COPY, VecFunc.ADD, VecFunc.REQUANT)  # each output element depends on its own inputs only
+ELEMENTWISE = (VecFunc.COPY, VecFunc.ADD, VecFunc.MUL, VecFunc.REQUANT)  # each output element depends on its own inputs only
 
 
 def _elementwise_batches(vecs: list) -> list[list]:
