@@ -5,7 +5,9 @@ from amaranth.hdl import Module, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .pipeline import CLAMP_LATENCY, SERIAL_PHASES, clamp_stages, mbqm, mbqm_latency, rated_advance, rated_output, stage
+from .clamp import CLAMP_LATENCY, clamp_stages
+from .mbqm import SERIAL_PHASES, mbqm, mbqm_latency
+from .stall import rated_advance, rated_output, stage
 
 __all__ = ["RequantLayout", "Requantizer", "mul_style_for"]
 
@@ -47,8 +49,8 @@ class Requantizer(wiring.Component):
     ----------
     mul_style : "dsp" | "lut" | "serial"
         Where the 32x32 multiply's four 16x16 partial products go: four DSP blocks, four LUT
-        trees (``pipeline.product16``), or one LUT multiplier shared over ``SERIAL_PHASES``
-        cycles (``pipeline.serial_products``; one result per that many cycles).
+        trees (``mbqm.product16``), or one LUT multiplier shared over ``SERIAL_PHASES``
+        cycles (``mbqm.serial_products``; one result per that many cycles).
 
     Members
     -------

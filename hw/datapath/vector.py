@@ -20,7 +20,9 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .pipeline import CLAMP_LATENCY, clamp_stages, delay, mbqm, mbqm_latency, stage
+from .clamp import CLAMP_LATENCY, clamp_stages
+from .mbqm import mbqm, mbqm_latency
+from .stall import delay, stage
 
 __all__ = ["AddLayout", "ResidualAdd", "PoolBeatLayout", "MaxPool", "SumPool", "SumLayout",
            "DivideRound"]

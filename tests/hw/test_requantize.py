@@ -9,7 +9,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from onda.hw.datapath.pipeline import delay, mbqm, mbqm_latency
+from onda.hw.datapath.mbqm import mbqm, mbqm_latency
+from onda.hw.datapath.stall import delay
 
 from onda.hw.datapath.requantize import Requantizer
 from onda.sim.golden import fixedpoint as fp
@@ -126,7 +127,7 @@ def test_requantizer_throughput(mul_style):
 
 
 class MBQMHarness(wiring.Component):
-    """``pipeline.mbqm`` alone, so its full int32 result is visible (the requantizer's clamp
+    """``mbqm.mbqm`` alone, so its full int32 result is visible (the requantizer's clamp
     hides most of it)."""
 
     def __init__(self, mul_style):

@@ -1,14 +1,16 @@
-"""Building blocks shared by the datapath's pipelines: enabled registers and TFLite's
-fixed-point multiply (``MultiplyByQuantizedMultiplier``) as a pipelined circuit.
-
-Every pipelined block in ``onda.hw.datapath`` stalls as a whole: one enable signal
-(``en = ~o.valid | o.ready``) clocks every stage, so the output payload is held while the
-consumer is not ready and the input is accepted exactly when the pipeline advances.
+"""TFLite's fixed-point multiply (``MultiplyByQuantizedMultiplier``) as a pipelined circuit, with
+the three ways it forms its partial products (``MUL_STYLES``: DSP blocks, LUT trees, one shared LUT
+multiplier). Its stages advance on the enable of the block that holds it (see :mod:`.stall`).
 """
 
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Mux, Signal, signed, unsigned
+
+from .dsp import dsp_multiply
+from .stall import delay, stage
+
+__all__ = ["MUL_STYLES", "SERIAL_MUL_LATENCY", "SERIAL_PHASES", "mbqm", "mbqm_latency"]
 
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
@@ -44,7 +46,6 @@ def product16(m, en, x, y, mul_style: str, name: str, platform=None):
     taken by the MAC array (iCE40UP5K has 8).
     """
     if mul_style == "dsp":
-        from .dsp import dsp_multiply
         return stage(m, en, dsp_multiply(m, en, x, y, platform, name), unsigned(32), name=f"{name}_f")
     rows = [Mux(y[i], x << i, 0) for i in range(16)]
     level = 0
@@ -89,84 +90,6 @@ def serial_products(m, en, pairs, phase, name: str):
             m.d.sync += h.eq(product)
         held.append(h)
     return [stage(m, en, v, unsigned(32), name=f"{name}_p{i}") for i, v in enumerate(held + [product])]
-
-
-def stage(m, en, value, shape=None, name=None, init=0, reset_less=True):
-    """A register loaded with ``value`` whenever ``en`` is asserted; returns the register.
-
-    Data registers have no reset (``reset_less``): their contents only matter under a valid
-    bit, and without a synchronous reset Yosys can absorb them into DSP blocks (SB_MAC16's
-    registers have no synchronous reset) and the reset net stays small. Registers that carry
-    a valid bit pass ``reset_less=False``.
-    """
-    reg = Signal(shape if shape is not None else value.shape(), name=name, init=init,
-                 reset_less=reset_less)
-    with m.If(en):
-        m.d.sync += reg.eq(value)
-    return reg
-
-
-def rated_advance(m, o, i, cycles_per_result: int):
-    """The enable of a pipeline that stalls as a whole on its output ``o`` and advances at most
-    once every ``cycles_per_result`` cycles (a free-running phase: the serial multiplier's rate);
-    drives ``i.ready``. Returns ``(en, phase)`` (``phase`` None at rate 1)."""
-    free = Signal(name="free")  # the output register can take a new value
-    en = Signal(name="en")      # every stage advances
-    m.d.comb += free.eq(~o.valid | o.ready)
-    phase = None
-    if cycles_per_result > 1:
-        phase = Signal(range(cycles_per_result), name="phase")
-        m.d.sync += phase.eq(Mux(phase == cycles_per_result - 1, 0, phase + 1))
-        m.d.comb += en.eq(free & (phase == cycles_per_result - 1))
-    else:
-        m.d.comb += en.eq(free)
-    m.d.comb += i.ready.eq(en)
-    return en, phase
-
-
-def rated_output(m, en, i, o, value, latency: int) -> None:
-    """``o`` carries ``value`` with ``i.valid`` delayed by ``latency`` advances of a
-    :func:`rated_advance` pipeline; an output taken between two advances is cleared, not repeated."""
-    valid = delay(m, en, i.valid, latency - 1, name="valid", reset_less=False)
-    o_valid = Signal(name="o_valid")
-    with m.If(en):
-        m.d.sync += o_valid.eq(valid)
-    with m.Elif(o.ready):
-        m.d.sync += o_valid.eq(0)
-    m.d.comb += [o.payload.eq(value), o.valid.eq(o_valid)]
-
-
-def delay(m, en, value, n, name="dly", reset_less=True):
-    """``value`` delayed by ``n`` enabled stages (see :func:`stage` for ``reset_less``)."""
-    for k in range(n):
-        value = stage(m, en, value, name=f"{name}_{k}", reset_less=reset_less)
-    return value
-
-
-CLAMP_LATENCY = 2
-
-
-def clamp_stages(m, en, x, lo, hi, name="clamp"):
-    """``min(max(x, lo), hi)`` (``fixedpoint.clamp``) to int8 in ``CLAMP_LATENCY`` stages: both
-    comparisons of the wide ``x`` in parallel, then an 8-bit select (one carry chain per stage)."""
-    below = stage(m, en, x < lo, name=f"{name}_below")
-    above = stage(m, en, x > hi, name=f"{name}_above")
-    low8 = stage(m, en, x[:8].as_signed(), signed(8), name=f"{name}_x")
-    lo_r = stage(m, en, Mux(lo > hi, hi, lo), signed(8), name=f"{name}_lo")
-    hi_r = stage(m, en, hi, signed(8), name=f"{name}_hi")
-    return stage(m, en, Mux(below, lo_r, Mux(above, hi_r, low8)), signed(8), name=f"{name}_out")
-
-
-def product_lut_signed(x, w):
-    """``x * w`` for small signed operands as a shift-and-add tree (no ``$mul`` cell, so no DSP):
-    rows ``w[i] * (x << i)``, the sign bit's row subtracted. Combinational."""
-    n = len(w)
-    width = len(x) + n
-    rows = [Mux(w[i], (x << i), 0) for i in range(n - 1)]
-    rows.append(-Mux(w[n - 1], (x << (n - 1)), 0))
-    while len(rows) > 1:
-        rows = [rows[k] + rows[k + 1] if k + 1 < len(rows) else rows[k] for k in range(0, len(rows), 2)]
-    return rows[0][:width].as_signed()
 
 
 def mbqm(m, en, x, multiplier, shift, name="mbqm", mul_style="dsp", platform=None, phase=None):
