@@ -5,12 +5,14 @@ multiplier). Its stages advance on the enable of the block that holds it (see :m
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 
 from .dsp import dsp_multiply
 from .stall import delay, stage
 
-__all__ = ["MUL_STYLES", "SERIAL_MUL_LATENCY", "SERIAL_PHASES", "mbqm", "mbqm_latency"]
+__all__ = ["MUL_STYLES", "MultiplyByQuantizedMultiplier", "SERIAL_MUL_LATENCY", "SERIAL_PHASES", "mbqm_latency"]
 
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
@@ -25,9 +27,9 @@ SERIAL_PHASES = 4 + SERIAL_MUL_LATENCY
 
 
 def mbqm_latency(mul_style: str = "dsp") -> int:
-    """Pipeline depth of :func:`mbqm`: left shift (two stages), partial products (3 stages on DSPs, 2 in
-    LUTs), middle sum, two 32-bit halves of the 64-bit sum, right shift and remainder, compare,
-    rounding add: at most one carry chain per stage."""
+    """Pipeline depth of :class:`MultiplyByQuantizedMultiplier`: left shift (two stages), partial
+    products (3 stages on DSPs, 2 in LUTs, 1 serial), middle sum, two 32-bit halves of the 64-bit
+    sum, right shift and remainder, compare, rounding add: at most one carry chain per stage."""
     return 8 + _product_stages(mul_style)
 
 
@@ -92,9 +94,9 @@ def serial_products(m, en, pairs, phase, name: str):
     return [stage(m, en, v, unsigned(32), name=f"{name}_p{i}") for i, v in enumerate(held + [product])]
 
 
-def mbqm(m, en, x, multiplier, shift, name="mbqm", mul_style="dsp", platform=None, phase=None):
+class MultiplyByQuantizedMultiplier(wiring.Component):
     """TFLite's ``MultiplyByQuantizedMultiplier(x, multiplier, shift)`` as a pipeline of
-    ``mbqm_latency(mul_style)`` enabled stages; returns the int32 result register.
+    :attr:`latency` (``mbqm_latency(mul_style)``) stages, each loaded when ``en`` is high.
 
     ``x`` and ``multiplier`` are int32, ``shift`` a signed exponent in [-31, 30]:
     ``x`` is shifted left by ``max(shift, 0)`` (wrapping to int32), multiplied by the Q0.31
@@ -108,69 +110,115 @@ def mbqm(m, en, x, multiplier, shift, name="mbqm", mul_style="dsp", platform=Non
     SB_MAC16 each) with a sign correction ``-2**32 * (a<0 ? b : 0 + b<0 ? a : 0)`` (mod 2**64),
     registered, then summed as two 32-bit halves in successive stages; no stage has more than
     one carry chain (of at most 34 bits).
+
+    It has no handshake of its own: it is a slice of the pipeline of the block that holds it
+    (the requantizer, ADD), which drives ``en`` with its own enable (:mod:`.stall`) and delays
+    its valid bit by :attr:`latency` advances.
+
+    Parameters
+    ----------
+    mul_style : "dsp" | "lut" | "serial"
+        Where the four 16x16 partial products are formed: four DSP blocks or four LUT trees
+        (:func:`product16`; on ECP5 the DSP blocks are MULT18X18D instances with their own
+        registers, ``dsp.dsp_multiply``), or one LUT multiplier shared over ``SERIAL_PHASES``
+        cycles (:func:`serial_products`).
+
+    Members
+    -------
+    en : In(1)
+        The holding pipeline's enable: every stage loads while it is high.
+    x : In(signed(32))
+        The int32 operand.
+    multiplier : In(signed(32))
+        The Q0.31 multiplier.
+    shift : In(signed(6))
+        The power-of-two exponent, in [-31, 30].
+    phase : In(range(SERIAL_PHASES))
+        Only with ``mul_style="serial"``: the holding pipeline's free-running phase
+        (:func:`~.stall.rated_advance`), whose ``en`` is high only in phase ``SERIAL_PHASES - 1``.
+    o : Out(signed(32))
+        The int32 result, a register: :attr:`latency` advances after its operands.
     """
-    # S1, S1b: wrapping left shift, by the exponent's low three bits then by its high two
-    # (wrapping to 32 bits after each step is the same as after both); right exponent.
-    left = Mux(shift[-1], 0, shift.as_unsigned()[:5])
-    right_v = Mux(shift[-1], (-shift)[:6], 0)
-    a1 = stage(m, en, (x << left[:3])[:32], unsigned(32), name=f"{name}_a1")
-    left_hi = stage(m, en, left[3:], unsigned(2), name=f"{name}_lefthi")
-    b = delay(m, en, multiplier, 2, name=f"{name}_b")
-    right = delay(m, en, right_v, 2, name=f"{name}_right")
-    a = stage(m, en, (a1 << Cat(Const(0, 3), left_hi))[:32].as_signed(), signed(32), name=f"{name}_a")
-    # S2: partial products of the unsigned halves; the sign correction; saturation flag.
-    au, bu = a.as_unsigned(), b.as_unsigned()
-    al, ah, bl, bh = au[:16], au[16:], bu[:16], bu[16:]
-    n = _product_stages(mul_style)
-    if mul_style == "serial":
-        if phase is None:
-            raise ValueError("mbqm: mul_style='serial' needs the pipeline's phase counter")
-        p_ll, p_lh, p_hl, p_hh = serial_products(m, en, [(al, bl), (al, bh), (ah, bl), (ah, bh)],
-                                                 phase, f"{name}_ser")
-    else:
-        p_ll = product16(m, en, al, bl, mul_style, f"{name}_pll", platform)
-        p_lh = product16(m, en, al, bh, mul_style, f"{name}_plh", platform)
-        p_hl = product16(m, en, ah, bl, mul_style, f"{name}_phl", platform)
-        p_hh = product16(m, en, ah, bh, mul_style, f"{name}_phh", platform)
-    corr_v = Mux(a[-1], bu, 0) + Mux(b[-1], au, 0)
-    corr = delay(m, en, corr_v[:32], n, name=f"{name}_corr")
-    sat = delay(m, en, (a == INT32_MIN) & (b == INT32_MIN), n, name=f"{name}_sat1")
-    right = delay(m, en, right, n, name=f"{name}_rightp")
-    # S3: middle sum; the outer partial products do not overlap, so the low word takes the
-    # rounding nudge 2**30 and the high word the sign correction (everything modulo 2**64).
-    mid = stage(m, en, p_lh + p_hl, unsigned(33), name=f"{name}_mid")
-    outer_lo = stage(m, en, p_ll + (1 << 30), unsigned(33), name=f"{name}_outlo")
-    outer_hi = stage(m, en, (p_hh - corr)[:32], unsigned(32), name=f"{name}_outhi")
-    sat = stage(m, en, sat, name=f"{name}_sat2")
-    right = stage(m, en, right, name=f"{name}_right2")
-    # S4: the two halves of outer + (mid << 16), side by side; the low one keeps its carry (0..2).
-    mid_s = Cat(Const(0, 16), mid)  # 49 bits
-    lo = stage(m, en, outer_lo + mid_s[:32], unsigned(34), name=f"{name}_lo")
-    hi_part = stage(m, en, (outer_hi + mid_s[32:])[:32], unsigned(32), name=f"{name}_hipart")
-    sat = stage(m, en, sat, name=f"{name}_sat3")
-    right = stage(m, en, right, name=f"{name}_right3")
-    # S5: high half with the carry; bits 31..62 of the product are the rounded high word. The
-    # rounding divide's mask and thresholds depend only on the exponent: decoded here, without
-    # carry chains (mask = ~(-1 << right); threshold (mask >> 1) + 1 = 1 << (right - 1)).
-    hi = (hi_part + lo[32:])[:32]
-    high = Mux(sat, INT32_MAX, Cat(lo[31], hi[:31]).as_signed())
-    high_r = stage(m, en, high, signed(32), name=f"{name}_high")
-    # (The shifts by right[:5] stay within 64 bits, which a cycle-based simulator computes
-    # natively; right >= 32 is decoded apart. A 6-bit shift of a 32-bit constant would be 95 bits.)
-    ones_lo = Mux(right[5], 0, (Const(0xFFFFFFFF, 32) << right[:5])[:32])  # (-1 << right) mod 2**32
-    one_sh = Mux(right[5], Mux(right[:5] == 0, Const(1 << 32, 33), 0), Const(1, 33) << right[:5])  # 2**right, 33 bits
-    mask = stage(m, en, ~ones_lo, unsigned(32), name=f"{name}_mask")
-    thr0 = stage(m, en, (~ones_lo)[1:32], unsigned(31), name=f"{name}_thr0")
-    thr1 = stage(m, en, Mux(right == 0, 1, one_sh[1:33]), unsigned(32), name=f"{name}_thr1")
-    right = stage(m, en, right, name=f"{name}_right4")
-    # S6: arithmetic right shift by the exponent's low three bits, remainder, and the threshold
-    # chosen by the sign (RoundingDivideByPOT: round up when remainder > (mask >> 1) + (x < 0)).
-    quot = stage(m, en, high_r >> right[:3], signed(32), name=f"{name}_quot")
-    rem = stage(m, en, high_r.as_unsigned() & mask, unsigned(32), name=f"{name}_rem")
-    thr = stage(m, en, Mux(high_r[-1], thr1, thr0), unsigned(32), name=f"{name}_thr")
-    right_hi = stage(m, en, right[3:], unsigned(3), name=f"{name}_righthi")
-    # S7: the comparison; the shift by the exponent's high bits (arithmetic shifts compose).
-    up = stage(m, en, rem > thr, name=f"{name}_up")
-    quot = stage(m, en, quot >> Cat(Const(0, 3), right_hi), signed(32), name=f"{name}_quot2")
-    # S8: rounding add (cannot overflow: quot <= INT32_MAX >> right, up only when right > 0).
-    return stage(m, en, quot + up, signed(32), name=f"{name}_out")
+
+    def __init__(self, mul_style: str = "dsp"):
+        self.mul_style = mul_style
+        self.latency = mbqm_latency(mul_style)
+        members = {
+            "en": In(1),
+            "x": In(signed(32)),
+            "multiplier": In(signed(32)),
+            "shift": In(signed(6)),
+            "o": Out(signed(32)),
+        }
+        if mul_style == "serial":
+            members["phase"] = In(range(SERIAL_PHASES))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        en, x, multiplier, shift = self.en, self.x, self.multiplier, self.shift
+        mul_style = self.mul_style
+        # S1, S1b: wrapping left shift, by the exponent's low three bits then by its high two
+        # (wrapping to 32 bits after each step is the same as after both); right exponent.
+        left = Mux(shift[-1], 0, shift.as_unsigned()[:5])
+        right_v = Mux(shift[-1], (-shift)[:6], 0)
+        a1 = stage(m, en, (x << left[:3])[:32], unsigned(32), name="a1")
+        left_hi = stage(m, en, left[3:], unsigned(2), name="lefthi")
+        b = delay(m, en, multiplier, 2, name="b")
+        right = delay(m, en, right_v, 2, name="right")
+        a = stage(m, en, (a1 << Cat(Const(0, 3), left_hi))[:32].as_signed(), signed(32), name="a")
+        # S2: partial products of the unsigned halves; the sign correction; saturation flag.
+        au, bu = a.as_unsigned(), b.as_unsigned()
+        al, ah, bl, bh = au[:16], au[16:], bu[:16], bu[16:]
+        n = _product_stages(mul_style)
+        if mul_style == "serial":
+            p_ll, p_lh, p_hl, p_hh = serial_products(m, en, [(al, bl), (al, bh), (ah, bl), (ah, bh)],
+                                                     self.phase, "ser")
+        else:
+            p_ll = product16(m, en, al, bl, mul_style, "pll", platform)
+            p_lh = product16(m, en, al, bh, mul_style, "plh", platform)
+            p_hl = product16(m, en, ah, bl, mul_style, "phl", platform)
+            p_hh = product16(m, en, ah, bh, mul_style, "phh", platform)
+        corr_v = Mux(a[-1], bu, 0) + Mux(b[-1], au, 0)
+        corr = delay(m, en, corr_v[:32], n, name="corr")
+        sat = delay(m, en, (a == INT32_MIN) & (b == INT32_MIN), n, name="sat1")
+        right = delay(m, en, right, n, name="rightp")
+        # S3: middle sum; the outer partial products do not overlap, so the low word takes the
+        # rounding nudge 2**30 and the high word the sign correction (everything modulo 2**64).
+        mid = stage(m, en, p_lh + p_hl, unsigned(33), name="mid")
+        outer_lo = stage(m, en, p_ll + (1 << 30), unsigned(33), name="outlo")
+        outer_hi = stage(m, en, (p_hh - corr)[:32], unsigned(32), name="outhi")
+        sat = stage(m, en, sat, name="sat2")
+        right = stage(m, en, right, name="right2")
+        # S4: the two halves of outer + (mid << 16), side by side; the low one keeps its carry (0..2).
+        mid_s = Cat(Const(0, 16), mid)  # 49 bits
+        lo = stage(m, en, outer_lo + mid_s[:32], unsigned(34), name="lo")
+        hi_part = stage(m, en, (outer_hi + mid_s[32:])[:32], unsigned(32), name="hipart")
+        sat = stage(m, en, sat, name="sat3")
+        right = stage(m, en, right, name="right3")
+        # S5: high half with the carry; bits 31..62 of the product are the rounded high word. The
+        # rounding divide's mask and thresholds depend only on the exponent: decoded here, without
+        # carry chains (mask = ~(-1 << right); threshold (mask >> 1) + 1 = 1 << (right - 1)).
+        hi = (hi_part + lo[32:])[:32]
+        high = Mux(sat, INT32_MAX, Cat(lo[31], hi[:31]).as_signed())
+        high_r = stage(m, en, high, signed(32), name="high")
+        # (The shifts by right[:5] stay within 64 bits, which a cycle-based simulator computes
+        # natively; right >= 32 is decoded apart. A 6-bit shift of a 32-bit constant would be 95 bits.)
+        ones_lo = Mux(right[5], 0, (Const(0xFFFFFFFF, 32) << right[:5])[:32])  # (-1 << right) mod 2**32
+        one_sh = Mux(right[5], Mux(right[:5] == 0, Const(1 << 32, 33), 0), Const(1, 33) << right[:5])  # 2**right, 33 bits
+        mask = stage(m, en, ~ones_lo, unsigned(32), name="mask")
+        thr0 = stage(m, en, (~ones_lo)[1:32], unsigned(31), name="thr0")
+        thr1 = stage(m, en, Mux(right == 0, 1, one_sh[1:33]), unsigned(32), name="thr1")
+        right = stage(m, en, right, name="right4")
+        # S6: arithmetic right shift by the exponent's low three bits, remainder, and the threshold
+        # chosen by the sign (RoundingDivideByPOT: round up when remainder > (mask >> 1) + (x < 0)).
+        quot = stage(m, en, high_r >> right[:3], signed(32), name="quot")
+        rem = stage(m, en, high_r.as_unsigned() & mask, unsigned(32), name="rem")
+        thr = stage(m, en, Mux(high_r[-1], thr1, thr0), unsigned(32), name="thr")
+        right_hi = stage(m, en, right[3:], unsigned(3), name="righthi")
+        # S7: the comparison; the shift by the exponent's high bits (arithmetic shifts compose).
+        up = stage(m, en, rem > thr, name="up")
+        quot = stage(m, en, quot >> Cat(Const(0, 3), right_hi), signed(32), name="quot2")
+        # S8: rounding add (cannot overflow: quot <= INT32_MAX >> right, up only when right > 0).
+        m.d.comb += self.o.eq(stage(m, en, quot + up, signed(32), name="out"))
+        return m

@@ -6,7 +6,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .clamp import CLAMP_LATENCY, clamp_stages
-from .mbqm import SERIAL_PHASES, mbqm, mbqm_latency
+from .mbqm import SERIAL_PHASES, MultiplyByQuantizedMultiplier, mbqm_latency
 from .stall import rated_advance, rated_output, stage
 
 __all__ = ["RequantLayout", "Requantizer", "mul_style_for"]
@@ -97,10 +97,12 @@ class Requantizer(wiring.Component):
         acc = stage(m, en, (p["acc"] + p["bias"])[:32].as_signed(), signed(32), name="acc_bias")
         mult = stage(m, en, p["multiplier"], name="mult0")
         shift = stage(m, en, p["shift"], name="shift0")
-        scaled = mbqm(m, en, acc, mult, shift, name="mbqm", mul_style=self.mul_style,
-                      platform=platform, phase=phase)
+        m.submodules.mbqm = mbqm = MultiplyByQuantizedMultiplier(self.mul_style)
+        m.d.comb += [mbqm.en.eq(en), mbqm.x.eq(acc), mbqm.multiplier.eq(mult), mbqm.shift.eq(shift)]
+        if self.mul_style == "serial":
+            m.d.comb += mbqm.phase.eq(phase)
         # Output zero point (33-bit: int32 + int8 cannot wrap), then the clamp.
-        biased = stage(m, en, scaled + self.out_zero_point, signed(34), name="zp_add")
+        biased = stage(m, en, mbqm.o + self.out_zero_point, signed(34), name="zp_add")
         out = clamp_stages(m, en, biased, self.act_min, self.act_max)
 
         rated_output(m, en, self.i, self.o, out, self.latency)
