@@ -77,7 +77,7 @@ formal: setup
 	$(PY) -m onda.sim.formal.engine_stream_props
 
 synth-datapath: setup
-	$(PY) -m onda.hw.datapath.synthesize --board $(BOARD)
+	$(PY) -m onda.hw.synth.flow --board $(BOARD)
 
 clean:
 	rm -rf build out .pytest_cache

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from amaranth.hdl import ClockSignal, Const, Instance, Signal, signed, unsigned
 
-from .pipeline import stage
+from .stall import stage
 
 __all__ = ["DSP_LATENCY", "dsp_multiply", "is_ecp5"]
 

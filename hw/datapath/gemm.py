@@ -5,7 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .dsp import DSP_LATENCY, dsp_multiply
-from .pipeline import delay, product_lut_signed, stage
+from .stall import delay, stage
 
 __all__ = ["MacArray", "MacBeatLayout"]
 
@@ -156,3 +156,15 @@ class MacArray(wiring.Component):
                         m.d.sync += self.o.payload[l].eq(new)
         m.d.comb += self.o.valid.eq(o_valid)
         return m
+
+
+def product_lut_signed(x, w):
+    """``x * w`` for small signed operands as a shift-and-add tree (no ``$mul`` cell, so no DSP):
+    rows ``w[i] * (x << i)``, the sign bit's row subtracted. Combinational."""
+    n = len(w)
+    width = len(x) + n
+    rows = [Mux(w[i], (x << i), 0) for i in range(n - 1)]
+    rows.append(-Mux(w[n - 1], (x << (n - 1)), 0))
+    while len(rows) > 1:
+        rows = [rows[k] + rows[k + 1] if k + 1 < len(rows) else rows[k] for k in range(0, len(rows), 2)]
+    return rows[0][:width].as_signed()

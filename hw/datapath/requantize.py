@@ -5,7 +5,9 @@ from amaranth.hdl import Module, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .pipeline import CLAMP_LATENCY, SERIAL_PHASES, clamp_stages, mbqm, mbqm_latency, rated_advance, rated_output, stage
+from .clamp import CLAMP_LATENCY, clamp_stages
+from .mbqm import SERIAL_PHASES, MultiplyByQuantizedMultiplier, mbqm_latency
+from .stall import rated_advance, rated_output, stage
 
 __all__ = ["RequantLayout", "Requantizer", "mul_style_for"]
 
@@ -47,8 +49,8 @@ class Requantizer(wiring.Component):
     ----------
     mul_style : "dsp" | "lut" | "serial"
         Where the 32x32 multiply's four 16x16 partial products go: four DSP blocks, four LUT
-        trees (``pipeline.product16``), or one LUT multiplier shared over ``SERIAL_PHASES``
-        cycles (``pipeline.serial_products``; one result per that many cycles).
+        trees (``mbqm.product16``), or one LUT multiplier shared over ``SERIAL_PHASES``
+        cycles (``mbqm.serial_products``; one result per that many cycles).
 
     Members
     -------
@@ -95,10 +97,12 @@ class Requantizer(wiring.Component):
         acc = stage(m, en, (p["acc"] + p["bias"])[:32].as_signed(), signed(32), name="acc_bias")
         mult = stage(m, en, p["multiplier"], name="mult0")
         shift = stage(m, en, p["shift"], name="shift0")
-        scaled = mbqm(m, en, acc, mult, shift, name="mbqm", mul_style=self.mul_style,
-                      platform=platform, phase=phase)
+        m.submodules.mbqm = mbqm = MultiplyByQuantizedMultiplier(self.mul_style)
+        m.d.comb += [mbqm.en.eq(en), mbqm.x.eq(acc), mbqm.multiplier.eq(mult), mbqm.shift.eq(shift)]
+        if self.mul_style == "serial":
+            m.d.comb += mbqm.phase.eq(phase)
         # Output zero point (33-bit: int32 + int8 cannot wrap), then the clamp.
-        biased = stage(m, en, scaled + self.out_zero_point, signed(34), name="zp_add")
+        biased = stage(m, en, mbqm.o + self.out_zero_point, signed(34), name="zp_add")
         out = clamp_stages(m, en, biased, self.act_min, self.act_max)
 
         rated_output(m, en, self.i, self.o, out, self.latency)

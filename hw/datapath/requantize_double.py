@@ -27,7 +27,9 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .pipeline import CLAMP_LATENCY, SERIAL_PHASES, clamp_stages, delay, mbqm_latency, rated_advance, rated_output, stage
+from .clamp import CLAMP_LATENCY, clamp_stages
+from .mbqm import SERIAL_PHASES, mbqm_latency
+from .stall import delay, rated_advance, rated_output, stage
 
 __all__ = ["DoubleRequantLayout", "DoubleRequantizer"]
 

@@ -20,7 +20,9 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .pipeline import CLAMP_LATENCY, clamp_stages, delay, mbqm, mbqm_latency, stage
+from .clamp import CLAMP_LATENCY, clamp_stages
+from .mbqm import MultiplyByQuantizedMultiplier, mbqm_latency
+from .stall import delay, stage
 
 __all__ = ["AddLayout", "ResidualAdd", "PoolBeatLayout", "MaxPool", "SumPool", "SumLayout",
            "DivideRound"]
@@ -63,6 +65,9 @@ class ResidualAdd(wiring.Component):
         return 1 + 2 * mbqm_latency(mul_style) + 1 + 1 + CLAMP_LATENCY
 
     def __init__(self, mul_style: str = "dsp"):
+        if mul_style == "serial":
+            raise ValueError("ResidualAdd: mul_style='serial' needs a phase counter (the pipeline advances "
+                             "every cycle); use 'dsp' or 'lut'")
         self.mul_style = mul_style
         self.latency = self.latency_for(mul_style)
         super().__init__({
@@ -83,11 +88,15 @@ class ResidualAdd(wiring.Component):
         # (x - zp) is 9-bit signed; << 20 fits int32 without wrapping.
         a = stage(m, en, ((p.a - self.zp1) << ADD_LEFT_SHIFT)[:32].as_signed(), signed(32), name="a_shl")
         b = stage(m, en, ((p.b - self.zp2) << ADD_LEFT_SHIFT)[:32].as_signed(), signed(32), name="b_shl")
-        sa = mbqm(m, en, a, self.m1, self.s1, name="mbqm_a", mul_style=self.mul_style, platform=platform)
-        sb = mbqm(m, en, b, self.m2, self.s2, name="mbqm_b", mul_style=self.mul_style, platform=platform)
-        raw = stage(m, en, (sa + sb)[:32].as_signed(), signed(32), name="raw")
-        scaled = mbqm(m, en, raw, self.m_out, self.s_out, name="mbqm_out", mul_style=self.mul_style, platform=platform)
-        biased = stage(m, en, scaled + self.out_zero_point, signed(34), name="zp_add")
+        m.submodules.mbqm_a = mbqm_a = MultiplyByQuantizedMultiplier(self.mul_style)
+        m.submodules.mbqm_b = mbqm_b = MultiplyByQuantizedMultiplier(self.mul_style)
+        m.submodules.mbqm_out = mbqm_out = MultiplyByQuantizedMultiplier(self.mul_style)
+        m.d.comb += [mbqm_a.en.eq(en), mbqm_a.x.eq(a), mbqm_a.multiplier.eq(self.m1), mbqm_a.shift.eq(self.s1),
+                     mbqm_b.en.eq(en), mbqm_b.x.eq(b), mbqm_b.multiplier.eq(self.m2), mbqm_b.shift.eq(self.s2)]
+        raw = stage(m, en, (mbqm_a.o + mbqm_b.o)[:32].as_signed(), signed(32), name="raw")
+        m.d.comb += [mbqm_out.en.eq(en), mbqm_out.x.eq(raw), mbqm_out.multiplier.eq(self.m_out),
+                     mbqm_out.shift.eq(self.s_out)]
+        biased = stage(m, en, mbqm_out.o + self.out_zero_point, signed(34), name="zp_add")
         out = clamp_stages(m, en, biased, self.act_min, self.act_max)
         m.d.comb += [self.o.payload.eq(out),
                      self.o.valid.eq(delay(m, en, self.i.valid, self.latency, name="valid", reset_less=False))]

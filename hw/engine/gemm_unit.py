@@ -43,7 +43,7 @@ from amaranth.lib.wiring import In, Out
 
 from onda.hw import isa
 from onda.hw.datapath.conv_tile import ConvTile
-from onda.hw.datapath.pipeline import SERIAL_PHASES
+from onda.hw.datapath.mbqm import SERIAL_PHASES
 from onda.hw.datapath.requantize import mul_style_for
 from onda.hw.isa import Epilogue, Opcode
 

@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 
 from onda.hw.config import load_config
 from onda.hw.datapath.conv_tile import ConvTile
-from onda.hw.datapath.pipeline import SERIAL_PHASES
+from onda.hw.datapath.mbqm import SERIAL_PHASES
 from onda.hw.datapath.requantize import Requantizer, mul_style_for
 from onda.sim.emulator import cycles
 

@@ -9,7 +9,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from onda.hw.datapath.pipeline import delay, mbqm, mbqm_latency
+from onda.hw.datapath.mbqm import MultiplyByQuantizedMultiplier, mbqm_latency
+from onda.hw.datapath.stall import delay
 
 from onda.hw.datapath.requantize import Requantizer
 from onda.sim.golden import fixedpoint as fp
@@ -126,7 +127,7 @@ def test_requantizer_throughput(mul_style):
 
 
 class MBQMHarness(wiring.Component):
-    """``pipeline.mbqm`` alone, so its full int32 result is visible (the requantizer's clamp
+    """``MultiplyByQuantizedMultiplier`` alone, so its full int32 result is visible (the requantizer's clamp
     hides most of it)."""
 
     def __init__(self, mul_style):
@@ -142,7 +143,9 @@ class MBQMHarness(wiring.Component):
         en = Signal()
         m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
         p = self.i.payload
-        m.d.comb += [self.o.payload.eq(mbqm(m, en, p.x, p.multiplier, p.shift, mul_style=self.mul_style)),
+        m.submodules.mbqm = mbqm = MultiplyByQuantizedMultiplier(self.mul_style)
+        m.d.comb += [mbqm.en.eq(en), mbqm.x.eq(p.x), mbqm.multiplier.eq(p.multiplier), mbqm.shift.eq(p.shift),
+                     self.o.payload.eq(mbqm.o),
                      self.o.valid.eq(delay(m, en, self.i.valid, mbqm_latency(self.mul_style)))]
         return m
 

@@ -64,6 +64,13 @@ def test_residual_add_resnet50_params(row):
     assert np.array_equal(np.array(got), want.astype(np.int64))
 
 
+@pytest.mark.filterwarnings("ignore:.*created but never used")
+def test_residual_add_rejects_the_serial_multiplier():
+    """ADD advances every cycle; the serial multiplier needs a pipeline gated by a phase counter."""
+    with pytest.raises(ValueError, match="ResidualAdd: mul_style='serial' needs a phase counter"):
+        ResidualAdd("serial")
+
+
 def windows(rng, lanes, count):
     """Random pooling windows [1, fh, fw, lanes], with ties and extremes among them."""
     out = []

@@ -3,16 +3,17 @@
 Nothing here is meant to compute anything useful; it keeps every part of the datapath alive
 through synthesis (all inputs come from registers the tools cannot predict, every output
 bit reaches a pin) so the resource and timing numbers are those of the real blocks:
-an activation :class:`~.buffers.DoubleBuffer` and a weight :class:`~.buffers.DoubleBuffer`
-(block RAM), the :class:`~.conv_tile.ConvTile` (``lanes x width`` MACs, requantizer), all
+an activation :class:`~onda.hw.datapath.buffers.DoubleBuffer` and a weight
+:class:`~onda.hw.datapath.buffers.DoubleBuffer` (block RAM), the
+:class:`~onda.hw.datapath.conv_tile.ConvTile` (``lanes x width`` MACs, requantizer), all
 in one clock domain.
 """
 
 from amaranth.hdl import Cat, Module, Signal, signed
 from amaranth.lib import data, wiring
 
-from .buffers import DoubleBuffer
-from .conv_tile import ChannelParamLayout, ConvTile
+from onda.hw.datapath.buffers import DoubleBuffer
+from onda.hw.datapath.conv_tile import ChannelParamLayout, ConvTile
 
 __all__ = ["DatapathSynthTop"]
 

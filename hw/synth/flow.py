@@ -1,7 +1,7 @@
-"""Synthesize the datapath behind :class:`~.synth_top.DatapathSynthTop` for a board, through
+"""Synthesize the datapath behind :class:`~.datapath_probe.DatapathSynthTop` for a board, through
 amaranth-boards and YoWASP (Yosys, nextpnr), and write a report.
 
-    python -m onda.hw.datapath.synthesize --board ulx3s-85f   # or icebreaker
+    python -m onda.hw.synth.flow --board ulx3s-85f   # or icebreaker
 
 Writes ``bitstreams/<board>/datapath-report.json`` (Fmax, LUT4, FF, DSP, BRAM, configuration,
 critical path), ``datapath-build.log`` (Yosys and nextpnr output) and ``datapath-utilization.png``.
@@ -23,8 +23,9 @@ from pathlib import Path
 
 from amaranth.build import Clock
 
-from .requantize import mul_style_for
-from .synth_top import DatapathSynthTop
+from onda.hw.datapath.requantize import mul_style_for
+
+from .datapath_probe import DatapathSynthTop
 
 REPO = Path(__file__).resolve().parents[2]
 
