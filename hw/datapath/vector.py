@@ -42,10 +42,13 @@ class AddLayout(data.StructLayout):
 
 
 class ResidualAdd(wiring.Component):
-    """TFLite's reference int8 ADD (``fixedpoint.add``), one element a cycle.
+    """TFLite's reference int8 ADD (``fixedpoint.add``), one element a cycle; with ``mul``, its MUL.
 
-    ``out = clamp(out_zp + MBQM(MBQM((a - zp1) << 20, m1, s1) + MBQM((b - zp2) << 20, m2, s2),
-    m_out, s_out), act_min, act_max)`` with int32 wrapping sums.
+    ``out = clamp(out_zp + MBQM(MBQM(x, m1, s1) + MBQM((b - zp2) << 20, m2, s2), m_out, s_out),
+    act_min, act_max)`` with int32 wrapping sums, where ``x`` is ``(a - zp1) << 20`` (ADD) or, with
+    ``mul``, the product ``(a - zp1) * (b - zp2)`` (a 9 x 9-bit multiply). Programmed with ``m1 =
+    2**30, s1 = 1`` (``x`` exactly) and ``m2 = 0`` (0), that is TFLite's int8 MUL,
+    ``clamp(out_zp + MBQM((a - zp1) * (b - zp2), m_out, s_out))`` (``fixedpoint.mul``).
 
     Members
     -------
@@ -57,6 +60,8 @@ class ResidualAdd(wiring.Component):
         Q0.31 multipliers from ``fixedpoint.add_params``.
     s1, s2, s_out : In(signed(6))
         Their exponents.
+    mul : In(1)
+        The first term is the operands' product instead of ``a``'s scaled value.
     """
 
     @staticmethod
@@ -78,6 +83,7 @@ class ResidualAdd(wiring.Component):
             "m2": In(signed(32)), "s2": In(signed(6)),
             "m_out": In(signed(32)), "s_out": In(signed(6)),
             "out_zero_point": In(signed(8)), "act_min": In(signed(8)), "act_max": In(signed(8)),
+            "mul": In(1),
         })
 
     def elaborate(self, platform):
@@ -86,7 +92,8 @@ class ResidualAdd(wiring.Component):
         m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en)]
         p = self.i.payload
         # (x - zp) is 9-bit signed; << 20 fits int32 without wrapping.
-        a = stage(m, en, ((p.a - self.zp1) << ADD_LEFT_SHIFT)[:32].as_signed(), signed(32), name="a_shl")
+        da, db = p.a - self.zp1, p.b - self.zp2
+        a = stage(m, en, Mux(self.mul, da * db, (da << ADD_LEFT_SHIFT)[:32].as_signed()), signed(32), name="a_shl")
         b = stage(m, en, ((p.b - self.zp2) << ADD_LEFT_SHIFT)[:32].as_signed(), signed(32), name="b_shl")
         m.submodules.mbqm_a = mbqm_a = MultiplyByQuantizedMultiplier(self.mul_style)
         m.submodules.mbqm_b = mbqm_b = MultiplyByQuantizedMultiplier(self.mul_style)

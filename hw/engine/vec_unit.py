@@ -10,6 +10,8 @@ arithmetic is the datapath's (``onda.hw.datapath``), bit-exact with the golden m
 * ADD: ``add_lanes`` (default ``vector_lanes``) :class:`~onda.hw.datapath.vector.ResidualAdd`
   lanes, both operands read in the same cycle through ``r_vec_a`` and ``r_vec_b``; the record's nine
   words are their static ports. With fewer lanes than ``vector_lanes`` a beat is taken in chunks.
+* MUL: the same lanes in their ``mul`` mode (:func:`mul_ports`): TFLite's int8 MUL, both operands
+  read as for ADD.
 * REQUANT: the same ResidualAdd lanes programmed as ``clamp(out_zp + MBQM(x - in_zp, M0, shift),
   act_min, act_max)`` (:func:`requant_as_add`; the instruction's act range, so a standalone RELU is one): the first input's scaling ``MBQM((x - zp) << 20, 2**30, -19)`` is exactly
   ``x - zp`` and the second input is zero.
@@ -32,7 +34,7 @@ The timing, cycle for cycle without stalls, is :func:`vec_cycles` (the tests hol
 
 Refusals (``error``, sticky; nothing read or written; at most ``CHECK_CYCLES + 1`` cycles), in this
 priority, as ``Machine.vec`` refuses them: unknown func (BAD_FIELD); ``src`` extent (BUFFER_RANGE);
-SPACE_TO_DEPTH not ``[2R, 2C] -> [R, C]`` (BAD_FIELD); ADD's ``src2`` or the record's extent
+SPACE_TO_DEPTH not ``[2R, 2C] -> [R, C]`` (BAD_FIELD); ADD's or MUL's ``src2`` or the record's extent
 (BUFFER_RANGE); a pool's zero kernel or stride, MEAN over zero pixels, an output size other than
 the function's (BAD_FIELD); the ``dst`` extent (BUFFER_RANGE). A zero-size result writes nothing.
 """
@@ -53,7 +55,7 @@ from onda.hw.isa import Opcode, VecFunc
 from .buffers import ByteReadSignature, ByteWriteSignature, addr_bits
 from .errors import EngineError
 
-__all__ = ["VecUnit", "MeanMultiplier", "add_ports", "record_fields", "requant_as_add", "vec_cycles", "vec_cycles_bounds", "CHECK_CYCLES",
+__all__ = ["VecUnit", "MeanMultiplier", "add_ports", "mul_ports", "record_fields", "requant_as_add", "vec_cycles", "vec_cycles_bounds", "CHECK_CYCLES",
            "BEAT_FIFO_DEPTH"]
 
 CHECK_CYCLES = 3       # extents: products, sizes, comparisons
@@ -73,6 +75,16 @@ def add_ports(rec: dict, act_min, act_max) -> dict:
     s2), m_out, s_out), act_min, act_max)``."""
     ports = {name: rec[name] for name in ("zp1", "zp2", "m1", "s1", "m2", "s2", "m_out", "s_out")}
     return {**ports, "out_zero_point": rec["out_zp"], "act_min": act_min, "act_max": act_max}
+
+
+def mul_ports(rec: dict, act_min, act_max) -> dict:
+    """MUL's record (``record_fields("mul", ...)``) as a :class:`ResidualAdd`'s static ports in
+    ``mul`` mode: ``MBQM(x, 2**30, 1)`` is ``x`` exactly (``x << 1`` times one half, no rounding),
+    ``m2 = 0`` makes the second term 0, so the result is ``clamp(out_zp + MBQM((a - zp1) * (b - zp2),
+    M0, shift))``: ``fixedpoint.mul``."""
+    return {"zp1": rec["zp1"], "zp2": rec["zp2"], "m1": 1 << 30, "s1": 1, "m2": 0, "s2": 0,
+            "m_out": rec["multiplier"], "s_out": rec["shift"], "out_zero_point": rec["out_zp"],
+            "act_min": act_min, "act_max": act_max}
 
 
 def requant_as_add(in_zp, multiplier, shift, out_zp, act_min=-128, act_max=127) -> dict:
@@ -229,12 +241,15 @@ class VecUnit(wiring.Component):
         is_copy = fn == VecFunc.COPY
         is_s2d = fn == VecFunc.SPACE_TO_DEPTH
         is_add = fn == VecFunc.ADD
+        is_mul = fn == VecFunc.MUL
+        is_pair = is_add | is_mul  # two operands, src and src2
         is_req = fn == VecFunc.REQUANT
         is_max = fn == VecFunc.MAX_POOL
         is_avg = fn == VecFunc.AVG_POOL
         is_mean = fn == VecFunc.MEAN
         move_mode = is_copy | is_s2d            # bytes straight to OUT
-        seg_mode = move_mode | is_add | is_req  # segment walk; else window walk
+        is_lane = is_pair | is_req  # the ResidualAdd lanes
+        seg_mode = move_mode | is_lane  # segment walk; else window walk
         C = f.channels
 
         # ---- extents (CHECK) ------------------------------------------------------------------
@@ -258,7 +273,8 @@ class VecUnit(wiring.Component):
         words = [Signal(signed(32), name=f"word{i}") for i in range(isa.ADD_PARAM_WORDS)]
         add_rec = record_fields("add", words)  # the record's words by their ISA names
         rescale_rec = record_fields("rescale", words)
-        nwords = Mux(is_add, isa.ADD_PARAM_WORDS, Mux(is_req | is_mean, isa.RESCALE_PARAM_WORDS, 0))
+        nwords = Mux(is_add, isa.ADD_PARAM_WORDS, Mux(is_mul, isa.MUL_PARAM_WORDS,
+                                                       Mux(is_req | is_mean, isa.RESCALE_PARAM_WORDS, 0)))
         pk = Signal(range(isa.ADD_PARAM_WORDS + 2))
 
         error = Signal(EngineError)
@@ -286,7 +302,7 @@ class VecUnit(wiring.Component):
         m.d.comb += can_issue.eq(beats.level + inflight < BEAT_FIFO_DEPTH)
         m.d.comb += [
             self.r_vec_a.addr.eq(addr_a), self.r_vec_a.en.eq(issue & ~meta.phantom),
-            self.r_vec_b.addr.eq(addr_b), self.r_vec_b.en.eq(issue & is_add),
+            self.r_vec_b.addr.eq(addr_b), self.r_vec_b.en.eq(issue & is_pair),
         ]
         w_beat = Signal(BeatLayout)
         m.d.comb += [w_beat.a.eq(self.r_vec_a.data), w_beat.b.eq(self.r_vec_b.data),
@@ -390,12 +406,12 @@ class VecUnit(wiring.Component):
                     src_oob = f.src_addr + in_size > act
                     s2d_bad = is_s2d & (f.in_rows[0] | f.in_cols[0] | (f.out_rows * 2 != f.in_rows)
                                         | (f.out_cols * 2 != f.in_cols))
-                    src2_oob = is_add & (f.src2_addr + in_size > act)
+                    src2_oob = is_pair & (f.src2_addr + in_size > act)
                     param_oob = (f.param_addr + nwords * 4 > prm) & (nwords != 0)
                     pool_bad = (is_max | is_avg) & ((f.kh == 0) | (f.kw == 0) | (f.stride_h == 0)
                                                      | (f.stride_w == 0))
                     mean_bad = is_mean & (pin == 0)
-                    shape_bad = (((is_copy | is_add | is_req) & (in_size != out_size))
+                    shape_bad = (((is_copy | is_lane) & (in_size != out_size))
                                  | (is_mean & (C != 0) & (pout != 1)))
                     dst_oob = f.dst_addr + out_size > out
                     with m.If(bad_func):
@@ -504,16 +520,18 @@ class VecUnit(wiring.Component):
         # static ports
         rp = requant_as_add(*(rescale_rec[n] for n in ("in_zp", "multiplier", "shift", "out_zp")), f.act_min, f.act_max)
         ap = add_ports(add_rec, f.act_min, f.act_max)
+        mp_ = mul_ports(record_fields("mul", words), f.act_min, f.act_max)
         for ra in adds:
             for port, v in ap.items():
                 sig = getattr(ra, port)
-                m.d.comb += sig.eq(Mux(is_add, v, rp[port])[:len(sig)])
+                m.d.comb += sig.eq(Mux(is_add, v, Mux(is_mul, mp_[port], rp[port]))[:len(sig)])
+            m.d.comb += ra.mul.eq(is_mul)
         m.d.comb += [mp.act_min.eq(f.act_min), mp.act_max.eq(f.act_max),
                      dv.act_min.eq(f.act_min), dv.act_max.eq(f.act_max),
                      rq.out_zero_point.eq(rescale_rec["out_zp"][:8]), rq.act_min.eq(-128), rq.act_max.eq(127)]
 
         unit_ready = Signal()
-        m.d.comb += unit_ready.eq(Mux(move_mode, 1, Mux(is_add | is_req, adds[0].i.ready,
+        m.d.comb += unit_ready.eq(Mux(move_mode, 1, Mux(is_lane, adds[0].i.ready,
                                                        Mux(is_max, mp.i.ready, sp.i.ready))))
         needs_tag = beat.last & ~move_mode
         go = Signal()
@@ -524,18 +542,18 @@ class VecUnit(wiring.Component):
         chunk_n = Signal(nb)
         m.d.comb += chunk_n.eq(Mux(beat.n > chunk * AL + AL, AL, beat.n - chunk * AL))
         last_chunk = Signal()
-        m.d.comb += last_chunk.eq(~(is_add | is_req) | (beat.n <= chunk * AL + AL))
-        with m.If(accept & (is_add | is_req)):
+        m.d.comb += last_chunk.eq(~is_lane | (beat.n <= chunk * AL + AL))
+        with m.If(accept & is_lane):
             m.d.sync += chunk.eq(Mux(last_chunk, 0, chunk + 1))
         m.d.comb += [go.eq(beats.r_rdy & (~needs_tag | tags.w_rdy)),
                      accept.eq(go & unit_ready),
                      beats.r_en.eq(accept & last_chunk),
-                     tags.w_en.eq(accept & needs_tag), tags.w_data.eq(Mux(is_add | is_req, chunk_n, beat.n))]
+                     tags.w_en.eq(accept & needs_tag), tags.w_data.eq(Mux(is_lane, chunk_n, beat.n))]
         for l, ra in enumerate(adds):
             a_l = Array([a_s[k * AL + l] for k in range(K)])[chunk] if K > 1 else a_s[l]
             b_l = Array([beat.b[k * AL + l] for k in range(K)])[chunk] if K > 1 else beat.b[l]
-            m.d.comb += [ra.i.valid.eq(go & (is_add | is_req)), ra.i.payload.a.eq(a_l),
-                         ra.i.payload.b.eq(Mux(is_add, b_l, 0)), ra.o.ready.eq(1)]
+            m.d.comb += [ra.i.valid.eq(go & is_lane), ra.i.payload.a.eq(a_l),
+                         ra.i.payload.b.eq(Mux(is_pair, b_l, 0)), ra.o.ready.eq(1)]
         for dst in (mp.i, sp.i):
             m.d.comb += [dst.payload.first.eq(beat.first), dst.payload.last.eq(beat.last)]
             m.d.comb += [dst.payload.x[l].eq(a_s[l]) for l in range(VL)]
@@ -569,7 +587,7 @@ class VecUnit(wiring.Component):
         pop_tag = Signal()
         with m.If(move_mode):
             m.d.comb += [wen.eq(accept), wdata.eq(beat.a), wn.eq(beat.n)]
-        with m.Elif(is_add | is_req):
+        with m.Elif(is_lane):
             m.d.comb += [wen.eq(adds[0].o.valid), wn.eq(tags.r_data), pop_tag.eq(wen)]
             m.d.comb += [wdata[l].eq(ra.o.payload) for l, ra in enumerate(adds)]
         with m.Elif(is_max):

@@ -273,6 +273,18 @@ def gen_add(rng, cfg):
     return f
 
 
+def gen_mul(rng, cfg):
+    f = gen_copy(rng, cfg)
+    n = f["in_rows"] * f["in_cols"] * f["channels"]
+    s1, s2, so = _scale(rng), _scale(rng), _scale(rng) / 8  # multipliers above and below 1
+    mult, shift = fp.quantize_multiplier(float(np.float32(s1) * np.float32(s2) / np.float32(so)))
+    zp1, zp2, ozp = (int(v) for v in rng.integers(-128, 128, 3))
+    f.update(func=VecFunc.MUL, src2_addr=_place(rng, n, cfg.act_bytes), param_addr=_place(rng, 20, cfg.param_bytes),
+             act_min=int(rng.choice([-128, -30])), act_max=int(rng.choice([127, 90])),
+             record=[zp1, zp2, mult, shift, ozp])
+    return f
+
+
 def _rescale_record(rng):
     ratio = float(np.float32(_scale(rng))) / float(np.float32(_scale(rng)))
     mult, shift = fp.quantize_multiplier(ratio)
@@ -324,6 +336,7 @@ GENERATORS = {
     VecFunc.COPY: gen_copy,
     VecFunc.SPACE_TO_DEPTH: gen_s2d,
     VecFunc.ADD: gen_add,
+    VecFunc.MUL: gen_mul,
     VecFunc.REQUANT: gen_requant,
     VecFunc.MEAN: gen_mean,
     VecFunc.MAX_POOL: lambda rng, cfg: gen_pool(rng, cfg, VecFunc.MAX_POOL),
@@ -333,6 +346,7 @@ GENERATORS = {
 
 GROUPS = {"move": (VecFunc.COPY, VecFunc.SPACE_TO_DEPTH),
           "arith": (VecFunc.ADD, VecFunc.REQUANT, VecFunc.MEAN),
+          "mul": (VecFunc.MUL, VecFunc.ADD),
           "pool": (VecFunc.MAX_POOL, VecFunc.AVG_POOL)}
 
 
@@ -349,11 +363,11 @@ def test_random(board, group):
 
 @pytest.mark.parametrize("board,add_lanes", [("ulx3s-85f", 4), ("ulx3s-85f", 1), ("icebreaker", 1)])
 def test_add_lanes(board, add_lanes):
-    """ADD and REQUANT through fewer ResidualAdd lanes than vector_lanes (a beat in chunks)."""
+    """ADD, MUL and REQUANT through fewer ResidualAdd lanes than vector_lanes (a beat in chunks)."""
     cfg = small_cfg(board)
     seed = 77 + add_lanes
     rng = np.random.default_rng(seed)
-    prog = [GENERATORS[func](rng, cfg) for _ in range(3) for func in (VecFunc.ADD, VecFunc.REQUANT)]
+    prog = [GENERATORS[func](rng, cfg) for _ in range(3) for func in (VecFunc.ADD, VecFunc.MUL, VecFunc.REQUANT)]
     check_program(cfg, prog, seed, add_lanes)
 
 
@@ -426,7 +440,7 @@ def _errors(cfg):
         (F, vec_fields(func=VecFunc.MAX_POOL, stride_w=0, in_rows=2, in_cols=2, channels=2)),
         (F, vec_fields(func=VecFunc.AVG_POOL, kw=0, in_rows=2, in_cols=2, channels=2)),
         (F, vec_fields(func=VecFunc.AVG_POOL, stride_h=0, in_rows=2, in_cols=2, channels=2)),
-        (F, vec_fields(func=7, in_rows=2, in_cols=2, channels=2)),
+        (F, vec_fields(func=max(VecFunc) + 1, in_rows=2, in_cols=2, channels=2)),
         (F, vec_fields(func=15)),
         (F, vec_fields(func=VecFunc.COPY, in_rows=2, in_cols=2, channels=2, out_rows=1, out_cols=2)),
         (F, vec_fields(func=VecFunc.MEAN, in_rows=2, in_cols=2, channels=2, out_rows=2, out_cols=1)),

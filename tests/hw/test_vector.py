@@ -13,7 +13,7 @@ from amaranth.sim import Simulator
 
 from onda.hw.datapath.requantize import Requantizer
 from onda.hw.datapath.vector import DivideRound, MaxPool, PoolBeatLayout, ResidualAdd, SumPool
-from onda.hw.engine.vec_unit import add_ports, record_fields
+from onda.hw.engine.vec_unit import add_ports, mul_ports, record_fields
 from onda.sim.golden import fixedpoint as fp
 from onda.sim.golden import kernels
 from onda.sim.golden.params import RequantParams
@@ -69,6 +69,32 @@ def test_residual_add_rejects_the_serial_multiplier():
     """ADD advances every cycle; the serial multiplier needs a pipeline gated by a phase counter."""
     with pytest.raises(ValueError, match="ResidualAdd: mul_style='serial' needs a phase counter"):
         ResidualAdd("serial")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_residual_add_as_mul(seed):
+    """The ADD lane in its MUL mode, programmed from a MUL record as the vector unit programs it,
+    against fixedpoint.mul: multipliers above and below 1, extreme operands and zero points."""
+    rng = np.random.default_rng(seed)
+    s1, s2, so = (float(np.float32(v)) for v in np.exp(rng.uniform(np.log(0.005), np.log(0.2), 3)))
+    so /= 1 + 15 * seed  # seed 2: a multiplier well above 1 (a positive shift)
+    mult, shift = fp.quantize_multiplier(float(np.float32(s1) * np.float32(s2) / np.float32(so)))
+    zp1, zp2, ozp = [(-128, 127, 0), (127, -128, -128), tuple(int(v) for v in rng.integers(-128, 128, 3))][seed]
+    lo, hi = [(-128, 127), (-20, 127), (-128, 60)][seed]
+    n = 200
+    a, b = rng.integers(-128, 128, n), rng.integers(-128, 128, n)
+    a[:4], b[:4] = [-128, 127, -128, 127], [-128, 127, 127, -128]
+    ports = mul_ports(record_fields("mul", [zp1, zp2, mult, shift, ozp]), lo, hi)
+    dut = ResidualAdd()
+
+    def setup(ctx):
+        for port, v in ports.items():
+            ctx.set(getattr(dut, port), v)
+        ctx.set(dut.mul, 1)
+
+    got = run(dut, [dict(a=int(x), b=int(y)) for x, y in zip(a, b)], n, setup, seed=seed)
+    want = fp.mul(a, zp1, b, zp2, mult, shift, ozp, lo, hi)
+    assert np.array_equal(np.array(got), want.astype(np.int64))
 
 
 def windows(rng, lanes, count):

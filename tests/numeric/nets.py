@@ -146,6 +146,25 @@ def concat_wide():
     return (9, 9, 3), build
 
 
+def concat_nested():
+    """Concatenations inside concatenations, of conv, pool and concat outputs; one input also read by
+    a SAME conv (which cannot read a channel slice: that input is copied), the others read by 1x1,
+    pools and a VALID conv (slices of the last concatenation)."""
+    L = _layers()
+
+    def build(i):
+        a = L.Conv2D(5, 3, padding="same", activation="relu")(i)
+        b = L.Conv2D(4, 3, padding="same")(a)
+        x = L.Concatenate()([a, b])
+        y = L.Conv2D(3, 1)(x)
+        x2 = L.Concatenate()([x, y])
+        p = L.MaxPooling2D(2)(x2)
+        q = L.Conv2D(6, 1, activation="relu")(p)
+        x3 = L.Concatenate()([p, q, L.AveragePooling2D(1)(p)])
+        return L.Conv2D(4, 3)(x3)
+    return (9, 9, 3), build
+
+
 def multiply():
     """Two activations multiplied (MUL without broadcasting), and one scaled per channel by a constant."""
     L = _layers()
@@ -185,6 +204,7 @@ CASES = {
     "dense_block_mul_concat": (dense_block(False), 1.0),
     "dense_block_mul_add_concat": (dense_block(True), 1.0),
     "concat_graph_input_wide_conv": (concat_wide(), 1.0),
+    "concat_nested_views": (concat_nested(), 1.0),
     "mul_elementwise_and_per_channel": (multiply(), 1.0),
     "saturating": (saturating(), 0.05),
 }
