@@ -96,6 +96,24 @@ class Tensor:
 
 
 @dataclass(frozen=True)
+class TensorSpec:
+    """A model's input or output as its user sees it (``Tensor.spec``), with the model's own batch
+    size in front of ``shape``."""
+
+    name: str
+    shape: tuple[int, ...]  # with the model's own batch size in front
+    dtype: str
+    scale: float | None = None
+    zero_point: int | None = None
+
+    @classmethod
+    def of(cls, spec: dict) -> "TensorSpec":
+        """From a tensor's spec dictionary (``ir.Tensor.spec``, a memory map's tensor entry)."""
+        return cls(name=spec["name"], shape=tuple(spec["shape"]), dtype=spec["dtype"], scale=spec["scale"],
+                   zero_point=spec["zero_point"])
+
+
+@dataclass(frozen=True)
 class Conv2DAttrs:
     stride: tuple[int, int]
     dilation: tuple[int, int]

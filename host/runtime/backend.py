@@ -7,30 +7,16 @@ only when asked for, so a host without, say, a board attached never touches its 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from onda.sim.ir import TensorSpec  # the backends' description of a model's inputs and outputs
+
 
 class BackendError(RuntimeError):
     """A backend could not load or run a model; the message says which and why."""
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    shape: tuple[int, ...]  # with the model's own batch size in front
-    dtype: str
-    scale: float | None = None
-    zero_point: int | None = None
-
-    @classmethod
-    def of(cls, spec: dict) -> "TensorSpec":
-        """From a tensor's spec dictionary (``ir.Tensor.spec``, a memory map's tensor entry)."""
-        return cls(name=spec["name"], shape=tuple(spec["shape"]), dtype=spec["dtype"], scale=spec["scale"],
-                   zero_point=spec["zero_point"])
 
 
 class LoadedModel(Protocol):

@@ -31,7 +31,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, Event, First, ReadOnly, RisingEdge
 
-from onda.host.runtime.emulator import read_tensor
+from onda.sim.emulator.model import read_tensor
 from onda.hw.engine.errors import EngineError
 from onda.hw.engine.registers import STATUS_BITS, address_of
 from onda.hw.isa import Module

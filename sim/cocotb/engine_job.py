@@ -28,13 +28,14 @@ def _chunk(addr: int, data: bytes) -> list:
 def _tensor(model, tid: int, value: np.ndarray) -> dict:
     t = model.tensors[tid]
     return {"tid": tid, "name": t["name"], "addr": int(t["addr"]), "shape": [1, *t["shape"][1:]],
-            "space_to_depth": t.get("space_to_depth"), "expected": np.ascontiguousarray(value).tobytes().hex()}
+            "space_to_depth": t.get("space_to_depth"), "pixel_stride": t.get("pixel_stride"),
+            "expected": np.ascontiguousarray(value).tobytes().hex()}
 
 
 def program_runs(container, inputs: list[np.ndarray], name: str = "program", max_cycles: int | None = None) -> list[dict]:
     """One run per image of ``inputs`` (engine inputs of ``container``, [images, ...] each): the
     expected value of every tensor a layer writes comes from the ISA emulator."""
-    from onda.host.runtime.emulator import EmulatedModel
+    from onda.sim.emulator.model import EmulatedModel
 
     emu = EmulatedModel(container, name)
     want = emu.run_all(inputs)

@@ -28,7 +28,7 @@ claim): 2%. Today they agree to a few cycles in ten thousand, or exactly (see th
 
 
 def measure(c: ctr.Container, seed: int = 0) -> dict:
-    from onda.host.runtime.emulator import EmulatedModel
+    from onda.sim.emulator.model import EmulatedModel
     from onda.sim.engine.program_run import execute
     from onda.sim.verilator.harness import VerilatorEngine
 
