@@ -46,26 +46,15 @@ class GoldenModel:
                     return y.reshape(xs[0].shape[:-1] + (y.shape[-1],))
                 return y.reshape((-1,) + tuple(out_shape[1:])) if len(out_shape) > 1 else y
             return fc
-        if k == OpKind.ADD:
-            p = P.add_params(g, op)
-            table = K.add_table(p)
+        if k in (OpKind.ADD, OpKind.MUL):  # a pure function of two int8 operands: a 256 x 256 table
+            table = K.add_table(P.add_params(g, op)) if k == OpKind.ADD else K.mul_table(P.mul_params(g, op))
             consts = [g.tensor(i).data for i in op.inputs[:2]]
 
-            def add(xs):
+            def binary(xs):
                 it = iter(xs)
                 a_, b_ = (c if c is not None else next(it) for c in consts)
-                return K.add(a_, b_, p, table)
-            return add
-        if k == OpKind.MUL:
-            p = P.mul_params(g, op)
-            table = K.mul_table(p)
-            consts = [g.tensor(i).data for i in op.inputs[:2]]
-
-            def mul(xs):
-                it = iter(xs)
-                a_, b_ = (c if c is not None else next(it) for c in consts)
-                return K.mul(a_, b_, p, table)
-            return mul
+                return K.lookup2(a_, b_, table)
+            return binary
         if k == OpKind.CONCATENATION:
             try:
                 axis = P.concat_axis(g, op)
