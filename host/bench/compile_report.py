@@ -1,6 +1,8 @@
-"""ResNet50 on the engine configurations: cycles, roofline ratio, MAC utilization, emulator speed.
+"""ResNet50 on the engine configurations: cycles, roofline ratio, MAC utilization, emulator speed;
+then Brainwave's other featurizers (ResNet152, DenseNet-121) on the same engines.
 
     python -m onda.host.bench.compile_report [--model r50.tflite] [--engines ulx3s-85f large] [--runs 3]
+        [--catalogue resnet152 densenet121]
 
 For each engine: compile, run the cycle model, print total cycles, ms and images/s at the clock,
 the ratio of total cycles to the roofline bound (sum over layers of max(MACs / array, bytes moved
@@ -27,7 +29,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from .numeric import CACHE, resnet50_model
+from .numeric import CACHE, application_model, resnet50_model
 
 
 def _best(fn, runs: int) -> tuple[float, float]:
@@ -48,11 +50,13 @@ def main(argv=None) -> int:
     ap.add_argument("--engines", nargs="+", default=["ulx3s-85f", "large"])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--catalogue", nargs="*", default=["resnet152", "densenet121"],
+                    help="further keras.applications featurizers (seeded random weights) for the engine table")
     args = ap.parse_args(argv)
 
     from onda.hw.config import load_config
 
-    from ..compiler import compile_tflite
+    from ..compiler import CompileError, compile_tflite
     from ..compiler.report import build_report
     from ..runtime.emulator import EmulatedModel
     from ..runtime.golden import GoldenBackend
@@ -94,6 +98,24 @@ def main(argv=None) -> int:
               f"({'OK' if ratio <= 3 else 'MISSED'}: target <= 3x)")
         results["engines"][name]["emulator_s"] = {"cpu": round(e_cpu, 3), "wall": round(e_wall, 3),
                                                   "x_golden_cpu": round(ratio, 3)}
+    if args.catalogue:
+        print(f"\n{'model':<12} {'engine':<12} {'GMACs':>6} {'cycles':>10} {'ms':>9} {'img/s':>8} {'ratio':>6} "
+              f"{'CB util':>8} {'util':>6}")
+    results["catalogue"] = {}
+    for app in args.catalogue:
+        mpath = application_model(app)
+        for name in args.engines:
+            cfg = load_config(name)
+            try:
+                model = EmulatedModel(compile_tflite(mpath, cfg), f"{mpath} for {name}")
+            except CompileError as e:  # e.g. ResNet152's 59 MB of weights on the ULX3S's 32 MB
+                print(f"{app:<12} {name:<12} does not compile: {e}")
+                results["catalogue"].setdefault(app, {})[name] = {"error": str(e)}
+                continue
+            r = build_report(model.memmap, cfg, model.cycle_trace())
+            print(f"{app:<12} {name:<12} {r.total_macs / 1e9:>6.2f} {r.total_cycles:>10} {r.ms:>9.3f} {r.images_per_s:>8.2f} "
+                  f"{r.roofline_ratio:>6.3f} {r.compute_bound_utilization:>8.1%} {r.utilization:>6.1%}")
+            results["catalogue"].setdefault(app, {})[name] = r.summary()
     CACHE.mkdir(parents=True, exist_ok=True)
     (CACHE / "compile_report.json").write_text(json.dumps(results, indent=1))
     print(f"wrote {CACHE / 'compile_report.json'}", file=sys.stderr)

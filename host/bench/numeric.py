@@ -29,16 +29,21 @@ TARGET_GOLDEN_X_XNNPACK = 8.0  # at batch 1, 2 threads (the aim: 4)
 TARGET_EMULATOR_X_GOLDEN = 1.2
 
 
-def resnet50_model() -> Path:
-    path = CACHE / "resnet50_seed0_int8.tflite"
+def application_model(name: str) -> Path:
+    """A keras.applications featurizer with seeded random weights, quantized once and cached."""
+    path = CACHE / f"{name}_seed0_int8.tflite"
     if not path.exists():
         from ..quantizer import build_model, quantize, random_calibration
 
         CACHE.mkdir(parents=True, exist_ok=True)
-        print("quantizing a seeded-random ResNet50 for the benchmark (once)...", file=sys.stderr)
-        model, pre = build_model("resnet50", "random", 0, False)
+        print(f"quantizing a seeded-random {name} for the benchmark (once)...", file=sys.stderr)
+        model, pre = build_model(name, "random", 0, False)
         path.write_bytes(quantize(model, random_calibration(model, pre, 4, 0)))
     return path
+
+
+def resnet50_model() -> Path:
+    return application_model("resnet50")
 
 
 def _once(fn) -> float:
