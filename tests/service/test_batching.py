@@ -215,6 +215,23 @@ def test_backend_failure_is_unavailable_and_server_lives_on(fake_backends, pipel
         server.stop()
 
 
+def test_deadline_exceeded_and_the_server_answers_on(fake_backends, pipeline_zips, photos):
+    """A deadline far shorter than the device's run (0.4 s against 0.05 s: not a race on a loaded
+    machine) is DEADLINE_EXCEEDED; the next call with time enough is answered."""
+    from onda.host.client import PredictionClient
+    from onda.host.service import ServerConfig, ServerThread
+
+    server = ServerThread(ServerConfig(models={"tiny": pipeline_zips["tiny"]}, backend="test-slow"))
+    try:
+        client = PredictionClient("127.0.0.1", server.port, retry_delays=())
+        with pytest.raises(grpc.RpcError) as e:
+            client.score_file(photos["astronaut.jpg"], timeout=0.05)
+        assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert client.score_file(photos["astronaut.jpg"], timeout=60).size > 0
+    finally:
+        server.stop()
+
+
 def test_queue_full_is_resource_exhausted(fake_backends, pipeline_zips, photos):
     from onda.host.client import PredictionClient
     from onda.host.service import ServerConfig, ServerThread
