@@ -108,7 +108,7 @@ class _Tiles:
         self.em, self.cfg, self.geo, self.tiling = em, em.cfg, geo, tiling
         self.waddr, self.paddr, self.x = waddr, paddr, x
         self.xaddr, self.oaddr = em.mem.dram(x), em.mem.dram(out)
-        self.ostride = em.mem.pixel_stride(out) if em.mem.is_view(out) else geo.cout
+        self.ostride = em.mem.pixel_stride(out)  # cout, or a concatenation's channels for a slice of it
         self.pad_value = pad_value
         self.gemm = gemm  # the fields every GEMM of the layer shares
         self.nt, self.nb = math.ceil(geo.oh / tiling.rows), math.ceil(geo.cout / tiling.channels)

@@ -272,7 +272,7 @@ def lower_concat(em: Emitter, op: Op) -> str:
     g, mem = em.g, em.mem
     out = op.outputs[0]
     aslot, oslot = em.cfg.slot("act"), em.cfg.slot("out")
-    out_stride, out_addr = mem.pixel_stride(out) if mem.is_view(out) else g.tensor(out).shape[-1], mem.dram(out)
+    out_stride, out_addr = mem.pixel_stride(out), mem.dram(out)
     copied, offset, i = 0, 0, 0
     for t in op.inputs:
         h, w, c = hwc(g.tensor(t).shape)
