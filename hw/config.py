@@ -37,6 +37,9 @@ class EngineConfig:
         products per cycle along the reduction (K) axis.
     act_bytes, wgt_bytes, out_bytes, param_bytes:
         On-chip buffer sizes; each is split into two equal slots so loads overlap compute.
+    acc_bytes:
+        The accumulator buffer (one slot, only the GEMM reads and writes it): int32 partial sums
+        of a GEMM split over K; 0 builds none, and a layer whose weights do not fit is refused.
     mem_bytes_per_cycle, mem_latency_cycles, mem_row_overhead_cycles:
         The memory port as the cycle model sees it.
     """
@@ -65,6 +68,7 @@ class EngineConfig:
     vec_pipeline_cycles: int
     requant_units: int = 1
     requant_interval: int = 1
+    acc_bytes: int = 0
 
     @property
     def drain_cycles(self) -> int:
@@ -128,7 +132,12 @@ class EngineConfig:
              f"a parameter slot ({self.slot('param')} B) must hold one lane group's (bias, multiplier, shift) "
              f"records ({self.lanes * GEMM_PARAM_WORDS * 4} B)")
         need(self.slot("out") >= self.lanes, f"an output slot must hold one pixel of {self.lanes} lanes")
-        blocks = sum(-(-getattr(self, f"{b}_bytes") // self.ram_block_bytes) for b in ("act", "wgt", "out", "param"))
+        need(self.acc_bytes >= 0 and self.acc_bytes % (self.lanes * 4) == 0,
+             f"buffers.acc ({self.acc_bytes} B) must be a whole number of {self.lanes}-lane int32 vectors")
+        need(self.acc_bytes <= field_range(Opcode.GEMM, "acc_addr")[1] + 1,
+             "buffers.acc exceeds the ISA's 20-bit accumulator address range")
+        blocks = sum(-(-getattr(self, f"{b}_bytes") // self.ram_block_bytes)
+                     for b in ("act", "wgt", "out", "param", "acc"))
         need(blocks <= self.ram_blocks,
              f"buffers need {blocks} {self.ram_kind} blocks of {self.ram_block_bytes} B, the device has {self.ram_blocks}")
         need(self.mem_bytes_per_cycle > 0, "memory.bytes_per_cycle must be > 0")
@@ -153,7 +162,8 @@ def _from_dict(d: dict, origin: str) -> EngineConfig:
             mem_bytes_per_cycle=float(m["bytes_per_cycle"]), mem_latency_cycles=int(m.get("latency_cycles", 0)),
             mem_row_overhead_cycles=int(m.get("row_overhead_cycles", 0)), mem_size_bytes=int(m["size_bytes"]),
             gemm_pipeline_cycles=int(p.get("gemm_cycles", 0)), vec_pipeline_cycles=int(p.get("vec_cycles", 0)),
-            requant_units=int(p.get("requant_units", 1)), requant_interval=int(p.get("requant_interval", 1)))
+            requant_units=int(p.get("requant_units", 1)), requant_interval=int(p.get("requant_interval", 1)),
+            acc_bytes=int(b.get("acc", 0)))
     except KeyError as e:
         raise ConfigError(f"{origin}: missing key {e.args[0]!r}") from None
     except (TypeError, ValueError) as e:

@@ -3,9 +3,10 @@
 compares and the compiler counts as DMA traffic.
 
 An extent is a half-open byte range ``[lo, hi)`` of one resource: a buffer (``"ACT"``, ``"WGT"``,
-``"PARAM"``, ``"OUT"``, by ``isa.Buffer`` name) or ``"MEM"``, the memory port's address space.
+``"PARAM"``, ``"OUT"``, by ``isa.Buffer`` name; ``"ACC"``, the accumulator buffer) or ``"MEM"``, the memory port's address space.
 :func:`extents` gives an instruction's by operand (LOAD, STORE: ``sram``, ``dram``; GEMM: ``act``,
-``wgt``, ``param``, ``out``; VEC: ``src``, ``src2``, ``param``, ``dst``; those a function does not
+``wgt``, ``param``, ``out`` (unless ``acc_out``), ``acc`` (with ``acc_in`` or ``acc_out``; read and
+written in place when both); VEC: ``src``, ``src2``, ``param``, ``dst``; those a function does not
 use left out), in the order the engine checks them. NOP and FINISH touch nothing.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .isa import (ADD_PARAM_WORDS, GEMM_PARAM_WORDS, MUL_PARAM_WORDS, RESCALE_PARAM_WORDS, Buffer, Instruction, Opcode, VecFunc,
-                  weight_bytes)
+                  acc_bytes, weight_bytes)
 
 __all__ = ["Extent", "dma_bytes", "extents", "load_fill_bytes", "row_span", "vec_out_size"]
 
@@ -78,11 +79,15 @@ def extents(opcode: Opcode, f: dict, lanes: int) -> dict[str, Extent]:
             out["dram"] = _at("MEM", f["dram_addr"], row_span(f["y_size"], f["x_size"], f["dram_stride"]), True)
         return out
     if opcode == Opcode.GEMM:
-        ct = f["out_channels"]
-        return {"act": _at("ACT", f["act_addr"], f["in_rows"] * f["in_cols"] * f["channels"]),
-                "wgt": _at("WGT", f["wgt_addr"], weight_bytes(ct, f["kh"] * f["kw"] * f["channels"], lanes)),
-                "param": _at("PARAM", f["param_addr"], ct * GEMM_PARAM_WORDS * 4),
-                "out": _at("OUT", f["out_addr"], f["out_rows"] * f["out_cols"] * ct, True)}
+        ct, pixels = f["out_channels"], f["out_rows"] * f["out_cols"]
+        out = {"act": _at("ACT", f["act_addr"], f["in_rows"] * f["in_cols"] * f["channels"]),
+               "wgt": _at("WGT", f["wgt_addr"], weight_bytes(ct, f["kh"] * f["kw"] * f["channels"], lanes)),
+               "param": _at("PARAM", f["param_addr"], ct * GEMM_PARAM_WORDS * 4)}
+        if not f.get("acc_out"):
+            out["out"] = _at("OUT", f["out_addr"], pixels * ct, True)
+        if f.get("acc_in") or f.get("acc_out"):
+            out["acc"] = _at("ACC", f["acc_addr"], acc_bytes(ct, pixels, lanes), bool(f.get("acc_out")))
+        return out
     if opcode == Opcode.VEC:
         func = f["func"]
         size = f["in_rows"] * f["in_cols"] * f["channels"]

@@ -144,6 +144,9 @@ LAYOUTS: dict[Opcode, list[tuple[str, int, bool]]] = {
         ("act_min", 8, True),
         ("act_max", 8, True),
         ("epilogue", 2, False),  # Epilogue: how the accumulator is scaled to int8
+        ("acc_addr", 20, False),  # ACC: [groups, out_rows * out_cols, lanes] int32 partial sums, a multiple of lanes * 4
+        ("acc_in", 1, False),  # start each sum from ACC instead of the bias (a later pass over K)
+        ("acc_out", 1, False),  # write the int32 sums to ACC instead of the epilogue's int8 to OUT
     ],
     Opcode.VEC: [
         ("func", 4, False),  # VecFunc
@@ -315,6 +318,11 @@ def weight_groups(out_channels: int, lanes: int) -> int:
     return -(-out_channels // lanes)
 
 
+def acc_bytes(out_channels: int, pixels: int, lanes: int) -> int:
+    """Bytes a GEMM's partial sums occupy in ACC: ``[groups, pixels, lanes]`` int32."""
+    return weight_groups(out_channels, lanes) * pixels * lanes * 4
+
+
 def weight_bytes(out_channels: int, k: int, lanes: int) -> int:
     """Bytes a GEMM's lane-interleaved weights occupy in WGT (the last group padded to ``lanes``)."""
     return weight_groups(out_channels, lanes) * k * lanes
@@ -376,6 +384,6 @@ def field_range(opcode: Opcode, name: str) -> tuple[int, int]:
 
 __all__ = ["ADD_PARAM_WORDS", "MUL_PARAM_WORDS", "Buffer", "ENUM_FIELDS", "Epilogue", "GEMM_PARAM_WORDS", "HeaderLayout", "INSTRUCTION_BYTES",
            "ISAError", "Instruction", "InstructionLayout", "LAYOUTS", "Module", "Opcode", "PARAM_RECORDS", "QUEUES",
-           "RESCALE_PARAM_WORDS", "TOKEN_FIELDS", "TOKEN_QUEUES", "VecFunc", "decode", "decode_program", "encode",
+           "RESCALE_PARAM_WORDS", "TOKEN_FIELDS", "TOKEN_QUEUES", "VecFunc", "acc_bytes", "decode", "decode_program", "encode",
            "encode_program", "field_bits", "field_layout", "field_names", "field_range", "make", "pack_weights",
            "record_layout", "unpack_weights", "weight_bytes", "weight_groups"]

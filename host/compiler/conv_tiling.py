@@ -6,6 +6,12 @@ through the kernel window (no im2col in memory); its weights are ``channels`` ro
 [Cout, KH*KW*Cin] weight matrix in a weight slot. The loop order decides which operand stays
 resident: ``act`` (bands outer, weight blocks inner) or ``wgt`` (weight blocks outer). The
 choice minimises the estimated time, max(compute, memory) plus the pipeline fill and drain.
+
+A layer whose smallest such tile does not fit is split further (``split_tiling``): into column
+tiles (``cols`` output columns, the band then holds only the columns their windows read), and
+over the reduction into passes of ``slice`` input channels (K = kh * kw * slice each), whose
+int32 partial sums stay in the accumulator buffer (GEMM ``acc_in`` / ``acc_out``) until the last
+pass requantizes them. Each pass loads its own channel slice of the band and of the weights.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import math
 from dataclasses import dataclass
 
 from onda.hw.config import EngineConfig
-from onda.hw.isa import GEMM_PARAM_WORDS, weight_bytes
+from onda.hw.isa import GEMM_PARAM_WORDS, acc_bytes, weight_bytes
 from onda.sim.emulator import cycles
 
 
@@ -85,12 +91,32 @@ class ConvTiling:
     order: str  # "act": bands outer (activations resident); "wgt": weight blocks outer
     est_cycles: int
     bytes_moved: int
+    cols: int = 0  # output columns per tile (0: whole rows)
+    slice: int = 0  # input channels per pass over K (0: all of them, one pass)
+
+    @property
+    def split(self) -> bool:
+        return bool(self.cols or self.slice)
 
     def describe(self) -> str:
-        return f"{self.rows}r x {self.channels}c, {self.order}-resident"
+        d = f"{self.rows}r x {self.channels}c, {self.order}-resident"
+        if self.cols:
+            d += f", {self.cols}-column tiles"
+        if self.slice:
+            d += f", K in passes of {self.slice} channels"
+        return d
 
 
 def choose_tiling(cfg: EngineConfig, g: ConvGeometry, name: str, prev_cycles: int = 0) -> ConvTiling:
+    """The cheapest tiling of whole output rows and all input channels, or, when even the smallest
+    such tile does not fit, ``split_tiling``'s."""
+    try:
+        return _row_tiling(cfg, g, name, prev_cycles)
+    except TilingError as e:
+        return split_tiling(cfg, g, name, str(e))
+
+
+def _row_tiling(cfg: EngineConfig, g: ConvGeometry, name: str, prev_cycles: int = 0) -> ConvTiling:
     aslot, wslot, oslot, pslot = cfg.slot("act"), cfg.slot("wgt"), cfg.slot("out"), cfg.slot("param")
     row_bytes = g.in_cols * g.c
     if g.ekh * row_bytes > aslot:
@@ -154,3 +180,95 @@ def _estimate(cfg: EngineConfig, g: ConvGeometry, th: int, ct: int, w_bytes: int
         if best is None or (est, moved) < (best.est_cycles, best.bytes_moved):
             best = cand
     return best
+
+
+def split_tiling(cfg: EngineConfig, g: ConvGeometry, name: str, why: str = "") -> ConvTiling:
+    """Column tiles and passes over K for a layer whose smallest whole-row tile does not fit (``why``):
+    the fewest passes whose weights and one-pixel band fit, then the (rows, columns, channels)
+    tile of least estimated time within the activation, output and accumulator buffers."""
+    aslot, wslot, oslot, pslot = cfg.slot("act"), cfg.slot("wgt"), cfg.slot("out"), cfg.slot("param")
+    min_ct = min(cfg.lanes, g.cout)
+    taps = g.kh * g.kw
+    if min_ct * GEMM_PARAM_WORDS * 4 > pslot:
+        raise TilingError(f"{name}: {min_ct} channels' parameters exceed the parameter slot ({pslot} B)")
+    if weight_bytes(min_ct, taps, cfg.lanes) > wslot or g.ekh * g.ekw > aslot or min_ct > oslot:
+        raise TilingError(f"{name}: not even one input channel fits: {cfg.lanes} lanes x {taps} taps of weights "
+                          f"(weight slot {wslot} B), a {g.ekh}x{g.ekw} window (activation slot {aslot} B)")
+    cs = min(g.c, wslot // (cfg.lanes * taps), aslot // (g.ekh * g.ekw))
+    passes = math.ceil(g.c / cs)
+    cs = math.ceil(g.c / passes)  # balanced passes
+    if passes > 1 and cfg.acc_bytes < acc_bytes(min_ct, 1, cfg.lanes):
+        raise TilingError(f"{name}: {why}; splitting K needs an accumulator buffer, and engine {cfg.name!r} "
+                          f"has none (buffers.acc)")
+
+    def band_cols(tc: int) -> int:
+        return (tc - 1) * g.sw + g.ekw
+
+    def fits(th: int, tc: int, ct: int) -> bool:
+        return (g.band_rows(th) * band_cols(tc) * cs <= aslot and th * tc * ct <= oslot
+                and (passes == 1 or acc_bytes(ct, th * tc, cfg.lanes) <= cfg.acc_bytes))
+
+    best = None
+    cands = sorted({min(g.cout, cfg.lanes * m) for m in range(1, math.ceil(g.cout / cfg.lanes) + 1)})
+    for ct in cands:
+        if weight_bytes(ct, taps * cs, cfg.lanes) > wslot or ct * GEMM_PARAM_WORDS * 4 > pslot:
+            continue
+        tc_max = g.ow
+        while tc_max > 1 and not fits(1, tc_max, ct):
+            tc_max -= 1
+        if not fits(1, tc_max, ct):
+            continue
+        for tc in sorted({tc_max} | {math.ceil(g.ow / k) for k in range(2, 9)}):
+            if tc > tc_max:
+                continue
+            th_max = g.oh
+            while th_max > 1 and not fits(th_max, tc, ct):
+                th_max -= 1
+            for th in sorted({th_max} | {math.ceil(g.oh / k) for k in range(2, 9)}):
+                if th > th_max:
+                    continue
+                cand = _estimate_split(cfg, g, th, tc, ct, cs)
+                if best is None or (cand.est_cycles, cand.bytes_moved) < (best.est_cycles, best.bytes_moved):
+                    best = cand
+    if best is None:
+        raise TilingError(f"{name}: no tile fits the engine's buffers ({why})")
+    return best
+
+
+def _sizes(total: int, step: int) -> list[tuple[int, int]]:
+    """(size, how many) of the pieces ``total`` splits into at ``step``: the full ones and the rest."""
+    n, rest = divmod(total, step)
+    return [(s, k) for s, k in ((step, n), (rest, 1 if rest else 0)) if k]
+
+
+def _estimate_split(cfg: EngineConfig, g: ConvGeometry, th: int, tc: int, ct: int, cs: int) -> ConvTiling:
+    """Bands outer, then column tiles, weight blocks and passes (every pass reloads its band slice
+    and weight slice; with one pass the band stays for the blocks and a single block's weights for
+    the layer): max(compute, memory) plus the first band and the last tile."""
+    passes = math.ceil(g.c / cs)
+    nt, nu, nb = math.ceil(g.oh / th), math.ceil(g.ow / tc), math.ceil(g.cout / ct)
+    compute = sum(kr * ku * kb * kp * gemm_cycles_px(cfg, g, r * u, n, c)
+                  for r, kr in _sizes(g.oh, th) for u, ku in _sizes(g.ow, tc)
+                  for n, kb in _sizes(g.cout, ct) for c, kp in _sizes(g.c, cs))
+    band = g.band_rows(th) * ((tc - 1) * g.sw + g.ekw) * g.c  # all passes of one tile's band
+    w_bytes = g.cout * g.k + g.cout * GEMM_PARAM_WORDS * 4
+    per_row = passes > 1 or tc < g.ow
+    if passes == 1:
+        moved = nt * nu * band + (w_bytes if nb == 1 else nt * nu * w_bytes)
+        transfers = nt * nu * (g.band_rows(th) if per_row else 1) + nt * nu * nb * 2
+    else:
+        moved = nt * nu * nb * band + nt * nu * w_bytes
+        transfers = nt * nu * nb * passes * (g.band_rows(th) + 2)
+    moved += g.oh * g.ow * g.cout
+    transfers += nt * nu * nb * (th if tc < g.ow else 1)
+    mem = moved / cfg.mem_bytes_per_cycle + transfers * cfg.mem_latency_cycles
+    fill = dma_cycles(cfg, band // passes) + dma_cycles(cfg, ct * g.kh * g.kw * cs)
+    drain = gemm_cycles_px(cfg, g, th * tc, ct, cs) + dma_cycles(cfg, th * tc * ct)
+    return ConvTiling(th, ct, "act", int(max(compute, mem) + fill + drain), int(moved),
+                      cols=tc if tc < g.ow else 0, slice=cs if passes > 1 else 0)
+
+
+def gemm_cycles_px(cfg: EngineConfig, g: ConvGeometry, pixels: int, channels: int, cin: int) -> int:
+    """Cycles of one GEMM of ``pixels`` output pixels, ``channels`` output channels and ``cin``
+    input channels (the cycle model's formula)."""
+    return cycles.gemm_cycles(cfg, pixels, channels, g.kh, g.kw, cin, g.dw)

@@ -60,12 +60,21 @@ def lower_gemm(em: Emitter, op: Op, prev_est: int) -> GemmLayer:
     else:
         epilogue = Epilogue.FIXED
         prm = np.stack([bias, p.multiplier, p.shift], axis=1).astype("<i4")
-    waddr = em.weight_data(isa.pack_weights(wmat, cfg.lanes))  # lane-interleaved (hw/ISA.md, WGT)
-    paddr = em.weight_data(prm.tobytes())
     gemm = dict(in_cols=geo.in_cols, channels=geo.c, out_cols=geo.ow, kh=geo.kh, kw=geo.kw, stride_h=geo.sh,
                 stride_w=geo.sw, dilation_h=geo.dh, dilation_w=geo.dw, out_zp=p.out_zero_point, act_min=p.act_min,
                 act_max=p.act_max, epilogue=epilogue)
-    _Tiles(em, geo, tiling, waddr, paddr, op.inputs[0], op.outputs[0], p.in_zero_point, gemm).emit()
+    if tiling.split:
+        w4 = wmat.reshape(cout, geo.kh, geo.kw, geo.c)
+        cs = tiling.slice or geo.c
+        # one lane-interleaved matrix per pass: the pass's input channels of every tap
+        waddrs = [em.weight_data(isa.pack_weights(w4[..., k0:k0 + cs].reshape(cout, -1), cfg.lanes))
+                  for k0 in range(0, geo.c, cs)]
+        paddr = em.weight_data(prm.tobytes())
+        _SplitTiles(em, geo, tiling, waddrs, paddr, op.inputs[0], op.outputs[0], p.in_zero_point, gemm).emit()
+    else:
+        waddr = em.weight_data(isa.pack_weights(wmat, cfg.lanes))  # lane-interleaved (hw/ISA.md, WGT)
+        paddr = em.weight_data(prm.tobytes())
+        _Tiles(em, geo, tiling, waddr, paddr, op.inputs[0], op.outputs[0], p.in_zero_point, gemm).emit()
     out = g.tensor(op.outputs[0])
     macs = int(np.prod(out.shape[1:])) * int(np.prod(p.weights.shape[1:]))
     desc = tiling.describe() + (", space-to-depth" if op.inputs[0] in em.mem.s2d else "")
@@ -203,4 +212,118 @@ class _Tiles:
         tile.stores.append(isa.make(Opcode.STORE, buffer=Buffer.OUT, sram_addr=oslot * cfg.slot("out"),
                                     dram_addr=self.oaddr + oy0 * geo.ow * self.ostride + co0, y_size=rows * geo.ow,
                                     x_size=n, dram_stride=self.ostride))
+        self.em.prog.tile(tile)
+
+
+class _SplitTiles:
+    """A split layer's tiles (``conv_tiling.split_tiling``): bands outer, then column tiles, weight
+    blocks and passes over K. Each pass is a tile of the token protocol: its band slice and weight
+    slice loaded into the next slots, one GEMM (partial sums into ACC but for the last pass, which
+    requantizes them into OUT), and the last pass's stores."""
+
+    def __init__(self, em: Emitter, geo: ConvGeometry, tiling: ConvTiling, waddrs: list[int], paddr: int,
+                 x: int, out: int, pad_value: int, gemm: dict):
+        self.em, self.cfg, self.geo, self.tiling = em, em.cfg, geo, tiling
+        self.waddrs, self.paddr, self.x, self.out = waddrs, paddr, x, out
+        self.xaddr, self.oaddr = em.mem.dram(x), em.mem.dram(out)
+        # the input's bytes per pixel of the geometry: its channels (4C stored space-to-depth, K for a
+        # fully-connected layer), or a view's container's
+        self.xstride = em.mem.pixel_stride(x) if em.mem.is_view(x) else geo.c
+        self.ostride = em.mem.pixel_stride(out)
+        self.pad_value, self.gemm = pad_value, gemm
+        self.cs = tiling.slice or geo.c
+        self.tc = tiling.cols or geo.ow
+        self.band = None  # (band, column tile) whose all-channel band is in ACT (one pass only)
+        self.aslot = 1
+        self.tiles = 0
+        self.resident: tuple[int, int] | None = None  # (block, pass) whose weights the current slot holds
+
+    def emit(self) -> None:
+        geo, t = self.geo, self.tiling
+        for oy0 in range(0, geo.oh, t.rows):
+            for ox0 in range(0, geo.ow, self.tc):
+                for co0 in range(0, geo.cout, t.channels):
+                    for k0 in range(0, geo.c, self.cs):
+                        self._tile(oy0, ox0, co0, k0)
+
+    def _band_loads(self, oy0: int, ox0: int, rows: int, cols: int, k0: int, cs: int) -> tuple[list, int]:
+        """LOADs of the padded band of output rows ``oy0 ..`` and columns ``ox0 ..``, channels
+        ``k0 .. k0 + cs``, into the next ACT slot; and the band's columns."""
+        geo, cfg = self.geo, self.cfg
+        p0 = oy0 * geo.sh - geo.pad_top
+        p1 = p0 + geo.band_rows(rows)
+        q0 = ox0 * geo.sw - geo.pad_left
+        q1 = q0 + (cols - 1) * geo.sw + geo.ekw
+        r0, r1, c0, c1 = max(0, p0), min(geo.h, p1), max(0, q0), min(geo.w, q1)
+        in_cols = q1 - q0
+        self.aslot ^= 1
+        base = self.aslot * cfg.slot("act")
+        fill = dict(buffer=Buffer.ACT, pad_value=self.pad_value)
+        ps = self.xstride
+        if cs == ps:  # whole pixels: the band's rows are contiguous runs of memory
+            return [isa.make(Opcode.LOAD, sram_addr=base, dram_addr=self.xaddr + (r0 * geo.w + c0) * ps,
+                             y_size=r1 - r0, x_size=(c1 - c0) * ps, dram_stride=geo.w * ps, pad_top=r0 - p0,
+                             pad_bottom=p1 - r1, pad_left=(c0 - q0) * cs, pad_right=(q1 - c1) * cs, **fill)], in_cols
+        # a channel slice: one LOAD per band row, a pixel per DMA row, its padding as whole pixels
+        row = in_cols * cs
+        loads = []
+        if r0 > p0:
+            loads.append(isa.make(Opcode.LOAD, sram_addr=base, pad_top=r0 - p0, pad_left=row, **fill))
+        for r in range(r0, r1):
+            loads.append(isa.make(Opcode.LOAD, sram_addr=base + (r - p0) * row,
+                                  dram_addr=self.xaddr + (r * geo.w + c0) * ps + k0, y_size=c1 - c0, x_size=cs,
+                                  dram_stride=ps, pad_top=c0 - q0, pad_bottom=q1 - c1, **fill))
+        if p1 > r1:
+            loads.append(isa.make(Opcode.LOAD, sram_addr=base + (r1 - p0) * row, pad_top=p1 - r1, pad_left=row,
+                                  **fill))
+        return loads, in_cols
+
+    def _weight_loads(self, co0: int, n: int, p: int, cs: int) -> list:
+        cfg, geo = self.cfg, self.geo
+        k = geo.kh * geo.kw * cs
+        slot = self.em.next_weight_slot()
+        size = isa.weight_bytes(n, k, cfg.lanes)
+        prm_bytes = n * GEMM_PARAM_WORDS * 4
+        return [isa.make(Opcode.LOAD, buffer=Buffer.WGT, sram_addr=slot * cfg.slot("wgt"),
+                         dram_addr=self.waddrs[p] + co0 * k, y_size=1, x_size=size, dram_stride=size),
+                isa.make(Opcode.LOAD, buffer=Buffer.PARAM, sram_addr=slot * cfg.slot("param"),
+                         dram_addr=self.paddr + co0 * GEMM_PARAM_WORDS * 4, y_size=1, x_size=prm_bytes,
+                         dram_stride=prm_bytes)]
+
+    def _tile(self, oy0: int, ox0: int, co0: int, k0: int) -> None:
+        cfg, geo, t = self.cfg, self.geo, self.tiling
+        rows, cols, n = min(t.rows, geo.oh - oy0), min(self.tc, geo.ow - ox0), min(t.channels, geo.cout - co0)
+        p, cs = k0 // self.cs, min(self.cs, geo.c - k0)
+        last = k0 + cs == geo.c
+        tile = Tile()
+        if self.band != (oy0, ox0, k0) or t.slice:
+            loads, in_cols = self._band_loads(oy0, ox0, rows, cols, k0, cs)
+            tile.loads += loads
+            self.band, self.in_cols = (oy0, ox0, k0), in_cols
+        if self.resident != (co0, p):
+            tile.loads += self._weight_loads(co0, n, p, cs)
+            self.resident = (co0, p)
+        oslot = self.tiles % 2
+        self.tiles += 1
+        ws = self.em.wslot
+        tile.computes.append(isa.make(
+            Opcode.GEMM, **{**self.gemm, "act_addr": self.aslot * cfg.slot("act"), "wgt_addr": ws * cfg.slot("wgt"),
+                            "param_addr": ws * cfg.slot("param"), "out_addr": oslot * cfg.slot("out"),
+                            "in_rows": geo.band_rows(rows), "in_cols": self.in_cols, "channels": cs,
+                            "out_rows": rows, "out_cols": cols, "out_channels": n, "acc_addr": 0,
+                            "acc_in": int(k0 > 0), "acc_out": int(not last)}))
+        if last:
+            sram = oslot * cfg.slot("out")
+            dram = self.oaddr + (oy0 * geo.ow + ox0) * self.ostride + co0
+            if cols == geo.ow:
+                tile.stores.append(isa.make(Opcode.STORE, buffer=Buffer.OUT, sram_addr=sram, dram_addr=dram,
+                                            y_size=rows * cols, x_size=n, dram_stride=self.ostride))
+            elif n == self.ostride:
+                tile.stores.append(isa.make(Opcode.STORE, buffer=Buffer.OUT, sram_addr=sram, dram_addr=dram,
+                                            y_size=rows, x_size=cols * n, dram_stride=geo.ow * n))
+            else:
+                for r in range(rows):
+                    tile.stores.append(isa.make(Opcode.STORE, buffer=Buffer.OUT, sram_addr=sram + r * cols * n,
+                                                dram_addr=dram + r * geo.ow * self.ostride, y_size=cols, x_size=n,
+                                                dram_stride=self.ostride))
         self.em.prog.tile(tile)

@@ -63,6 +63,7 @@ class Machine:
         self.wgt = np.zeros(cfg.wgt_bytes, dtype=np.int8)
         self.param = np.zeros(cfg.param_bytes, dtype=np.uint8)
         self.out = np.zeros((n, cfg.out_bytes), dtype=np.int8)
+        self.acc = np.zeros((n, cfg.acc_bytes), dtype=np.uint8)  # int32 words, little-endian
         self.tokens = dict.fromkeys(QUEUES, 0)
         self.finished = False
 
@@ -177,9 +178,23 @@ class Machine:
             raise EmulatorError(f"GEMM: wgt_addr {f['wgt_addr']} is not a multiple of lanes ({lanes})")
         w = unpack_weights(self.wgt[self._extent(self.wgt, e["wgt"], "GEMM wgt")], ct, k, lanes)
         prm = self.record(e["param"]).reshape(ct, GEMM_PARAM_WORDS)
+        so = self._extent(self.out, e["out"], "GEMM out") if "out" in e else None
+        acc = None
+        if "acc" in e:
+            if f["acc_addr"] % (lanes * 4):
+                raise EmulatorError(f"GEMM: acc_addr {f['acc_addr']} is not a multiple of lanes * 4 ({lanes * 4})")
+            acc = self.acc[:, self._extent(self.acc, e["acc"], "GEMM acc")]
         cols = gemm_patches(a, f)
-        y = gemm_epilogue(prm, f)(Weights(w.T).product(cols))
-        self.out[:, self._extent(self.out, e["out"], "GEMM out")] = y.reshape(n, -1)
+        sums = np.asarray(Weights(w.T).product(cols)).astype(np.int64).reshape(n, -1, ct)
+        if f["acc_in"]:
+            sums += acc_unpack(acc, ct, lanes)
+        else:
+            sums += prm[:, 0]
+        if f["acc_out"]:
+            acc[...] = acc_pack(sums, lanes)
+            return
+        y = gemm_epilogue(prm, f, with_bias=False)(sums.reshape(-1, ct))
+        self.out[:, so] = y.reshape(n, -1)
 
     def vec(self, ins: Instruction) -> None:
         f = ins.fields
@@ -214,10 +229,30 @@ def gemm_patches(bands: np.ndarray, f: dict, out_rows: int | None = None) -> np.
                           operand_dtype(f["kh"] * f["kw"] * bands.shape[-1]))
 
 
-def gemm_epilogue(prm: np.ndarray, f: dict):
+def acc_unpack(acc: np.ndarray, ct: int, lanes: int) -> np.ndarray:
+    """ACC's ``[groups, pixels, lanes]`` int32 bytes [n, size] as sums [n, pixels, ct] (int64)."""
+    n = acc.shape[0]
+    groups = -(-ct // lanes)
+    v = acc.view("<i4").astype(np.int64).reshape(n, groups, -1, lanes)
+    return v.transpose(0, 2, 1, 3).reshape(n, v.shape[2], groups * lanes)[:, :, :ct]
+
+
+def acc_pack(sums: np.ndarray, lanes: int) -> np.ndarray:
+    """Sums [n, pixels, ct] as ACC's ``[groups, pixels, lanes]`` int32 bytes [n, size]: the lanes past
+    ``ct`` of the last group hold 0, each sum wraps to int32 as the engine's adders do."""
+    n, pixels, ct = sums.shape
+    groups = -(-ct // lanes)
+    full = np.zeros((n, pixels, groups * lanes), dtype=np.int64)
+    full[:, :, :ct] = sums
+    words = full.reshape(n, pixels, groups, lanes).transpose(0, 2, 1, 3).astype(np.int32).astype("<i4")
+    return np.ascontiguousarray(words).reshape(n, -1).view(np.uint8)
+
+
+def gemm_epilogue(prm: np.ndarray, f: dict, with_bias: bool = True):
     """The requantizer of a GEMM's parameter records [C, 3] (bias, then the epilogue's two words):
-    a function from exact accumulators [M, C] (without bias) to int8 [M, C]."""
-    bias = prm[:, 0].astype(np.int64)
+    a function from exact accumulators [M, C] (without bias, or with it when ``with_bias`` is
+    False: they started from the bias or from ACC) to int8 [M, C]."""
+    bias = prm[:, 0].astype(np.int64) if with_bias else np.zeros(len(prm), dtype=np.int64)
     if f["epilogue"] == Epilogue.FIXED:
         r = fp.Requantizer(prm[:, 1], prm[:, 2], f["out_zp"], f["act_min"], f["act_max"])
         return lambda acc: r(acc, bias)

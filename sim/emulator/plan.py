@@ -457,6 +457,8 @@ class _Builder:
 
     def gemm(self, f: dict) -> None:
         check_gemm(f)
+        if f["acc_in"] or f["acc_out"]:
+            raise PlanUnsupported("a GEMM split over K (partial sums in ACC)")
         lanes = self.cfg.lanes
         e = extents(Opcode.GEMM, f, lanes)
         ct, k = f["out_channels"], f["kh"] * f["kw"] * f["channels"]

@@ -21,7 +21,8 @@ def conv_stack(k, stride, padding, cin, cout, act, dilation=1, size=15):
     def build(i):
         x = L.Conv2D(cin, 1, activation="relu")(i)
         return L.Conv2D(cout, k, strides=stride, padding=padding, activation=act, dilation_rate=dilation)(x)
-    return (size, size, 3), build
+    h, w = (size, size) if isinstance(size, int) else size
+    return (h, w, 3), build
 
 
 def residual(scale_ratio):
@@ -179,6 +180,17 @@ def multiply():
     return (8, 8, 4), build
 
 
+def dense_wide(shape, units):
+    """A convolution flattened into a dense layer of a long reduction (K = H * W * C)."""
+    L = _layers()
+
+    def build(i):
+        x = L.Conv2D(shape[-1], 1, activation="relu")(i)
+        x = L.Flatten()(x)
+        return L.Dense(units)(x)
+    return shape[:2] + (3,), build
+
+
 CASES = {
     "conv1x1_s1_valid": (conv_stack(1, 1, "valid", 5, 7, None), 1.0),
     "conv3x3_s1_same_relu": (conv_stack(3, 1, "same", 5, 13, "relu"), 1.0),
@@ -207,6 +219,13 @@ CASES = {
     "concat_nested_views": (concat_nested(), 1.0),
     "mul_elementwise_and_per_channel": (multiply(), 1.0),
     "saturating": (saturating(), 0.05),
+    # Layers whose smallest whole-row tile does not fit the iCEBreaker's buffers (some not the ULX3S's):
+    # passes over K with partial sums in ACC, column tiles, and both.
+    "conv3x3_k_split": (conv_stack(3, 1, "same", 96, 8, "relu", size=8), 1.0),
+    "dense_k_split": (dense_wide((8, 8, 16), 10), 1.0),
+    "dense_k_split_ulx3s": (dense_wide((10, 20, 32), 4), 1.0),
+    "conv3x3_column_tiles": (conv_stack(3, 1, "same", 24, 8, None, size=(12, 120)), 1.0),
+    "conv5x5_s2_k_and_column_split": (conv_stack(5, 2, "same", 40, 6, "relu", size=(10, 60)), 1.0),
 }
 
 
