@@ -94,12 +94,25 @@ class ConvTile(wiring.Component):
     restart : In(1)
         (``restartable`` only) resets the requantizers (phase and valid bits); to be asserted only
         while the tile is empty (between instructions).
+    acc_in, acc_out : In(1)
+        (``accumulate`` only) static per instruction. ``acc_in``: each lane's sum starts from
+        ``acc_word`` instead of its bias. ``acc_out``: the serializer sends one lane a cycle to
+        ``raw`` (the int32 sum, wrapping) instead of into the requantizer, and ``o`` stays idle.
+    acc_word : In(signed(32))
+        (``accumulate`` only) the partial sum of the lane the serializer sends this cycle: the
+        sequencer reads the accumulator buffer one word ahead, at the ``lane_take``-th word.
+    lane_take : Out(1)
+        (``accumulate`` only) the serializer sends a lane this cycle (to the requantizer or ``raw``).
+    raw : Out(stream.Signature(signed(32)))
+        (``accumulate`` only) the sums of ``acc_out``, in lane order, a register one cycle after
+        ``lane_take``; always accepted (``ready`` is ignored).
     """
 
     def __init__(self, lanes: int = 8, width: int = 16, acc_width: int = 32, mul_style: str = "dsp",
-                 lut_lanes: int = 0, double: bool = False, restartable: bool = False):
+                 lut_lanes: int = 0, double: bool = False, restartable: bool = False, accumulate: bool = False):
         self.lanes, self.width, self.acc_width, self.double = lanes, width, acc_width, bool(double)
         self.restartable = bool(restartable)
+        self.accumulate = bool(accumulate)
         self.mac = MacArray(lanes, width, acc_width, lut_lanes)
         self.requant = Requantizer(mul_style)
         self.requant_double = DoubleRequantizer(mul_style) if double else None
@@ -119,6 +132,9 @@ class ConvTile(wiring.Component):
             members["epilogue"] = In(Epilogue)
         if restartable:
             members["restart"] = In(1)
+        if accumulate:
+            members.update({"acc_in": In(1), "acc_out": In(1), "acc_word": In(signed(32)), "lane_take": Out(1),
+                            "raw": Out(stream.Signature(signed(32)))})
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -188,17 +204,22 @@ class ConvTile(wiring.Component):
         # beats (K > lanes * width).
         sel_bias = Mux(held_bank, bias[1][lane], bias[0][lane])
         sel_mult = Mux(held_bank, mult[1][lane], mult[0][lane])
-        m.d.comb += [take.eq(busy & Mux(use_double, units[-1].i.ready, rq.i.ready)),
+        to_raw = Signal()  # acc_out: lanes go to `raw`, one a cycle
+        if self.accumulate:
+            sel_bias = Mux(self.acc_in, self.acc_word, sel_bias)
+            m.d.comb += [to_raw.eq(self.acc_out), self.lane_take.eq(take)]
+            m.d.sync += [self.raw.valid.eq(take & to_raw), self.raw.payload.eq(accs[lane] + sel_bias)]
+        m.d.comb += [take.eq(busy & (to_raw | Mux(use_double, units[-1].i.ready, rq.i.ready))),
                      leave.eq(take & (lane == self.lanes - 1)),
                      mac.o.ready.eq(~busy),
-                     rq.i.valid.eq(busy & ~use_double),
+                     rq.i.valid.eq(busy & ~use_double & ~to_raw),
                      rq.i.payload.acc.eq(accs[lane]),
                      rq.i.payload.bias.eq(sel_bias),
                      rq.i.payload.multiplier.eq(sel_mult),
                      rq.i.payload.shift.eq(Mux(held_bank, shift[1][lane], shift[0][lane]))]
         if self.double:
             dq = self.requant_double
-            m.d.comb += [dq.i.valid.eq(busy & use_double),
+            m.d.comb += [dq.i.valid.eq(busy & use_double & ~to_raw),
                          dq.i.payload.acc.eq(accs[lane]),
                          dq.i.payload.bias.eq(sel_bias),
                          dq.i.payload.scale.eq(Cat(sel_mult, Mux(held_bank, scale_hi[1][lane], scale_hi[0][lane])))]

@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from .dsp import DSP_LATENCY, dsp_multiply
 from .stall import delay, stage
 
-__all__ = ["MacArray", "MacBeatLayout"]
+__all__ = ["MacArray", "MacBeatLayout", "mac_array_latency", "tree_stages"]
 
 
 class MacBeatLayout(data.StructLayout):
@@ -33,6 +33,16 @@ class MacBeatLayout(data.StructLayout):
             "first": 1,
             "last": 1,
         })
+
+
+def tree_stages(width: int) -> int:
+    """Register stages of the adder tree that sums a lane's ``width`` products."""
+    return max(1, ((width - 1).bit_length() + 1) // 2)
+
+
+def mac_array_latency(width: int) -> int:
+    """Cycles from a beat in to the accumulators out, when not stalled."""
+    return 3 + DSP_LATENCY + 1 + tree_stages(width)
 
 
 class MacArray(wiring.Component):
@@ -84,8 +94,8 @@ class MacArray(wiring.Component):
         if not isinstance(lut_lanes, int) or not 0 <= lut_lanes <= lanes:
             raise ValueError(f"MacArray: lut_lanes must be an integer in 0..lanes, got {lut_lanes!r}")
         self.lanes, self.width, self.acc_width, self.lut_lanes = lanes, width, acc_width, lut_lanes
-        self.tree_stages = max(1, ((width - 1).bit_length() + 1) // 2)
-        self.latency = 3 + DSP_LATENCY + 1 + self.tree_stages  # beat in -> accumulators out, when not stalled
+        self.tree_stages = tree_stages(width)
+        self.latency = mac_array_latency(width)
         super().__init__({
             "i": In(stream.Signature(MacBeatLayout(lanes, width))),
             "o": Out(stream.Signature(data.ArrayLayout(signed(acc_width), lanes))),

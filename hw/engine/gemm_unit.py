@@ -33,16 +33,25 @@ is ``gemm_cycles`` minus ``max(0, d - beats)`` plus FILL. A GEMM with no pixel o
 has left the serializer, and the walk starts a group only when its parameters are in): at most
 9 cycles once per instruction on the ULX3S build (beats 16..22), 8 on the iCEBreaker's (beats
 27..33), measured.
+
+Passes over K (``hw/ISA.md``): the accumulator buffer is one int32 word per lane and pixel, in
+the order the serializer sends lanes, so it is read one word ahead of the serializer (the word
+it sends next: its sum starts there with ``acc_in``) and written from the serializer's ``raw``
+output with ``acc_out``. Then no requantizer paces the serializer: it sends a lane a cycle, a
+dot product is no faster than ``lanes + 1`` cycles, and the fill is ``acc_fill_cycles``
+(23 on the iCEBreaker's build, 48 on the ULX3S's); the same once-per-instruction wait for a
+third group's parameters applies (at most 8 cycles measured on both builds).
 """
 
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from onda.hw import isa
 from onda.hw.datapath.conv_tile import ConvTile
+from onda.hw.datapath.gemm import mac_array_latency
 from onda.hw.datapath.mbqm import SERIAL_PHASES
 from onda.hw.datapath.requantize import mul_style_for
 from onda.hw.isa import Epilogue, Opcode
@@ -70,6 +79,13 @@ def gemm_fill_cycles(cfg) -> int:
     return 105 + SERIAL_PHASES * cfg.lanes
 
 
+def acc_fill_cycles(cfg) -> int:
+    """``FILL`` of a GEMM with ``acc_out`` (no requantizer): setup, the first group's parameters
+    (a record a cycle), the MAC array, the serializer sending a lane a cycle into ACC, done.
+    Measured: 23 on the iCEBreaker's build, 48 on the ULX3S's."""
+    return 8 + 2 * cfg.lanes + mac_array_latency(cfg.width)
+
+
 def dot_product_beats(cfg, kh: int, kw: int, channels: int, dilation_w: int = 1) -> int:
     """MAC beats of one dot product (one output pixel, one lane group): ``kh`` kernel rows of
     ``ceil(kw * channels / width)`` beats (a row's taps are contiguous in the band), or of ``kw *
@@ -88,11 +104,14 @@ def dot_product_interval(cfg, beats: int) -> int:
 def gemm_unit_cycles(cfg, f: dict) -> int:
     """Cycles from the cycle a ``GEMM`` with fields ``f`` is taken to its ``done``:
     ``(N - 1) * max(beats, d) + beats + FILL``, with the serial requantizer rounded up to its
-    grid of ``SERIAL_PHASES`` cycles from the instruction's start; 5 for an empty one."""
+    grid of ``SERIAL_PHASES`` cycles from the instruction's start; 5 for an empty one. With
+    ``acc_out``: ``(N - 1) * max(beats, lanes + 1) + beats + acc_fill_cycles``."""
     n = f["out_rows"] * f["out_cols"] * isa.weight_groups(f["out_channels"], cfg.lanes)
     if n == 0:
         return EMPTY_CYCLES
     beats = dot_product_beats(cfg, f["kh"], f["kw"], f["channels"], f["dilation_w"])
+    if f.get("acc_out"):
+        return (n - 1) * max(beats, cfg.lanes + 1) + beats + acc_fill_cycles(cfg)
     took = (n - 1) * dot_product_interval(cfg, beats) + beats + gemm_fill_cycles(cfg)
     if mul_style_for(cfg) != "dsp":
         took += -took % SERIAL_PHASES
@@ -142,7 +161,9 @@ class GemmUnit(wiring.Component):
         self.cfg = cfg
         self.lanes, self.width = lanes, width
         self.mul_style = mul_style_for(cfg)
-        self.tile = ConvTile(lanes, width, mul_style=self.mul_style, double=True, restartable=True)
+        self.acc_words = cfg.acc_bytes // 4  # the accumulator buffer, one int32 word per lane and pixel
+        self.tile = ConvTile(lanes, width, mul_style=self.mul_style, double=True, restartable=True,
+                             accumulate=self.acc_words > 0)
         super().__init__({
             "cmd": In(stream.Signature(isa.field_layout(Opcode.GEMM))),
             "done": Out(1),
@@ -174,6 +195,8 @@ class GemmUnit(wiring.Component):
         wgt_ext, group_wstep = Signal(A + 10), Signal(A)
         seg_wstep = Signal(A)
         bad_kernel = Signal()
+        gp, acc_ext, acc_total = Signal(A + 6), Signal(A + 10), Signal(A + 10)  # ACC: groups * pixels vectors
+        uses_acc = Signal()
 
         # -- walk state ---------------------------------------------------------------------------------
         g, r, c, i, t = Signal(17), Signal(12), Signal(12), Signal(4), Signal(4)
@@ -206,6 +229,8 @@ class GemmUnit(wiring.Component):
         last_write = Signal()  # the instruction's last output is being written
 
         running = Signal()
+        a_sent, a_written = Signal(A + 10), Signal(A + 10)  # ACC words read (sent by the serializer), written
+        acc_last = Signal()  # acc_out: the instruction's last ACC write is being performed
         m.d.comb += [tile.x_zp.eq(0), tile.out_zero_point.eq(f.out_zp), tile.act_min.eq(f.act_min),
                      tile.act_max.eq(f.act_max), tile.epilogue.eq(f.epilogue)]
 
@@ -239,11 +264,13 @@ class GemmUnit(wiring.Component):
                     out_ext.eq(f.out_addr + pix * f.out_channels),
                     need_r.eq(band_r - f.stride_h + ekh), need_c.eq(band_c - f.stride_w + ekw),
                     seg_wstep.eq(seg_len << lg_lanes),
+                    gp.eq(groups * pix), uses_acc.eq(f.acc_in | f.acc_out),
                 ]
                 m.next = "SETUP3"
             with m.State("SETUP3"):
                 m.d.sync += [wgt_ext.eq(f.wgt_addr + ((groups * k_len) << lg_lanes)),
-                             group_wstep.eq(k_len << lg_lanes)]
+                             group_wstep.eq(k_len << lg_lanes),
+                             acc_ext.eq(f.acc_addr + (gp << (lg_lanes + 2))), acc_total.eq(gp << lg_lanes)]
                 m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.comb += tile.restart.eq(1)  # the tile is empty: every instruction starts at phase 0
@@ -263,7 +290,11 @@ class GemmUnit(wiring.Component):
                     m.d.comb += code.eq(EngineError.BUFFER_RANGE)
                 with m.Elif((f.epilogue != Epilogue.FIXED) & (f.epilogue != Epilogue.DOUBLE)):
                     m.d.comb += code.eq(EngineError.BAD_FIELD)
-                with m.Elif(out_ext > cfg.out_bytes):
+                with m.Elif(~f.acc_out & (out_ext > cfg.out_bytes)):
+                    m.d.comb += code.eq(EngineError.BUFFER_RANGE)
+                with m.Elif(uses_acc & (f.acc_addr[:lg_lanes + 2] != 0)):
+                    m.d.comb += code.eq(EngineError.BAD_FIELD)
+                with m.Elif(uses_acc & (acc_ext > cfg.acc_bytes)):
                     m.d.comb += code.eq(EngineError.BUFFER_RANGE)
                 with m.If(code != EngineError.NONE):
                     m.d.sync += error.eq(code)
@@ -279,12 +310,12 @@ class GemmUnit(wiring.Component):
                         pix_first.eq(1), grp_first.eq(1), gen_active.eq(1), loaded.eq(0), ended.eq(0),
                         lg.eq(0), ll.eq(0), p_addr.eq(f.param_addr),
                         o_lane.eq(0), o_pix.eq(0), o_g.eq(0), o_base.eq(f.out_addr), o_gbase.eq(f.out_addr),
-                        o_chbase.eq(0),
+                        o_chbase.eq(0), a_sent.eq(0), a_written.eq(0),
                     ]
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += running.eq(1)
-                with m.If(last_write):  # the last OUT write is performed at the end of this cycle
+                with m.If(last_write | acc_last):  # the last OUT (ACC) write is performed at the end of this cycle
                     m.next = "FINISH"
             with m.State("FINISH"):
                 m.d.comb += self.done.eq(1)
@@ -397,4 +428,19 @@ class GemmUnit(wiring.Component):
                                  o_chbase.eq(o_chbase + lanes)]
                     with m.If(o_g == groups - 1):
                         m.d.sync += last_write.eq(1)
+
+        # -- the accumulator buffer: [groups, pixels, lanes] int32 words from acc_addr, in the order
+        # the serializer sends lanes; read one word ahead (the word it sends next), written from `raw`.
+        if self.acc_words:
+            m.submodules.acc = acc = memory.Memory(shape=signed(32), depth=self.acc_words, init=[])
+            rd, wr = acc.read_port(domain="sync"), acc.write_port()
+            base = f.acc_addr >> 2
+            m.d.comb += [rd.addr.eq(base + a_sent + tile.lane_take), tile.acc_word.eq(rd.data),
+                         tile.acc_in.eq(f.acc_in), tile.acc_out.eq(f.acc_out), tile.raw.ready.eq(1),
+                         wr.addr.eq(base + a_written), wr.data.eq(tile.raw.payload), wr.en.eq(tile.raw.valid),
+                         acc_last.eq(tile.raw.valid & (a_written == acc_total - 1))]
+            with m.If(tile.lane_take):
+                m.d.sync += a_sent.eq(a_sent + 1)
+            with m.If(tile.raw.valid):
+                m.d.sync += a_written.eq(a_written + 1)
         return m

@@ -56,7 +56,7 @@ class Bench:
         wiring.connect(m, self.dut.param_r, self.bufs["param"].r_gemm)
         wiring.connect(m, self.dut.out_w, self.bufs["out"].w_gemm)
         self.top = m
-        self.mirror = {name: np.zeros(getattr(cfg, f"{name}_bytes"), dtype=np.uint8) for name in self.bufs}
+        self.mirror = {name: np.zeros(getattr(cfg, f"{name}_bytes"), dtype=np.uint8) for name in (*self.bufs, "acc")}
 
     def emulate(self, fields: dict) -> np.ndarray | None:
         """OUT after ``Machine.gemm`` on the mirror (None: the emulator refuses the instruction)."""
@@ -65,10 +65,12 @@ class Bench:
         mach.wgt[:] = self.mirror["wgt"].view(np.int8)
         mach.param[:] = self.mirror["param"]
         mach.out[0] = self.mirror["out"].view(np.int8)
+        mach.acc[0] = self.mirror["acc"]
         try:
             mach.gemm(isa.make(Opcode.GEMM, **fields))
         except EmulatorError:
             return None
+        self.mirror["acc"][:] = mach.acc[0]  # the partial sums a later pass starts from
         return mach.out[0].view(np.uint8).copy()
 
 
@@ -171,7 +173,7 @@ def run_cases(cfg_name: str, cases: list[Case], idle: float = 0.5, max_cycles: i
 def gemm(**kw) -> dict:
     base = dict(act_addr=0, wgt_addr=0, param_addr=0, out_addr=0, in_rows=1, in_cols=1, channels=1, out_rows=1,
                 out_cols=1, out_channels=1, kh=1, kw=1, stride_h=1, stride_w=1, dilation_h=1, dilation_w=1,
-                out_zp=0, act_min=-128, act_max=127, epilogue=Epilogue.FIXED)
+                out_zp=0, act_min=-128, act_max=127, epilogue=Epilogue.FIXED, acc_addr=0, acc_in=0, acc_out=0)
     base.update(kw)
     return base
 
@@ -201,7 +203,36 @@ def random_fields(cfg, rng: np.random.Generator, small: bool = True) -> dict:
         kh=kh, kw=kw, stride_h=sh, stride_w=sw, dilation_h=dh, dilation_w=dw,
         out_zp=int(rng.integers(-128, 128)),
         act_min=int(rng.choice([-128, int(rng.integers(-128, 0))])), act_max=int(rng.choice([127, int(rng.integers(0, 128))])),
-        epilogue=Epilogue(int(rng.integers(0, 2))))
+        epilogue=Epilogue(int(rng.integers(0, 2))), acc_addr=0, acc_in=0, acc_out=0)
+
+
+def passes(cfg, rng: np.random.Generator, n: int) -> list[dict]:
+    """``n`` passes over K of one output tile: random kernels and channel slices (each pass its own
+    band and weights) around one output geometry, partial sums at a random place in ACC."""
+    first = random_fields(cfg, rng)
+    ct, orow, ocol = first["out_channels"], first["out_rows"], first["out_cols"]
+    words = isa.acc_bytes(ct, orow * ocol, cfg.lanes)
+    acc_addr = int(rng.integers(0, (cfg.acc_bytes - words) // (cfg.lanes * 4) + 1)) * cfg.lanes * 4
+    out = []
+    for p in range(n):
+        f = first if p == 0 else None
+        while f is None:
+            f = random_fields(cfg, rng)
+            if f["out_rows"] * f["out_cols"] >= orow * ocol:  # enough band for the tile
+                f = {**f, "out_rows": orow, "out_cols": ocol, "out_channels": ct,
+                     "wgt_addr": min(f["wgt_addr"], (cfg.wgt_bytes - isa.weight_bytes(
+                         ct, f["kh"] * f["kw"] * f["channels"], cfg.lanes)) // cfg.lanes * cfg.lanes),
+                     "param_addr": min(f["param_addr"], cfg.param_bytes - ct * 12)}
+                if f["wgt_addr"] < 0 or (f["out_rows"] - 1) * f["stride_h"] + (f["kh"] - 1) * f["dilation_h"] + 1 \
+                        > f["in_rows"] or (f["out_cols"] - 1) * f["stride_w"] + (f["kw"] - 1) * f["dilation_w"] + 1 \
+                        > f["in_cols"]:
+                    f = None
+            else:
+                f = None
+        out.append({**f, "out_addr": first["out_addr"], "epilogue": first["epilogue"], "out_zp": first["out_zp"],
+                    "act_min": first["act_min"], "act_max": first["act_max"], "acc_addr": acc_addr,
+                    "acc_in": int(p > 0), "acc_out": int(p < n - 1)})
+    return out
 
 
 def check_results(cfg, cases, results, bubble: int = 0):
@@ -250,6 +281,23 @@ def test_random(cfg_name, seed):
     cases = [Case(random_fields(cfg, rng, small=seed != 3), seed * 1000 + n) for n in range(6)]
     cfg, results = run_cases(cfg_name, cases)
     fills = check_results(cfg, cases, results)
+    print(cfg_name, "cycles over the formula", fills)
+
+
+@pytest.mark.parametrize("cfg_name,seed", [(c, s) for c in CONFIGS for s in (4, 5)])
+def test_passes_over_k(cfg_name, seed):
+    """A GEMM split over K: two and three passes of random kernels and channel slices into one
+    output tile, partial sums through ACC (``acc_out``, ``acc_in``), the last pass's OUT equal to
+    the emulator's, the earlier passes writing nothing to OUT; cycles the formula's (``acc_out``:
+    a lane a cycle, ``acc_fill_cycles``)."""
+    cfg = load_config(cfg_name)
+    rng = np.random.default_rng(seed)
+    fields = passes(cfg, rng, 2) + passes(cfg, rng, 3)
+    cases = [Case(f, seed * 100 + n) for n, f in enumerate(fields)]
+    cfg, results = run_cases(cfg_name, cases)
+    # as test_many_groups: a single-pixel tile of three or more lane groups may wait once for the
+    # third group's parameters
+    fills = check_results(cfg, cases, results, bubble={"icebreaker": 8, "ulx3s-85f": 9}[cfg_name])
     print(cfg_name, "cycles over the formula", fills)
 
 
