@@ -58,38 +58,47 @@ def _elementwise(em: Emitter, op: Op, func: VecFunc, srcs: list[int], record: by
             raise CompileError(f"{op_name(op)}: broadcasting {list(t.shape)} to {list(shape)} not supported "
                                f"(only a constant operand is broadcast)")
     n = len(srcs)
-    th = rows_per_tile(em, row * n, row, lambda r: r, h, op_name(op))
+    aslot, oslot = em.cfg.slot("act"), em.cfg.slot("out")
+    try:  # whole rows a tile
+        th = rows_per_tile(em, row * n, row, lambda r: r, h, op_name(op))
+        cap, desc = th * w, f"{th} rows/tile"
+    except TilingError:  # one row does not fit: whole pixels a tile (the op is element for element)
+        cap = min(aslot // (c * n), oslot // c)
+        if cap < 1:
+            raise TilingError(f"{op_name(op)}: one pixel ({c} channels x {n} operands) exceeds the activation "
+                              f"({aslot} B) or output ({oslot} B) slot") from None
+        desc = f"{cap} pixels/tile"
     per_tile = const is not None and not (const == const[:1]).all()
     if const is not None:
-        caddr = em.weight_data((const if per_tile else const[:th]).tobytes())
+        caddr = em.weight_data((const if per_tile else const.reshape(-1)[:cap * c]).tobytes())
     paddr = em.weight_data(record)
-    aslot, oslot = em.cfg.slot("act"), em.cfg.slot("out")
     pload, pslot_addr = em.param_load(paddr, len(record))
-    for t in range(math.ceil(h / th)):
-        r0, rows = t * th, min(th, h - t * th)
+    for t in range(math.ceil(h * w / cap)):
+        p0, px = t * cap, min(cap, h * w - t * cap)
+        rows, cols = (px // w, w) if cap % w == 0 else (1, px)  # the VEC's shape (any: element for element)
         slot = t % 2
-        src2 = slot * aslot + (th if const is not None else rows) * row
+        src2 = slot * aslot + (cap if const is not None else px) * c
         tile = Tile()
         if t == 0:
             tile.loads.append(pload)
         tile.loads.append(isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=slot * aslot,
-                                   **pixel_span(mem, srcs[0], r0 * w, rows * w)))
+                                   **pixel_span(mem, srcs[0], p0, px)))
         if n == 2 and const is None:
             tile.loads.append(isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=src2,
-                                       **pixel_span(mem, srcs[1], r0 * w, rows * w)))
+                                       **pixel_span(mem, srcs[1], p0, px)))
         elif const is not None and (per_tile or t < 2):  # t >= 2 finds its slot's copy still there
-            nbytes = rows * row if per_tile else th * row
+            nbytes = px * c if per_tile else cap * c
             tile.loads.append(isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=src2,
-                                       dram_addr=caddr + (r0 * row if per_tile else 0), y_size=1, x_size=nbytes,
+                                       dram_addr=caddr + (p0 * c if per_tile else 0), y_size=1, x_size=nbytes,
                                        dram_stride=nbytes))
         tile.computes.append(isa.make(
             Opcode.VEC, func=func, src_addr=slot * aslot, src2_addr=src2,
-            dst_addr=slot * oslot, param_addr=pslot_addr, in_rows=rows, in_cols=w, channels=c, out_rows=rows,
-            out_cols=w, kh=1, kw=1, stride_h=1, stride_w=1, act_min=act_range[0], act_max=act_range[1]))
+            dst_addr=slot * oslot, param_addr=pslot_addr, in_rows=rows, in_cols=cols, channels=c, out_rows=rows,
+            out_cols=cols, kh=1, kw=1, stride_h=1, stride_w=1, act_min=act_range[0], act_max=act_range[1]))
         tile.stores.append(isa.make(Opcode.STORE, buffer=Buffer.OUT, sram_addr=slot * oslot,
-                                    **pixel_span(mem, op.outputs[0], r0 * w, rows * w)))
+                                    **pixel_span(mem, op.outputs[0], p0, px)))
         em.prog.tile(tile)
-    return f"{th} rows/tile" + (", constant operand" if const is not None else "")
+    return desc + (", constant operand" if const is not None else "")
 
 
 def _operands(em: Emitter, op: Op) -> tuple[list[int], bool]:
@@ -279,20 +288,26 @@ def lower_concat(em: Emitter, op: Op) -> str:
         if mem.views.get(t) != (out, offset):
             copied += 1
             row = w * c
-            th = rows_per_tile(em, row, row, lambda r: r, h, op_name(op))
-            for r0 in range(0, h, th):
-                rows = min(th, h - r0)
+            try:
+                cap = rows_per_tile(em, row, row, lambda r: r, h, op_name(op)) * w
+            except TilingError:  # one row does not fit: whole pixels a tile
+                cap = min(aslot, oslot) // c
+                if cap < 1:
+                    raise
+            for p0 in range(0, h * w, cap):
+                px = min(cap, h * w - p0)
+                rows, cols = (px // w, w) if cap % w == 0 else (1, px)
                 slot = i % 2
                 i += 1
                 tile = Tile()
                 tile.loads.append(isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=slot * aslot,
-                                           **pixel_span(mem, t, r0 * w, rows * w)))
+                                           **pixel_span(mem, t, p0, px)))
                 tile.computes.append(isa.make(
                     Opcode.VEC, func=VecFunc.COPY, src_addr=slot * aslot, dst_addr=slot * oslot, in_rows=rows,
-                    in_cols=w, channels=c, out_rows=rows, out_cols=w, kh=1, kw=1, stride_h=1, stride_w=1,
+                    in_cols=cols, channels=c, out_rows=rows, out_cols=cols, kh=1, kw=1, stride_h=1, stride_w=1,
                     act_min=-128, act_max=127))
                 tile.stores.append(isa.make(Opcode.STORE, buffer=Buffer.OUT, sram_addr=slot * oslot,
-                                            dram_addr=out_addr + offset + r0 * w * out_stride, y_size=rows * w,
+                                            dram_addr=out_addr + offset + p0 * out_stride, y_size=px,
                                             x_size=c, dram_stride=out_stride))
                 em.prog.tile(tile)
         offset += c

@@ -191,6 +191,20 @@ def dense_wide(shape, units):
     return shape[:2] + (3,), build
 
 
+def wide_rows():
+    """Rows wider than the iCEBreaker's activation slot through every kind of layer: convolutions
+    (column tiles), ADD (pixel tiles), a concatenation copying the graph input, a pool."""
+    L = _layers()
+
+    def build(i):
+        a = L.Conv2D(32, 1, activation="relu")(i)
+        b = L.Conv2D(32, 3, padding="same")(a)
+        s = L.Add()([a, b])
+        y = L.Concatenate()([s, i])
+        return L.MaxPooling2D(2)(y)
+    return (4, 110, 3), build
+
+
 CASES = {
     "conv1x1_s1_valid": (conv_stack(1, 1, "valid", 5, 7, None), 1.0),
     "conv3x3_s1_same_relu": (conv_stack(3, 1, "same", 5, 13, "relu"), 1.0),
@@ -226,6 +240,7 @@ CASES = {
     "dense_k_split_ulx3s": (dense_wide((10, 20, 32), 4), 1.0),
     "conv3x3_column_tiles": (conv_stack(3, 1, "same", 24, 8, None, size=(12, 120)), 1.0),
     "conv5x5_s2_k_and_column_split": (conv_stack(5, 2, "same", 40, 6, "relu", size=(10, 60)), 1.0),
+    "wide_rows_add_concat_pool": (wide_rows(), 1.0),
 }
 
 
