@@ -43,3 +43,17 @@ def resnet50_tflite(tmp_path_factory) -> Path:
         path.write_bytes(quantize(model, random_calibration(model, preprocess, 4, seed=0), progress=lambda s: None))
 
     return shared_artifact(tmp_path_factory, "resnet50_seed0_int8.tflite", build)
+
+
+@pytest.fixture(scope="session")
+def densenet121_tflite(tmp_path_factory) -> Path:
+    """DenseNet-121 as `onda quantize densenet121 --weights random --seed 0 --random-calibration 4`
+    builds it (MUL by per-channel constants, CONCATENATION)."""
+
+    def build(path: Path) -> None:
+        from onda.host.quantizer import build_model, quantize, random_calibration
+
+        model, preprocess = build_model("densenet121", weights="random", seed=0)
+        path.write_bytes(quantize(model, random_calibration(model, preprocess, 4, seed=0), progress=lambda s: None))
+
+    return shared_artifact(tmp_path_factory, "densenet121_seed0_int8.tflite", build)

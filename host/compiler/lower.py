@@ -22,6 +22,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+import numpy as np
+
 from onda.hw import container as ctr
 from onda.hw import isa
 from onda.hw.config import EngineConfig
@@ -93,6 +95,11 @@ def compile_graph(graph: Graph, cfg: EngineConfig, source: bytes | None = None,
     views = plan_views(g, part.ops, part.inputs, part.outputs, alias, s2d)
     mem = MemoryPlan(g, part.ops, part.inputs, part.outputs, alias, s2d, views)
     em = Emitter(g, cfg, mem, align(mem.act_size, 4096))
+    floor = mem.act_size + sum(int(np.prod(g.tensor(t).shape)) for op in part.ops for t in op.inputs[1:]
+                               if t >= 0 and g.tensor(t).is_constant and g.tensor(t).dtype == "int8")
+    if floor > cfg.mem_size_bytes:  # the weights alone do not fit: say so before tiling every layer
+        raise CompileError(f"model needs at least {floor} B of engine memory (activations {mem.act_size} and "
+                           f"int8 weights), engine {cfg.name!r} has {cfg.mem_size_bytes} B ({cfg.mem_kind})")
     layers = _emit_layers(em, part.ops, progress)
     try:
         program = isa.encode_program(em.prog.finish())

@@ -59,44 +59,50 @@ def _elementwise(em: Emitter, op: Op, func: VecFunc, srcs: list[int], record: by
                                f"(only a constant operand is broadcast)")
     n = len(srcs)
     aslot, oslot = em.cfg.slot("act"), em.cfg.slot("out")
+    cn = c  # channels a tile
     try:  # whole rows a tile
         th = rows_per_tile(em, row * n, row, lambda r: r, h, op_name(op))
         cap, desc = th * w, f"{th} rows/tile"
-    except TilingError:  # one row does not fit: whole pixels a tile (the op is element for element)
+    except TilingError:  # one row does not fit: whole pixels a tile, or a channel chunk of one
         cap = min(aslot // (c * n), oslot // c)
-        if cap < 1:
-            raise TilingError(f"{op_name(op)}: one pixel ({c} channels x {n} operands) exceeds the activation "
-                              f"({aslot} B) or output ({oslot} B) slot") from None
         desc = f"{cap} pixels/tile"
+        if cap < 1:
+            cap, cn = 1, min(aslot // n, oslot)
+            desc = f"{cn} channels/tile"
     per_tile = const is not None and not (const == const[:1]).all()
     if const is not None:
         caddr = em.weight_data((const if per_tile else const.reshape(-1)[:cap * c]).tobytes())
     paddr = em.weight_data(record)
     pload, pslot_addr = em.param_load(paddr, len(record))
-    for t in range(math.ceil(h * w / cap)):
-        p0, px = t * cap, min(cap, h * w - t * cap)
+
+    def span(t: int, p0: int, px: int, c0: int, k: int) -> dict:
+        if k == c:
+            return pixel_span(mem, t, p0, px)
+        return dict(dram_addr=mem.dram(t) + p0 * mem.pixel_stride(t) + c0, y_size=1, x_size=k, dram_stride=k)
+
+    tiles = [(p0, c0) for p0 in range(0, h * w, cap) for c0 in range(0, c, cn)]
+    for t, (p0, c0) in enumerate(tiles):
+        px, k = min(cap, h * w - p0), min(cn, c - c0)
         rows, cols = (px // w, w) if cap % w == 0 else (1, px)  # the VEC's shape (any: element for element)
         slot = t % 2
-        src2 = slot * aslot + (cap if const is not None else px) * c
+        src2 = slot * aslot + (cap * cn if const is not None else px * k)
         tile = Tile()
         if t == 0:
             tile.loads.append(pload)
-        tile.loads.append(isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=slot * aslot,
-                                   **pixel_span(mem, srcs[0], p0, px)))
+        tile.loads.append(isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=slot * aslot, **span(srcs[0], p0, px, c0, k)))
         if n == 2 and const is None:
+            tile.loads.append(isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=src2, **span(srcs[1], p0, px, c0, k)))
+        elif const is not None and (per_tile or cn < c or t < 2):  # t >= 2 finds its slot's copy still there
+            nbytes = px * k if per_tile or cn < c else cap * c
             tile.loads.append(isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=src2,
-                                       **pixel_span(mem, srcs[1], p0, px)))
-        elif const is not None and (per_tile or t < 2):  # t >= 2 finds its slot's copy still there
-            nbytes = px * c if per_tile else cap * c
-            tile.loads.append(isa.make(Opcode.LOAD, buffer=Buffer.ACT, sram_addr=src2,
-                                       dram_addr=caddr + (p0 * c if per_tile else 0), y_size=1, x_size=nbytes,
+                                       dram_addr=caddr + (p0 * c if per_tile else 0) + c0, y_size=1, x_size=nbytes,
                                        dram_stride=nbytes))
         tile.computes.append(isa.make(
             Opcode.VEC, func=func, src_addr=slot * aslot, src2_addr=src2,
-            dst_addr=slot * oslot, param_addr=pslot_addr, in_rows=rows, in_cols=cols, channels=c, out_rows=rows,
+            dst_addr=slot * oslot, param_addr=pslot_addr, in_rows=rows, in_cols=cols, channels=k, out_rows=rows,
             out_cols=cols, kh=1, kw=1, stride_h=1, stride_w=1, act_min=act_range[0], act_max=act_range[1]))
         tile.stores.append(isa.make(Opcode.STORE, buffer=Buffer.OUT, sram_addr=slot * oslot,
-                                    **pixel_span(mem, op.outputs[0], p0, px)))
+                                    **span(op.outputs[0], p0, px, c0, k)))
         em.prog.tile(tile)
     return desc + (", constant operand" if const is not None else "")
 
@@ -247,6 +253,8 @@ def lower_pad(em: Emitter, op: Op) -> str:
     oh, ow = h + pt + pb, w + pl + pr
     row_out = ow * c
     aslot, oslot = em.cfg.slot("act"), em.cfg.slot("out")
+    if not s2d and row_out > min(aslot, oslot):
+        return _pad_channel_chunks(em, op, value, (pt, pb, pl, pr))
     th = rows_per_tile(em, row_out, row_out, lambda r: r, oh, op_name(op))
     if s2d:  # whole 2x2 blocks per tile
         th = max(2, th - th % 2)
@@ -273,6 +281,58 @@ def lower_pad(em: Emitter, op: Op) -> str:
                                     dram_stride=rows * row_out))
         em.prog.tile(tile)
     return f"{th} rows/tile" + (", space-to-depth" if s2d else "")
+
+
+def _pad_channel_chunks(em: Emitter, op: Op, value: int, pads: tuple[int, int, int, int]) -> str:
+    """A PAD whose padded row does not fit a slot: tiles of rows x a channel chunk, each input row
+    loaded a pixel per DMA row with its left and right fill as whole pixels, the fill rows as
+    fill-only LOADs."""
+    g, mem = em.g, em.mem
+    pt, pb, pl, pr = pads
+    h, w, c = hwc(g.tensor(op.inputs[0]).shape)
+    oh, ow = h + pt + pb, w + pl + pr
+    aslot, oslot = em.cfg.slot("act"), em.cfg.slot("out")
+    cc = c
+    while cc > 1 and ow * cc > min(aslot, oslot):
+        cc = -(-cc // 2)
+    if ow * cc > min(aslot, oslot):
+        raise TilingError(f"{op_name(op)}: one padded row of one channel ({ow} B) exceeds the activation "
+                          f"({aslot} B) or output ({oslot} B) slot")
+    th = max(1, min(oh, min(aslot, oslot) // (ow * cc), -(-oh // MIN_TILES)))
+    xaddr, oaddr = mem.dram(op.inputs[0]), mem.dram(op.outputs[0])
+    xs, os_ = mem.pixel_stride(op.inputs[0]), mem.pixel_stride(op.outputs[0])
+    fill = dict(buffer=Buffer.ACT, pad_value=value)
+    i = 0
+    for c0 in range(0, c, cc):
+        n = min(cc, c - c0)
+        row = ow * n
+        for oy0 in range(0, oh, th):
+            rows = min(th, oh - oy0)
+            slot = i % 2
+            i += 1
+            base = slot * aslot
+            tile = Tile()
+            top = max(0, min(rows, pt - oy0))  # fill rows before the input's first row
+            r0, r1 = max(0, oy0 - pt), max(0, min(h, oy0 + rows - pt))
+            if top:
+                tile.loads.append(isa.make(Opcode.LOAD, sram_addr=base, pad_top=top, pad_left=row, **fill))
+            for k, r in enumerate(range(r0, r1)):
+                tile.loads.append(isa.make(Opcode.LOAD, sram_addr=base + (top + k) * row,
+                                           dram_addr=xaddr + r * w * xs + c0, y_size=w, x_size=n, dram_stride=xs,
+                                           pad_top=pl, pad_bottom=pr, **fill))
+            bottom = rows - top - (r1 - r0)
+            if bottom:
+                tile.loads.append(isa.make(Opcode.LOAD, sram_addr=base + (rows - bottom) * row, pad_top=bottom,
+                                           pad_left=row, **fill))
+            tile.computes.append(isa.make(
+                Opcode.VEC, func=VecFunc.COPY, src_addr=base, dst_addr=slot * oslot, in_rows=rows, in_cols=ow,
+                channels=n, out_rows=rows, out_cols=ow, kh=1, kw=1, stride_h=1, stride_w=1, act_min=-128,
+                act_max=127))
+            tile.stores.append(isa.make(Opcode.STORE, buffer=Buffer.OUT, sram_addr=slot * oslot,
+                                        dram_addr=oaddr + oy0 * ow * os_ + c0, y_size=rows * ow, x_size=n,
+                                        dram_stride=os_))
+            em.prog.tile(tile)
+    return f"{th} rows x {cc} ch/tile"
 
 
 def lower_concat(em: Emitter, op: Op) -> str:

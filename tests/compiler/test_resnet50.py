@@ -70,5 +70,6 @@ def test_resnet50_bit_exact(engine, resnet50_tflite, r50_inputs, r50_golden, r50
 
 
 def test_resnet50_does_not_fit_icebreaker(resnet50_tflite):
-    with pytest.raises(CompileError, match=r"engine 'icebreaker': op #\d+ \w+: .* exceeds the \w+ slot"):
+    with pytest.raises(CompileError, match=r"model needs at least \d+ B of engine memory .* engine 'icebreaker' has "
+                                           r"131072 B \(SPRAM\)"):
         compile_tflite(resnet50_tflite, "icebreaker")

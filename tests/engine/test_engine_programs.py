@@ -59,6 +59,19 @@ def test_random_geometry_programs_equal_the_emulator(seed, engine):
     print(rtl.cycle_report())
 
 
+@pytest.mark.parametrize("seed", [0, 1, 4])
+def test_random_wide_programs_split_on_the_rtl(seed):
+    """Random long reductions and wide rows on the iCEBreaker engine: convolutions in passes over K
+    (partial sums in the GemmUnit's ACC) and column tiles, every tensor equal to the emulator's and
+    the cycle count within the model's tolerance."""
+    g = random_graph(seed, wide=True)
+    c = compile_graph(g, load_config("icebreaker"))
+    tilings = [la["tiling"] for la in c.memmap["layers"]]
+    assert any("passes" in t for t in tilings), tilings
+    rtl = _check(c, images=1, seed=seed)
+    assert abs(rtl.measured_cycles / rtl.cycle_trace().total - 1) <= MODEL_TOLERANCE, rtl.cycle_report()
+
+
 def test_amaranth_simulator_runs_a_program():
     c = compiled_random(1, "icebreaker")
     _check(c, simulator="amaranth")

@@ -317,6 +317,9 @@ ERRORS = [  # (changes to BASE, error): Machine.gemm refuses each; the first fai
     (dict(epilogue=3, act_addr=6144), EngineError.BUFFER_RANGE),  # the act check comes first
     (dict(out_addr=2048 - 19), EngineError.BUFFER_RANGE),
     (dict(kh=0, out_addr=2048), EngineError.BAD_FIELD),
+    (dict(acc_out=1, acc_addr=8), EngineError.BAD_FIELD),  # ACC words not lane-vector aligned
+    (dict(acc_in=1, acc_addr=1024 - 112), EngineError.BUFFER_RANGE),  # 2 groups x 4 pixels x 16 B from 912
+    (dict(acc_out=1, out_addr=2048, acc_addr=1024), EngineError.BUFFER_RANGE),  # OUT unused, ACC checked
 ]
 
 

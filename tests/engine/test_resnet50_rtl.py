@@ -1,4 +1,4 @@
-"""ResNet50 through the engine RTL (slow: `make test-slow`): the featurizer with seeded random weights,
+"""ResNet50 and DenseNet-121 through the engine RTL (slow: `make test-slow`): the featurizers with seeded random weights,
 compiled for the ULX3S engine and run on its Verilator model, equal to TFLite's reference kernels on every
 layer output the program exposes (``onda verify --backend rtl``), its cycles within 2% of the cycle model's.
 Also the digits classifier's whole held-out split on both boards' RTL, logits equal to the emulator's."""
@@ -27,6 +27,17 @@ def test_resnet50_every_layer_equals_the_reference(resnet50_tflite, tmp_path):
     model = loaded.cycle_trace().total
     assert abs(loaded.measured_cycles / model - 1) <= MODEL_TOLERANCE, loaded.cycle_report()
     print(loaded.cycle_report())
+
+
+def test_densenet121_every_layer_equals_the_reference(densenet121_tflite, tmp_path):
+    """DenseNet-121 (MUL by per-channel constants, concatenations by memory layout) through the ULX3S
+    engine's RTL: every layer output equal to TFLite's reference kernels, cycles within 2%."""
+    path = tmp_path / "d121.onda"
+    compile_tflite(densenet121_tflite, "ulx3s-85f").write(path)
+    loaded = get_backend("rtl").load(path)
+    rows = compare(path, "rtl", images=1, seed=0, loaded=loaded)
+    assert len(rows) > 200 and all(r.ok for r in rows), format_table([r for r in rows if not r.ok])
+    assert abs(loaded.measured_cycles / loaded.cycle_trace().total - 1) <= MODEL_TOLERANCE, loaded.cycle_report()
 
 
 @pytest.mark.parametrize("engine", ["icebreaker", "ulx3s-85f"])

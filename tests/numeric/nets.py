@@ -193,7 +193,8 @@ def dense_wide(shape, units):
 
 def wide_rows():
     """Rows wider than the iCEBreaker's activation slot through every kind of layer: convolutions
-    (column tiles), ADD (pixel tiles), a concatenation copying the graph input, a pool."""
+    (column tiles), ADD (pixel tiles), a concatenation copying the graph input, PAD (channel
+    chunks), a pool."""
     L = _layers()
 
     def build(i):
@@ -201,6 +202,7 @@ def wide_rows():
         b = L.Conv2D(32, 3, padding="same")(a)
         s = L.Add()([a, b])
         y = L.Concatenate()([s, i])
+        y = L.ZeroPadding2D(((1, 1), (2, 0)))(y)
         return L.MaxPooling2D(2)(y)
     return (4, 110, 3), build
 

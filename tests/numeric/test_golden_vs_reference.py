@@ -75,19 +75,15 @@ def test_concat_quantization(tmp_path):
 
 
 @pytest.mark.slow
-def test_densenet121_bit_exact(tmp_path):
+def test_densenet121_bit_exact(densenet121_tflite, tmp_path):
     """DenseNet-121 (random weights, seed 0) as `onda quantize densenet121` builds it: every tensor
-    against BUILTIN_REF, on the golden model and compiled for ulx3s-85f on the emulator."""
-    from onda.host.quantizer import build_model, random_calibration
-
-    model, pre = build_model("densenet121", "random", seed=0)
-    path = tmp_path / "d121.tflite"
-    path.write_bytes(quantize(model, random_calibration(model, pre, 4, seed=0), progress=lambda s: None))
-    rows = compare(path, "golden", images=1, seed=0)
+    against BUILTIN_REF, on the golden model and compiled for ulx3s-85f on the emulator (the RTL:
+    ``tests/engine/test_resnet50_rtl.py``)."""
+    rows = compare(densenet121_tflite, "golden", images=1, seed=0)
     assert len(rows) > 200 and all(r.ok for r in rows), format_table(rows)
     from onda.host.compiler import compile_tflite
 
     onda = tmp_path / "d121.onda"
-    compile_tflite(path, "ulx3s-85f").write(onda)
+    compile_tflite(densenet121_tflite, "ulx3s-85f").write(onda)
     rows = compare(onda, "emulator", images=1, seed=0)
     assert len(rows) > 200 and all(r.ok for r in rows), format_table(rows)
