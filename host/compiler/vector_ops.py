@@ -3,6 +3,9 @@
 Each tile loads its input rows (or a channel chunk of them) into ACT, runs one VEC and stores the
 OUT slot; a layer's parameter record (``isa.PARAM_RECORDS``) is loaded once into the next
 parameter slot and stays resident for the layer. Tiles alternate between the two ACT and OUT slots.
+Where one row does not fit a slot, element-for-element ops (ADD, MUL, REQUANT, a concatenation's
+copy) take whole pixels a tile, or a channel chunk of one pixel, and PAD takes a channel chunk of
+its rows; pools and MEAN always tile by channel chunks.
 """
 
 from __future__ import annotations
