@@ -357,3 +357,36 @@ def test_sequential_efficiency(mhz):
     w = check(chip, mhz, writes, 0, 16384)
     r = check(chip, mhz, reads, 0, 16384)
     print(f"\n{chip.name} at {mhz} MHz: sequential write {w.efficiency:.3f}, read {r.efficiency:.3f} beats/cycle")
+
+
+def short_bank_traffic(chip, seed=3, n=300):
+    """Short bursts over two rows each of four banks: row misses, read/write switches, a refresh."""
+    rng = random.Random(seed)
+    row = chip.columns * 2
+    out = []
+    for _ in range(n):
+        addr = rng.choice([0, 1, 2, 5]) * row * 4 + rng.choice([0, 1]) * row + rng.randrange(0, row - 16, 2)
+        beats = rng.randint(1, 4)
+        out.append(Burst(addr, beats, True, rng.randbytes(2 * beats)) if rng.random() < 0.5 else Burst(addr, beats))
+    return out
+
+
+@pytest.mark.parametrize("parameter", ["tRCD", "tRP", "tRAS", "tRFC", "tWR"])
+def test_model_catches_short_controller(parameter, monkeypatch):
+    """The controller built with one timing a cycle short (the model keeps the datasheet's):
+    the model names that parameter. (tRC and tRRD never bind at these clocks: tRAS + tRP >= tRC,
+    and one bank is opened at a time, tRCD apart.)"""
+    import onda.hw.boards.sdram as sdram
+
+    real = sdram.sdram_cycles
+    monkeypatch.setattr(sdram, "sdram_cycles",
+                        lambda chip, mhz: replace(real(chip, mhz), **{parameter: getattr(real(chip, mhz), parameter) - 1}))
+    with pytest.raises(SdramTimingError) as e:
+        run_traffic(FAST["MT48LC16M16A2-6A"], 100.0, short_bank_traffic(FAST["MT48LC16M16A2-6A"]))
+    assert e.value.parameter == parameter, str(e.value)
+
+
+def test_short_bursts_row_misses():
+    """The same short-burst traffic with the real timings: exact."""
+    chip = FAST["MT48LC16M16A2-6A"]
+    check(chip, 100.0, short_bank_traffic(chip), 0, 6 * chip.columns * 2 * 4)
