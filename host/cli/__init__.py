@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "onda.host.cli.numeric",
     "onda.host.cli.service",
     "onda.host.cli.compile",
+    "onda.host.cli.board",
 ]
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 
-BACKEND_HELP = ("golden | emulator | rtl (default: emulator for a compiled .onda program, golden for a "
+BACKEND_HELP = ("golden | emulator | rtl | board (default: emulator for a compiled .onda program, golden for a "
                 ".tflite)")
+DEVICE_HELP = "with --backend board: the board's serial port (/dev/ttyUSB0) or socket://HOST:PORT of `onda board sim`"
 
 
 def add_commands(sub) -> None:
@@ -28,6 +29,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("run", help="run a model on a backend: .npy in, .npy (or .npz) out")
     p.add_argument("model", help="a .tflite model or a compiled .onda program")
     p.add_argument("--backend", help=BACKEND_HELP)
+    p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--input", required=True, help=".npy with the model's input dtype and shape [N, ...]")
     p.add_argument("-o", "--output", required=True,
                    help=".npy for a model's one output; .npz for every output, by tensor name (any model)")
@@ -37,6 +39,7 @@ def add_commands(sub) -> None:
                                       "(exit 1 on any mismatch)")
     p.add_argument("model", help="a .tflite model or a compiled .onda program (which holds its source model)")
     p.add_argument("--backend", help=BACKEND_HELP)
+    p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--images", type=int, default=2, help="random inputs to compare")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_verify)
@@ -70,7 +73,10 @@ def _load(args):
     if args.backend is None:
         args.backend = backend_for(args.model)
     try:
-        return get_backend(args.backend).load(args.model)
+        options = {"device": args.device} if getattr(args, "device", None) else {}
+        if options and args.backend != "board":
+            raise CommandError(f"--device is for --backend board, not {args.backend!r}")
+        return get_backend(args.backend, **options).load(args.model)
     except (FrontendError, BackendError, ValueError) as e:
         raise CommandError(str(e)) from None
 

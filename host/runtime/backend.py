@@ -42,6 +42,7 @@ _BACKENDS = {
     "golden": "onda.host.runtime.golden:GoldenBackend",
     "emulator": "onda.host.runtime.emulator:EmulatorBackend",
     "rtl": "onda.host.runtime.rtl:RtlBackend",
+    "board": "onda.host.runtime.board:BoardBackend",
 }
 
 

@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from onda.hw.engine.errors import EngineError
+from onda.sim.emulator.model import tensor_span
 from onda.sim.engine.program_run import program_image
 
 from .backend import BackendError
@@ -90,7 +91,7 @@ class BoardModel(EmulatedModel):
             values = {}
             for tid in self.memmap["outputs"]:
                 t = self.tensors[tid]
-                raw = self.link.read_memory(int(t["addr"]), int(t["nbytes"]))
+                raw = self.link.read_memory(int(t["addr"]), tensor_span(t))
                 values[tid] = self._read(_region(t, raw), tid)
             per_image.append(values)
         return {k: np.concatenate([v[k] for v in per_image]) for k in per_image[0]}

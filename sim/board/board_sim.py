@@ -26,7 +26,7 @@ from .link_device import LinkDevice
 __all__ = ["BoardSim", "GATEWARE_VERSION"]
 
 GATEWARE_VERSION = 1  # what IDENTIFY reports; the board tops carry their own
-SLICE_CYCLES = 200_000  # engine cycles between looks at the socket while a program runs
+SLICE_CYCLES = 20_000  # engine cycles between looks at the socket while a program runs (tens of ms)
 
 
 class BoardSim:

@@ -24,6 +24,17 @@ from .plan import Plan, PlanUnsupported, build_plan
 MAX_BATCH_PER_PASS = 32
 
 
+def tensor_span(t: dict) -> int:
+    """Bytes from a MEMMAP tensor's ``addr`` to the end of its last byte (what ``read_tensor`` reads)."""
+    if t.get("space_to_depth"):
+        hs, ws, c4 = t["space_to_depth"]
+        return hs * ws * c4
+    if t.get("pixel_stride"):
+        pixels = int(np.prod(t["shape"][1:-1]))
+        return (pixels - 1) * t["pixel_stride"] + int(t["shape"][-1])
+    return int(np.prod(t["shape"]))
+
+
 def read_tensor(mem: np.ndarray, t: dict) -> np.ndarray:
     """Tensor ``t`` (a MEMMAP tensor entry: ``addr``, ``shape``, optional ``space_to_depth`` or
     ``pixel_stride``) out of

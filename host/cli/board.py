@@ -1,0 +1,60 @@
+"""`onda board sim`, `onda board program`: boards, simulated and real."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+BITSTREAMS = Path(__file__).resolve().parents[2] / "bitstreams"
+BOARDS = ("ulx3s-85f", "icebreaker")
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("board", help="boards: a simulated one on a TCP socket, or program a real one")
+    bsub = p.add_subparsers(dest="board_command", metavar="SUBCOMMAND", required=True)
+    s = bsub.add_parser("sim", help="serve a simulated board (the engine RTL in Verilator behind the host link's "
+                                    "reference device) on 127.0.0.1; prints its socket:// device URL")
+    s.add_argument("--board", choices=BOARDS, default="ulx3s-85f")
+    s.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
+    s.set_defaults(func=cmd_sim)
+    g = bsub.add_parser("program", help="load the board's bitstream with openFPGALoader (ULX3S) or iceprog "
+                                        "(iCEBreaker)")
+    g.add_argument("--board", choices=BOARDS, required=True)
+    g.add_argument("--bitstream", help="default: bitstreams/<board>/engine.bit (.bin) of this checkout")
+    g.set_defaults(func=cmd_program)
+
+
+def cmd_sim(args) -> int:
+    from onda.hw.config import load_config
+    from onda.sim.board.board_sim import BoardSim
+
+    sim = BoardSim(load_config(args.board), args.port, quiet=False)
+    print(f"simulated {args.board} board at {sim.url}  (engine RTL; link: the protocol's reference device)",
+          flush=True)
+    try:
+        sim.serve()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_program(args) -> int:
+    from ..errors import CommandError
+
+    folder = BITSTREAMS / args.board
+    path = Path(args.bitstream) if args.bitstream else folder / ("engine.bit" if args.board == "ulx3s-85f" else "engine.bin")
+    if not path.is_file():
+        raise CommandError(f"no whole-engine bitstream {path} (the committed ones are datapath probes); "
+                           f"give --bitstream")
+    tool = ["openFPGALoader", "--board", "ulx3s", str(path)] if args.board == "ulx3s-85f" else ["iceprog", str(path)]
+    if shutil.which(tool[0]) is None:
+        raise CommandError(f"{tool[0]} is not installed (Debian: apt-get install "
+                           f"{'openfpgaloader' if tool[0] == 'openFPGALoader' else 'fpga-icestorm'})")
+    r = subprocess.run(tool, capture_output=True, text=True)
+    if r.returncode != 0:
+        msg = (r.stderr or r.stdout).strip().splitlines()
+        raise CommandError(f"no {args.board} board programmed: {tool[0]} says: {msg[-1] if msg else r.returncode}")
+    print(f"programmed {args.board} with {path}", file=sys.stderr)
+    return 0

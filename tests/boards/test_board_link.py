@@ -1,0 +1,181 @@
+"""The host link end to end: the board backend over pyserial's ``socket://`` to a simulated board
+(the engine RTL in Verilator behind the protocol's reference device), the digits classifier
+bit-exact with the emulator on both boards; through a faulty cable (dropped, corrupted, duplicated,
+delayed bytes) still bit-exact with retransmissions; a cut cable a clear error within the timeout,
+and recovery once it returns; the protocol's refusals and an engine error reaching the user."""
+
+import struct
+import time
+
+import numpy as np
+import pytest
+
+from onda.host.compiler import compile_tflite
+from onda.host.models import digits
+from onda.host.runtime import BackendError, get_backend
+from onda.host.runtime.link import Link, LinkError
+from onda.hw import container as ctr
+from onda.hw.boards.link_protocol import RESPONSE, Command, Status, decode_frame, encode_frame
+from onda.hw.config import load_config
+from onda.hw.engine.errors import EngineError
+from onda.sim.board.board_sim import BoardSim
+from onda.sim.board.link_device import LinkDevice
+from onda.sim.board.link_shim import LinkShim
+from onda.sim.engine.program_cases import random_inputs
+from onda.sim.engine.program_run import program_image
+from onda.sim.verilator.build import have_toolchain
+
+pytestmark = pytest.mark.skipif(have_toolchain() is not None, reason=f"no Verilator build: {have_toolchain()}")
+
+
+@pytest.fixture(scope="module", params=["icebreaker", "ulx3s-85f"])
+def board(request, tmp_path_factory):
+    """(compiled digits path, running simulated board) for one board."""
+    from onda.host.runtime.emulator import EmulatedModel
+    from onda.sim.verilator.harness import VerilatorEngine
+    from onda.sim.verilator.train import TrainingImage
+
+    path = tmp_path_factory.mktemp("board") / f"digits-{request.param}.onda"
+    compile_tflite(digits.TFLITE, request.param).write(path)
+    c = ctr.read(path)
+    emu = EmulatedModel(c, "digits")
+    image = program_image(c) + [(int(emu.tensors[t]["addr"]), np.ascontiguousarray(x[0]).tobytes())
+                                for t, x in zip(emu.memmap["inputs"], random_inputs(emu, 1, 0))]
+    cfg = load_config(request.param)
+    engine = VerilatorEngine(cfg, train=TrainingImage(image, int(c.memmap["program_base"]), len(emu.program)))
+    sim = BoardSim(cfg, engine=engine)
+    sim.start()
+    yield path, sim
+    sim.stop()
+
+
+def _images(path, n=4, seed=7):
+    emu = get_backend("emulator").load(path)
+    return emu, random_inputs(emu, n, seed)
+
+
+def test_digits_on_the_simulated_board(board):
+    path, sim = board
+    emu, xs = _images(path)
+    model = get_backend("board", device=sim.url).load(path)
+    got, want = model.run(xs)[0], emu.run(xs)[0]
+    np.testing.assert_array_equal(got, want)
+    assert model.measured_cycles and abs(model.measured_cycles / model.cycle_trace().total - 1) < 0.02
+    ident = model.link.identity
+    assert ident.board == sim.cfg.name and ident.fingerprint == sim.cfg.fingerprint
+
+
+def test_faulty_cable_stays_bit_exact(board):
+    path, sim = board
+    emu, xs = _images(path, n=2, seed=8)
+    shim = LinkShim("127.0.0.1", sim.port, drop=0.03, corrupt=0.03, duplicate=0.03, delay_s=0.0005, seed=1)
+    try:
+        model = get_backend("board", device=shim.url, timeout=0.15, retries=40).load(path)
+        np.testing.assert_array_equal(model.run(xs)[0], emu.run(xs)[0])
+        assert sum(shim.faults.values()) > 0 and model.link.stats["resent"] > 0, (shim.faults, model.link.stats)
+    finally:
+        shim.close()
+
+
+def test_cut_cable_is_a_clear_error_then_recovers(board):
+    path, sim = board
+    emu, xs = _images(path, n=1, seed=9)
+    shim = LinkShim("127.0.0.1", sim.port)
+    try:
+        model = get_backend("board", device=shim.url, timeout=0.1, retries=3).load(path)
+        np.testing.assert_array_equal(model.run(xs)[0], emu.run(xs)[0])
+        shim.cut()
+        t0 = time.monotonic()
+        with pytest.raises(BackendError, match=rf"board at {shim.url}: no answer to \w+ after"):
+            model.run(xs)
+        assert time.monotonic() - t0 < 0.1 * 5 + 2  # timeout x (retries + 1), and a little
+        shim.restore()
+        np.testing.assert_array_equal(model.run(xs)[0], emu.run(xs)[0])  # reconnects, reloads
+    finally:
+        shim.close()
+
+
+def test_wrong_engine_and_engine_error(board):
+    path, sim = board
+    other = "ulx3s-85f" if sim.cfg.name == "icebreaker" else "icebreaker"
+    wrong = path.with_name(f"digits-for-{other}.onda")
+    compile_tflite(digits.TFLITE, other).write(wrong)
+    model = get_backend("board", device=sim.url).load(wrong)
+    with pytest.raises(BackendError, match=rf"runs engine '{sim.cfg.name}'.*compiled for '{other}'"):
+        model.run(random_inputs(model, 1, 0))
+    # An illegal instruction: the engine stops with its code, the link reports it.
+    with Link(sim.url) as link:
+        at = sim.cfg.mem_size_bytes - 64  # past the loaded model
+        link.write_memory(at, bytes([0x0F]) + bytes(31))  # opcode 15
+        link.run(at, 1)
+        for _ in range(200):
+            st = link.status()
+            if st.done or st.error:
+                break
+            time.sleep(0.005)
+        assert st.error == EngineError.ILLEGAL_OPCODE and st.error_index == 0 and not st.done
+        with pytest.raises(LinkError, match="READ_MEM refused: OUT_OF_RANGE"):
+            link.read_memory(sim.cfg.mem_size_bytes - 2, 4)
+
+
+class _Engine:
+    """A memory and registers for the device alone (no engine: the protocol's own behaviour)."""
+
+    def __init__(self):
+        self.mem = bytearray(4096)
+        self.regs = {"STATUS": 0, "CYCLES_LO": 0, "CYCLES_HI": 0, "ERROR": 0, "ERROR_INDEX": 0}
+        self.writes = 0
+
+    def write_memory(self, a, d):
+        self.writes += 1
+        self.mem[a:a + len(d)] = d
+
+    def read_memory(self, a, n):
+        return self.mem[a:a + n]
+
+    def write_register(self, name, v):
+        self.regs[name] = v
+
+    def read_register(self, name):
+        return self.regs.get(name, 0)
+
+
+def _answer(dev, seq, cmd, payload=b""):
+    out = dev.feed(encode_frame(seq, cmd, payload))
+    return decode_frame(out) if out else None
+
+
+REFUSALS = [  # (cmd, payload, status)
+    (0x33, b"", Status.UNKNOWN_COMMAND),
+    (Command.WRITE_MEM, b"\0\0\0", Status.BAD_LENGTH),
+    (Command.READ_MEM, struct.pack("<IH", 4090, 8), Status.OUT_OF_RANGE),
+    (Command.READ_MEM, struct.pack("<I", 0), Status.BAD_LENGTH),
+    (Command.WRITE_REG, struct.pack("<II", 1, 5), Status.OUT_OF_RANGE),  # STATUS is read-only
+    (Command.READ_REG, struct.pack("<I", 999), Status.OUT_OF_RANGE),
+    (Command.STATUS, b"x", Status.BAD_LENGTH),
+]
+
+
+@pytest.mark.parametrize("cmd,payload,status", REFUSALS)
+def test_device_refusals(cmd, payload, status):
+    dev = LinkDevice(_Engine(), "test", bytes(32), 1, 4096)
+    f = _answer(dev, 0, cmd, payload)
+    assert f.seq == 0 and f.cmd == cmd | RESPONSE and f.payload == bytes([status])
+    assert _answer(dev, 1, Command.STATUS).payload[0] == Status.OK  # the device goes on
+
+
+def test_device_sequence_rules():
+    eng = _Engine()
+    dev = LinkDevice(eng, "test", bytes(32), 1, 4096)
+    assert _answer(dev, 200, Command.HELLO).seq == 200  # any seq; then 201 is expected
+    w = struct.pack("<I", 16) + b"abcd"
+    assert _answer(dev, 201, Command.WRITE_MEM, w).payload == b"\0"
+    assert _answer(dev, 201, Command.WRITE_MEM, w).payload == b"\0" and eng.writes == 1  # duplicate: not again
+    assert _answer(dev, 203, Command.STATUS) is None  # ahead of a lost 202: dropped
+    assert _answer(dev, 202, Command.READ_MEM, struct.pack("<IH", 16, 4)).payload == b"\0abcd"
+    assert _answer(dev, 202, Command.READ_MEM, struct.pack("<IH", 16, 4)).payload == b"\0abcd"  # re-executed
+    broken = bytearray(encode_frame(203, Command.STATUS))
+    broken[-1] ^= 1
+    assert dev.feed(bytes(broken)) == b"" and dev.dropped >= 2  # CRC: silently dropped
+    noise = b"\x5a\xff\xff\xff\xff" + encode_frame(203, Command.STATUS)  # a false SYNC, then a frame
+    assert decode_frame(dev.feed(noise)).seq == 203
