@@ -117,6 +117,22 @@ class BoardBackend(EmulatorBackend):
         self.link_options = dict(timeout=timeout, retries=retries, baudrate=baudrate)
 
     def load(self, path):
+        from pathlib import Path
+
+        from onda.hw.container import is_container
+
+        p = Path(path)
+        tflite = p.is_file() and not is_container(p.read_bytes()[:64])
+        if self.engine is None and tflite:  # a .tflite is compiled for the engine the board says it has
+            from onda.hw.config import available_configs
+
+            try:
+                with Link(self.device, **self.link_options) as link:
+                    board = link.identity.board
+            except LinkError as e:
+                raise BackendError(str(e)) from None
+            if board in available_configs():
+                self.engine = board
         model = super().load(path)
         return BoardModel(model.container, model.origin, self.device, self.link_options)
 

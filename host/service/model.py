@@ -21,7 +21,7 @@ class InputError(ValueError):
 class ServedModel:
     def __init__(self, name: str, definition: ModelDefinition, backend: str, workdir: str | Path,
                  version: int = 1, devices: int = 1, max_batch: int = 8, max_wait_s: float = 0.005,
-                 max_queue: int = 256):
+                 max_queue: int = 256, device_urls: list[str] | None = None):
         self.name = name
         self.version = version
         self.definition = definition
@@ -29,8 +29,12 @@ class ServedModel:
         path = Path(workdir) / f"featurizer-{hashlib.sha256(tflite).hexdigest()[:16]}.tflite"
         if not path.is_file():
             path.write_bytes(tflite)
-        self.backend = get_backend(backend)
-        loaded = [self.backend.load(path) for _ in range(devices)]
+        if device_urls:  # one backend per board: the pool is the boards
+            backends = [get_backend(backend, device=url) for url in device_urls]
+        else:
+            backends = [get_backend(backend)] * devices
+        self.backend = backends[0]
+        loaded = [b.load(path) for b in backends]
         for model in loaded:  # a simulated engine is built and given its weights now, not in the first request
             getattr(model, "prepare", lambda: None)()
         self.input_spec = loaded[0].inputs[0]

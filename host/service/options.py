@@ -15,6 +15,8 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
                    help="also answer TensorFlow Serving's REST API on this port (0: a free one; default: no REST)")
     p.add_argument("--backend", default=None, help="backend (default: the default backend)")
     p.add_argument("--devices", type=int, default=1, help="devices in the pool (default 1)")
+    p.add_argument("--device", action="append", default=[], metavar="URL",
+                   help="with --backend board: a board's serial port or socket://HOST:PORT (repeat for a pool of boards)")
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
     p.add_argument("--max-queue", type=int, default=256)
@@ -44,4 +46,4 @@ def config_from_args(args):
                         rest_port=args.rest_port,
                         tls_cert=args.tls_cert, tls_key=args.tls_key, keys=args.key, keys_file=args.keys_file,
                         devices=args.devices, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                        max_queue=args.max_queue, versions=versions)
+                        max_queue=args.max_queue, versions=versions, device_urls=list(args.device))

@@ -71,6 +71,7 @@ class ServerConfig:
     max_message_mb: int = 64
     versions: dict[str, int] = field(default_factory=dict)
     preprocess_threads: int = 2
+    device_urls: list[str] = field(default_factory=list)  # backend board: one board per URL
 
 
 class RpcFailure(Exception):
@@ -145,7 +146,7 @@ class PredictionServer:
             self.models[name] = ServedModel(name, definition, c.backend, self._workdir,
                                             version=c.versions.get(name, 1), devices=c.devices,
                                             max_batch=c.max_batch, max_wait_s=c.max_wait_ms / 1e3,
-                                            max_queue=c.max_queue)
+                                            max_queue=c.max_queue, device_urls=c.device_urls)
         self.default_model = next(iter(self.models))
         self._pre = ThreadPoolExecutor(c.preprocess_threads, thread_name_prefix="preprocess")
 

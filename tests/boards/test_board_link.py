@@ -14,39 +14,14 @@ from onda.host.compiler import compile_tflite
 from onda.host.models import digits
 from onda.host.runtime import BackendError, get_backend
 from onda.host.runtime.link import Link, LinkError
-from onda.hw import container as ctr
 from onda.hw.boards.link_protocol import RESPONSE, Command, Status, decode_frame, encode_frame
-from onda.hw.config import load_config
 from onda.hw.engine.errors import EngineError
-from onda.sim.board.board_sim import BoardSim
 from onda.sim.board.link_device import LinkDevice
 from onda.sim.board.link_shim import LinkShim
 from onda.sim.engine.program_cases import random_inputs
-from onda.sim.engine.program_run import program_image
 from onda.sim.verilator.build import have_toolchain
 
 pytestmark = pytest.mark.skipif(have_toolchain() is not None, reason=f"no Verilator build: {have_toolchain()}")
-
-
-@pytest.fixture(scope="module", params=["icebreaker", "ulx3s-85f"])
-def board(request, tmp_path_factory):
-    """(compiled digits path, running simulated board) for one board."""
-    from onda.host.runtime.emulator import EmulatedModel
-    from onda.sim.verilator.harness import VerilatorEngine
-    from onda.sim.verilator.train import TrainingImage
-
-    path = tmp_path_factory.mktemp("board") / f"digits-{request.param}.onda"
-    compile_tflite(digits.TFLITE, request.param).write(path)
-    c = ctr.read(path)
-    emu = EmulatedModel(c, "digits")
-    image = program_image(c) + [(int(emu.tensors[t]["addr"]), np.ascontiguousarray(x[0]).tobytes())
-                                for t, x in zip(emu.memmap["inputs"], random_inputs(emu, 1, 0))]
-    cfg = load_config(request.param)
-    engine = VerilatorEngine(cfg, train=TrainingImage(image, int(c.memmap["program_base"]), len(emu.program)))
-    sim = BoardSim(cfg, engine=engine)
-    sim.start()
-    yield path, sim
-    sim.stop()
 
 
 def _images(path, n=4, seed=7):
