@@ -10,7 +10,6 @@ its rows; pools and MEAN always tile by channel chunks.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 

@@ -16,8 +16,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from onda.hw.boards.link_protocol import (CRC, HEADER, IDENTIFY_FORMAT, MAX_PAYLOAD, RESPONSE, STATUS_FORMAT, SYNC,
-                                          WINDOW, Command, Status, crc16, encode_frame)
+from onda.hw.boards.link_protocol import (IDENTIFY_FORMAT, MAX_PAYLOAD, RESPONSE, STATUS_FORMAT, WINDOW, Command,
+                                          Status, encode_frame, take_frame)
 from onda.hw.engine.registers import STATUS_BITS, address_of
 
 __all__ = ["BoardStatus", "Identity", "Link", "LinkError"]
@@ -190,9 +190,10 @@ class Link:
     def _receive(self) -> tuple[int, int, bytes] | None:
         """The next whole, valid frame from the port, or None if none arrived in a short wait."""
         while True:
-            frame = self._parse()
+            frame, skipped = take_frame(self.rx)
+            self.stats["bad_frames"] += skipped
             if frame is not None:
-                return frame
+                return frame.seq, frame.cmd, frame.payload
             try:
                 data = self.port.read(max(1, self.port.in_waiting or 1))
             except Exception as e:
@@ -201,30 +202,3 @@ class Link:
                 return None
             self.rx += data
             self.stats["bytes_in"] += len(data)
-
-    def _parse(self) -> tuple[int, int, bytes] | None:
-        buf = self.rx
-        while True:
-            start = buf.find(SYNC)
-            if start < 0:
-                buf.clear()
-                return None
-            del buf[:start]
-            if len(buf) < HEADER.size:
-                return None
-            _, seq, cmd, n = HEADER.unpack_from(buf)
-            if n > MAX_PAYLOAD:
-                del buf[:1]
-                self.stats["bad_frames"] += 1
-                continue
-            end = HEADER.size + n + CRC.size
-            if len(buf) < end:
-                return None
-            (crc,) = CRC.unpack_from(buf, HEADER.size + n)
-            if crc != crc16(bytes(buf[1:HEADER.size + n])):
-                del buf[:1]
-                self.stats["bad_frames"] += 1
-                continue
-            body = bytes(buf[HEADER.size:HEADER.size + n])
-            del buf[:end]
-            return seq, cmd, body

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 __all__ = ["Command", "Frame", "FrameError", "HEADER", "IDENTIFY_FORMAT", "MAX_PAYLOAD", "RESPONSE",
            "STATUS_FORMAT", "SYNC", "Status", "WINDOW", "crc16", "decode_frame", "encode_frame",
-           "is_idempotent"]
+           "is_idempotent", "take_frame"]
 
 SYNC = 0x5A  # first byte of every frame: where a receiver that lost its place starts looking again
 HEADER = struct.Struct("<BBBH")  # sync, seq, cmd, payload length
@@ -85,6 +85,32 @@ def encode_frame(seq: int, cmd: int, payload: bytes = b"") -> bytes:
         raise FrameError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
     head = HEADER.pack(SYNC, seq, cmd, len(payload))
     return head + payload + CRC.pack(crc16(head[1:] + payload))
+
+
+def take_frame(buf: bytearray) -> tuple[Frame | None, int]:
+    """Take the first whole valid frame out of the received bytes ``buf`` (in place): hunt for
+    SYNC, skip a SYNC whose length or CRC is wrong and hunt again from the byte after it, leave
+    an incomplete frame's bytes for later. Returns (the frame or None, SYNCs skipped)."""
+    skipped = 0
+    while True:
+        start = buf.find(SYNC)
+        if start < 0:
+            buf.clear()
+            return None, skipped
+        del buf[:start]
+        if len(buf) < HEADER.size:
+            return None, skipped
+        _, seq, cmd, n = HEADER.unpack_from(buf)
+        end = HEADER.size + n + CRC.size
+        if n <= MAX_PAYLOAD and len(buf) < end:
+            return None, skipped
+        if n > MAX_PAYLOAD or CRC.unpack_from(buf, HEADER.size + n)[0] != crc16(bytes(buf[1:HEADER.size + n])):
+            del buf[:1]
+            skipped += 1
+            continue
+        frame = Frame(seq, cmd, bytes(buf[HEADER.size:HEADER.size + n]))
+        del buf[:end]
+        return frame, skipped
 
 
 def decode_frame(data: bytes) -> Frame:

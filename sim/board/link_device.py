@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import struct
 
-from onda.hw.boards.link_protocol import (CRC, HEADER, IDENTIFY_FORMAT, MAX_PAYLOAD, RESPONSE, STATUS_FORMAT, SYNC,
-                                          WINDOW, Command, Status, crc16, encode_frame, is_idempotent)
+from onda.hw.boards.link_protocol import (IDENTIFY_FORMAT, MAX_PAYLOAD, RESPONSE, STATUS_FORMAT, WINDOW, Command,
+                                          Status, encode_frame, is_idempotent, take_frame)
 from onda.hw.engine.registers import REGISTERS, STATUS_BITS
 
 __all__ = ["LinkDevice"]
@@ -38,33 +38,11 @@ class LinkDevice:
         self.buf += data
         out = bytearray()
         while True:
-            start = self.buf.find(SYNC)
-            if start < 0:
-                self.buf.clear()
-                break
-            del self.buf[:start]
-            if len(self.buf) < HEADER.size:
-                break
-            _, seq, cmd, n = HEADER.unpack_from(self.buf)
-            if n > MAX_PAYLOAD:
-                self._resync()
-                continue
-            end = HEADER.size + n + CRC.size
-            if len(self.buf) < end:
-                break
-            (crc,) = CRC.unpack_from(self.buf, HEADER.size + n)
-            if crc != crc16(bytes(self.buf[1:HEADER.size + n])):
-                self._resync()
-                continue
-            payload = bytes(self.buf[HEADER.size:HEADER.size + n])
-            del self.buf[:end]
-            out += self._frame(seq, cmd, payload)
-        return bytes(out)
-
-    def _resync(self) -> None:
-        """Not a frame at this SYNC: look again from the next byte."""
-        self.dropped += 1
-        del self.buf[:1]
+            frame, skipped = take_frame(self.buf)
+            self.dropped += skipped
+            if frame is None:
+                return bytes(out)
+            out += self._frame(frame.seq, frame.cmd, frame.payload)
 
     # -- sequence -----------------------------------------------------------------------------------
     def _frame(self, seq: int, cmd: int, payload: bytes) -> bytes:
