@@ -53,6 +53,7 @@ bench: setup
 	$(PY) -m onda.host.bench.compile_report
 	$(PY) -m onda.sim.bench_datapath
 	$(PY) -m onda.host.bench.rtl
+	$(PY) -m onda.host.bench.board
 
 # The main command: build the default ResNet50 pipeline (cached in build/demo), deploy it, score the sample
 # photos over TLS with a key, remove the service.

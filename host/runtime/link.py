@@ -16,8 +16,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from onda.hw.boards.link_protocol import (IDENTIFY_FORMAT, MAX_PAYLOAD, RESPONSE, STATUS_FORMAT, WINDOW, Command,
-                                          Status, encode_frame, take_frame)
+from onda.hw.boards.link_protocol import (CRC, HEADER, IDENTIFY_FORMAT, MAX_PAYLOAD, RESPONSE, STATUS_FORMAT, WINDOW,
+                                          Command, Status, bytes_missing, encode_frame, take_frame)
 from onda.hw.engine.registers import STATUS_BITS, address_of
 
 __all__ = ["BoardStatus", "Identity", "Link", "LinkError"]
@@ -55,6 +55,18 @@ class _Pending:
     cmd: int
     payload: bytes
     sent: float = 0.0
+
+
+def wire_bytes(n: int, write: bool) -> tuple[int, int]:
+    """Bytes on the cable (host to board, board to host) of a WRITE_MEM or READ_MEM of ``n`` bytes
+    as :class:`Link` frames it: with a full window the two directions overlap, so the slower one
+    over the baud rate is the transfer's time."""
+    frame = HEADER.size + CRC.size
+    chunk = WRITE_CHUNK if write else READ_CHUNK
+    frames = -(-n // chunk)
+    if write:
+        return frames * (frame + 4) + n, frames * (frame + 1)
+    return frames * (frame + 6), frames * (frame + 1) + n
 
 
 class Link:
@@ -195,7 +207,7 @@ class Link:
             if frame is not None:
                 return frame.seq, frame.cmd, frame.payload
             try:
-                data = self.port.read(max(1, self.port.in_waiting or 1))
+                data = self.port.read(max(bytes_missing(self.rx), self.port.in_waiting))
             except Exception as e:
                 raise LinkError(f"board at {self.url}: read failed ({e})") from None
             if not data:

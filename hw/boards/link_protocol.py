@@ -14,8 +14,8 @@ import enum
 import struct
 from dataclasses import dataclass
 
-__all__ = ["Command", "Frame", "FrameError", "HEADER", "IDENTIFY_FORMAT", "MAX_PAYLOAD", "RESPONSE",
-           "STATUS_FORMAT", "SYNC", "Status", "WINDOW", "crc16", "decode_frame", "encode_frame",
+__all__ = ["CRC", "Command", "Frame", "FrameError", "HEADER", "IDENTIFY_FORMAT", "MAX_PAYLOAD", "RESPONSE",
+           "STATUS_FORMAT", "SYNC", "Status", "WINDOW", "bytes_missing", "crc16", "decode_frame", "encode_frame",
            "is_idempotent", "take_frame"]
 
 SYNC = 0x5A  # first byte of every frame: where a receiver that lost its place starts looking again
@@ -111,6 +111,15 @@ def take_frame(buf: bytearray) -> tuple[Frame | None, int]:
         frame = Frame(seq, cmd, bytes(buf[HEADER.size:HEADER.size + n]))
         del buf[:end]
         return frame, skipped
+
+
+def bytes_missing(buf: bytes) -> int:
+    """How many more bytes the frame that starts ``buf`` (after :func:`take_frame` left it there)
+    needs before it can be judged: a receiver reads that many at once instead of byte by byte."""
+    if len(buf) < HEADER.size:
+        return HEADER.size - len(buf)
+    n = HEADER.unpack_from(buf)[3]
+    return max(1, HEADER.size + min(n, MAX_PAYLOAD) + CRC.size - len(buf))
 
 
 def decode_frame(data: bytes) -> Frame:

@@ -13,7 +13,7 @@ import pytest
 from onda.host.compiler import compile_tflite
 from onda.host.models import digits
 from onda.host.runtime import BackendError, get_backend
-from onda.host.runtime.link import Link, LinkError
+from onda.host.runtime.link import Link, LinkError, wire_bytes
 from onda.hw.boards.link_protocol import RESPONSE, Command, Status, decode_frame, encode_frame
 from onda.hw.engine.errors import EngineError
 from onda.sim.board.link_device import LinkDevice
@@ -38,6 +38,20 @@ def test_digits_on_the_simulated_board(board):
     assert model.measured_cycles and abs(model.measured_cycles / model.cycle_trace().total - 1) < 0.02
     ident = model.link.identity
     assert ident.board == sim.cfg.name and ident.fingerprint == sim.cfg.fingerprint
+
+
+@pytest.mark.parametrize("n", [1, 1020, 1021, 5000])
+def test_bytes_on_the_cable(board, n):
+    """The bench's link time rests on wire_bytes: it must count what the transport carried."""
+    _, sim = board
+    data = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8).tobytes()
+    with Link(sim.url) as link:
+        for write in (True, False):
+            before = link.stats["bytes_out"], link.stats["bytes_in"]
+            back = link.write_memory(64, data) if write else link.read_memory(64, n)
+            got = link.stats["bytes_out"] - before[0], link.stats["bytes_in"] - before[1]
+            assert got == wire_bytes(n, write)
+        assert back == data
 
 
 def test_faulty_cable_stays_bit_exact(board):
