@@ -42,6 +42,14 @@ class EngineConfig:
         of a GEMM split over K; 0 builds none, and a layer whose weights do not fit is refused.
     mem_bytes_per_cycle, mem_latency_cycles, mem_row_overhead_cycles:
         The memory port as the cycle model sees it.
+    add_lanes:
+        The vector unit's ADD/MUL/REQUANT lanes (each a ResidualAdd with its multipliers); 0
+        means ``vector_lanes``, fewer take ``vector_lanes / add_lanes`` cycles a beat and save
+        the device's DSPs.
+    lut_mac_lanes:
+        MAC-array lanes whose multipliers are LUT trees rather than DSP blocks (the same
+        registers and latency): what a device whose DSPs the MACs and the address arithmetic
+        outnumber gives up in LUTs.
     """
 
     name: str
@@ -69,6 +77,8 @@ class EngineConfig:
     requant_units: int = 1
     requant_interval: int = 1
     acc_bytes: int = 0
+    add_lanes: int = 0
+    lut_mac_lanes: int = 0
 
     @property
     def drain_cycles(self) -> int:
@@ -80,6 +90,11 @@ class EngineConfig:
         groups = math.ceil(self.lanes / self.requant_units)
         k = self.requant_interval
         return k * math.ceil(((groups - 1) * k + 2) / k)
+
+    @property
+    def adders(self) -> int:
+        """The vector unit's ADD lanes (``add_lanes``, or ``vector_lanes`` when 0)."""
+        return self.add_lanes or self.vector_lanes
 
     @property
     def macs(self) -> int:
@@ -111,6 +126,11 @@ class EngineConfig:
         need(self.requant_units >= 1, "pipeline.requant_units must be >= 1")
         need(self.requant_interval >= 1, "pipeline.requant_interval must be >= 1")
         need(self.clock_mhz > 0, "clock_mhz must be > 0")
+        need(self.add_lanes >= 0 and (self.add_lanes == 0 or self.vector_lanes % self.add_lanes == 0),
+             f"pipeline.add_lanes ({self.add_lanes}) must divide vector_lanes ({self.vector_lanes}), or be 0 "
+             f"(as many as vector_lanes)")
+        need(0 <= self.lut_mac_lanes <= self.lanes,
+             f"pipeline.lut_mac_lanes ({self.lut_mac_lanes}) must be in 0..lanes ({self.lanes})")
         for buf in ("act", "wgt", "out", "param"):
             size = getattr(self, f"{buf}_bytes")
             need(size > 0 and size % 2 == 0, f"buffers.{buf} must be a positive even number of bytes (two slots)")
@@ -163,7 +183,8 @@ def _from_dict(d: dict, origin: str) -> EngineConfig:
             mem_row_overhead_cycles=int(m.get("row_overhead_cycles", 0)), mem_size_bytes=int(m["size_bytes"]),
             gemm_pipeline_cycles=int(p.get("gemm_cycles", 0)), vec_pipeline_cycles=int(p.get("vec_cycles", 0)),
             requant_units=int(p.get("requant_units", 1)), requant_interval=int(p.get("requant_interval", 1)),
-            acc_bytes=int(b.get("acc", 0)))
+            acc_bytes=int(b.get("acc", 0)), add_lanes=int(p.get("add_lanes", 0)),
+            lut_mac_lanes=int(p.get("lut_mac_lanes", 0)))
     except KeyError as e:
         raise ConfigError(f"{origin}: missing key {e.args[0]!r}") from None
     except (TypeError, ValueError) as e:

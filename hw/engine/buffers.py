@@ -333,12 +333,15 @@ def out_banks(cfg) -> int:
 
 def act_buffer(cfg) -> ByteBuffer:
     """ACT as the engine instantiates it: write ``load`` (a whole bank row), reads ``gemm``
-    (width), ``vec_a``, ``vec_b`` (vector_lanes), ``store`` (P)."""
+    (width), ``vec_a``, ``vec_b`` (vector_lanes), ``store`` (P).
+
+    ``gemm`` and ``vec_a`` share one physical read port (``shared_reads``): the compute module
+    runs one instruction at a time, GEMM or VEC, so three copies of the RAM serve the four reads."""
     banks = act_banks(cfg)
     return ByteBuffer(cfg.act_bytes, banks,
                       read_ports={"gemm": cfg.width, "vec_a": cfg.vector_lanes, "vec_b": cfg.vector_lanes,
                                   "store": cfg.mem_port_bits // 8},
-                      write_ports={"load": banks})
+                      write_ports={"load": banks}, shared_reads=[["gemm", "vec_a"]])
 
 
 def wgt_buffer(cfg) -> ByteBuffer:

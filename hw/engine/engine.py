@@ -71,6 +71,8 @@ class Engine(wiring.Component):
         The one memory port (program, weights, activations).
     trace : Out(TraceSignature())
         Instruction retirements, for simulation harnesses (left unconnected on a board).
+    running, done, failed : Out(1)
+        STATUS's bits as wires, for a board's LEDs and its link (which answers BUSY while running).
     """
 
     def __init__(self, cfg: EngineConfig, queue_depth: int = QUEUE_DEPTH, prefetch: int = PREFETCH):
@@ -81,6 +83,7 @@ class Engine(wiring.Component):
             "csr": In(CsrBusSignature()),
             "mem": Out(MemoryPortSignature(self.P)),
             "trace": Out(TraceSignature()),
+            "running": Out(1), "done": Out(1), "failed": Out(1),
         })
 
     def elaborate(self, platform):
@@ -242,9 +245,11 @@ class Engine(wiring.Component):
             with m.Elif(running & cond):
                 m.d.sync += c.eq(c + 1)
             m.d.comb += getattr(csr, name).eq(c)
-        m.d.comb += [csr.cycles.eq(cycles), csr.fetched.eq(fetch.fetched),
-                     csr.status.eq((running << STATUS_BITS["running"]) | (done << STATUS_BITS["done"])
-                                   | (((error != EngineError.NONE) & ~running) << STATUS_BITS["error"])),
+        m.d.comb += [self.running.eq(running), self.done.eq(done),
+                     self.failed.eq((error != EngineError.NONE) & ~running),
+                     csr.cycles.eq(cycles), csr.fetched.eq(fetch.fetched),
+                     csr.status.eq((self.running << STATUS_BITS["running"]) | (self.done << STATUS_BITS["done"])
+                                   | (self.failed << STATUS_BITS["error"])),
                      csr.error.eq(error), csr.error_index.eq(error_index),
                      csr.fingerprint.eq(int(cfg.fingerprint[:8], 16))]
         for mod, u in issue.items():

@@ -163,7 +163,7 @@ class GemmUnit(wiring.Component):
         self.mul_style = mul_style_for(cfg)
         self.acc_words = cfg.acc_bytes // 4  # the accumulator buffer, one int32 word per lane and pixel
         self.tile = ConvTile(lanes, width, mul_style=self.mul_style, double=True, restartable=True,
-                             accumulate=self.acc_words > 0)
+                             accumulate=self.acc_words > 0, lut_lanes=cfg.lut_mac_lanes)
         super().__init__({
             "cmd": In(stream.Signature(isa.field_layout(Opcode.GEMM))),
             "done": Out(1),

@@ -207,7 +207,7 @@ class VecUnit(wiring.Component):
         if not isinstance(vl, int) or vl < 1:
             raise ValueError(f"VecUnit: cfg.vector_lanes must be a positive int, got {vl!r}")
         if add_lanes is None:
-            add_lanes = vl
+            add_lanes = cfg.adders
         if not isinstance(add_lanes, int) or add_lanes < 1 or vl % add_lanes:
             raise ValueError(f"VecUnit: add_lanes must be a positive divisor of vector_lanes ({vl}), "
                              f"got {add_lanes!r}")
@@ -667,7 +667,7 @@ def vec_cycles(cfg, f: dict, add_lanes: int | None = None) -> int | None:
     if func == VecFunc.SPACE_TO_DEPTH:
         return r + 2 * f["out_rows"] * f["out_cols"] * math.ceil(2 * c / vl) + 3
     if func in (VecFunc.ADD, VecFunc.MUL, VecFunc.REQUANT):
-        al = vl if add_lanes is None else add_lanes
+        al = cfg.adders if add_lanes is None else add_lanes
         beats = math.ceil(n / vl)
         chunks = (beats - 1) * (vl // al) + math.ceil((n - (beats - 1) * vl) / al)
         return r + chunks + 3 + add_latency
