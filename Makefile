@@ -8,7 +8,7 @@ NODE_CLIENT := host/client/node
 NODE_STAMP := $(NODE_CLIENT)/node_modules/.package-lock.json
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup test test-slow bench sim formal synth-datapath demo clean
+.PHONY: setup test test-slow bench sim formal synth synth-datapath demo clean
 
 setup: $(STAMP) $(NODE_STAMP)
 
@@ -77,8 +77,13 @@ formal: setup
 	$(PY) -m onda.sim.formal.token_props
 	$(PY) -m onda.sim.formal.engine_stream_props
 
-synth-datapath: setup
+# The whole board top (engine, memory, host link, PLL) into bitstreams/$(BOARD)/ (ULX3S: most of an hour).
+synth: setup
 	$(PY) -m onda.hw.synth.flow --board $(BOARD)
+
+# The LFSR-fed datapath probe alone (bitstreams/$(BOARD)/datapath-*).
+synth-datapath: setup
+	$(PY) -m onda.hw.synth.flow --board $(BOARD) --datapath
 
 clean:
 	rm -rf build out .pytest_cache

@@ -14,10 +14,14 @@ BOARDS = ("ulx3s-85f", "icebreaker")
 def add_commands(sub) -> None:
     p = sub.add_parser("board", help="boards: a simulated one on a TCP socket, or program a real one")
     bsub = p.add_subparsers(dest="board_command", metavar="SUBCOMMAND", required=True)
-    s = bsub.add_parser("sim", help="serve a simulated board (the engine RTL in Verilator behind the host link's "
-                                    "reference device) on 127.0.0.1; prints its socket:// device URL")
-    s.add_argument("--board", choices=BOARDS, default="ulx3s-85f")
+    s = bsub.add_parser("sim", help="serve a simulated board on 127.0.0.1 and print its socket:// device URL: the "
+                                    "board top's gateware (engine, UART, host link, memory) in Verilator, or with "
+                                    "--reference the engine RTL behind the link's Python reference device (faster)")
+    s.add_argument("--board", choices=BOARDS, default="icebreaker")
     s.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
+    s.add_argument("--reference", action="store_true",
+                   help="the engine RTL behind the protocol's reference device instead of the board top "
+                        "(the only choice for ulx3s-85f until its SDRAM chip model runs in C++)")
     s.set_defaults(func=cmd_sim)
     g = bsub.add_parser("program", help="load the board's bitstream with openFPGALoader (ULX3S) or iceprog "
                                         "(iCEBreaker)")
@@ -28,11 +32,23 @@ def add_commands(sub) -> None:
 
 def cmd_sim(args) -> int:
     from onda.hw.config import load_config
-    from onda.sim.board.board_sim import BoardSim
+    from onda.sim.verilator.build import BuildError
 
-    sim = BoardSim(load_config(args.board), args.port, quiet=False)
-    print(f"simulated {args.board} board at {sim.url}  (engine RTL; link: the protocol's reference device)",
-          flush=True)
+    from ..errors import CommandError
+
+    cfg = load_config(args.board)
+    try:
+        if args.reference:
+            from onda.sim.board.board_sim import BoardSim
+
+            sim, what = BoardSim(cfg, args.port, quiet=False), "engine RTL; link: the protocol's reference device"
+        else:
+            from onda.sim.board.gateware_sim import GatewareBoardSim
+
+            sim, what = GatewareBoardSim(cfg, args.port, quiet=False), "board top gateware in Verilator"
+    except BuildError as e:
+        raise CommandError(f"no simulated {args.board} board: {e}") from None
+    print(f"simulated {args.board} board at {sim.url}  ({what})", flush=True)
     try:
         sim.serve()
     except KeyboardInterrupt:

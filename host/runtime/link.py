@@ -70,8 +70,10 @@ def wire_bytes(n: int, write: bool) -> tuple[int, int]:
 
 
 class Link:
-    """One board. ``timeout``: seconds the oldest request may go unanswered before everything in
-    flight is sent again; ``retries``: how many times, before :class:`LinkError`."""
+    """One board. ``timeout``: seconds the oldest request may go unanswered (counted from its
+    sending or from the answer before it, whichever is later) before it is sent again, and the
+    rest of the window after it once it is answered; ``retries``: how many times, before
+    :class:`LinkError`."""
 
     def __init__(self, url: str, baudrate: int = 3_000_000, timeout: float = 0.5, retries: int = 8,
                  window: int = WINDOW):
@@ -166,7 +168,7 @@ class Link:
         todo = deque(reqs)
         flight: deque[_Pending] = deque()
         out: list[bytes] = []
-        tries, started = 0, time.monotonic()
+        tries, started, recovering = 0, time.monotonic(), False
         while todo or flight:
             while todo and len(flight) < (1 if hello else self.window):
                 cmd, payload = todo.popleft()
@@ -183,9 +185,11 @@ class Link:
                     if tries > self.retries:
                         raise LinkError(f"board at {self.url}: no answer to {Command(flight[0].cmd).name} "
                                         f"after {time.monotonic() - started:.1f} s ({self.retries} retries)")
-                    for p in flight:  # go back N: everything unanswered, oldest first
-                        self._send(p)
-                        self.stats["resent"] += 1
+                    # The oldest alone: on a slow line the rest may still be on their way, and
+                    # sending them all again would only queue more behind them.
+                    self._send(flight[0])
+                    self.stats["resent"] += 1
+                    recovering = True
                 continue
             seq, cmd, body = answer
             head = flight[0]
@@ -193,6 +197,13 @@ class Link:
                 continue  # a duplicate or stale answer
             flight.popleft()
             tries = 0
+            if flight and recovering:  # go back N: the device dropped what followed a lost request
+                for p in flight:
+                    self._send(p)
+                    self.stats["resent"] += 1
+            elif flight:  # the next answer is due a timeout after this one, not after its own send
+                flight[0].sent = max(flight[0].sent, time.monotonic())
+            recovering = False
             if not body or body[0] != Status.OK:
                 code = Status(body[0]).name if body and body[0] in Status._value2member_map_ else repr(body[:1])
                 raise LinkError(f"board at {self.url}: {Command(head.cmd).name} refused: {code}")

@@ -57,11 +57,13 @@ def ecp5_pll(fin_mhz: float, fout_mhz: float) -> Ecp5Pll:
     return best[1]
 
 
-def ecp5_pll_instance(m: Module, pll: Ecp5Pll, clkin, domain: str = "sync") -> Signal:
-    """Drive ClockDomain ``domain`` from the PLL's CLKOP; returns LOCK (the domain's reset is its
-    inverse, so the engine starts only on a locked clock)."""
+def ecp5_pll_instance(m: Module, pll: Ecp5Pll, clkin, domain: str = "sync", platform=None) -> Signal:
+    """Drive ClockDomain ``domain`` from the PLL's CLKOP (constrained to its frequency on
+    ``platform``); returns LOCK (the domain's reset is its inverse, so the engine starts only on a
+    locked clock)."""
     locked = Signal(name=f"{domain}_pll_locked")
-    m.domains[domain] = cd = ClockDomain(domain)
+    cd = ClockDomain(domain)
+    m.domains += cd
     m.submodules[f"{domain}_pll"] = Instance(
         "EHXPLLL",
         p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED", p_DPHASE_SOURCE="DISABLED",
@@ -74,6 +76,8 @@ def ecp5_pll_instance(m: Module, pll: Ecp5Pll, clkin, domain: str = "sync") -> S
         i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1, i_PLLWAKESYNC=0, i_ENCLKOP=0,
         o_CLKOP=cd.clk, o_LOCK=locked)
     m.d.comb += cd.rst.eq(~locked)
+    if platform is not None:
+        platform.add_clock_constraint(cd.clk, pll.fout_mhz * 1e6)
     return locked
 
 
@@ -126,11 +130,12 @@ def ice40_pll(fin_mhz: float, fout_mhz: float) -> Ice40Pll:
     return best[1]
 
 
-def ice40_pll_instance(m: Module, pll: Ice40Pll, package_pin, domain: str = "sync") -> Signal:
+def ice40_pll_instance(m: Module, pll: Ice40Pll, package_pin, domain: str = "sync", platform=None) -> Signal:
     """Drive ClockDomain ``domain`` from an SB_PLL40_PAD on the oscillator's pad (``package_pin``:
     the raw pin, requested with ``dir="-"``); returns LOCK (the domain is held in reset until it)."""
     locked = Signal(name=f"{domain}_pll_locked")
-    m.domains[domain] = cd = ClockDomain(domain)
+    cd = ClockDomain(domain)
+    m.domains += cd
     m.submodules[f"{domain}_pll"] = Instance(
         "SB_PLL40_PAD",
         p_FEEDBACK_PATH="SIMPLE", p_DIVR=pll.divr, p_DIVF=pll.divf, p_DIVQ=pll.divq,
@@ -138,4 +143,6 @@ def ice40_pll_instance(m: Module, pll: Ice40Pll, package_pin, domain: str = "syn
         i_PACKAGEPIN=package_pin, i_RESETB=1, i_BYPASS=0,
         o_PLLOUTGLOBAL=cd.clk, o_LOCK=locked)
     m.d.comb += cd.rst.eq(~locked)
+    if platform is not None:
+        platform.add_clock_constraint(cd.clk, pll.fout_mhz * 1e6)
     return locked

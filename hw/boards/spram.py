@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, ClockSignal, Instance, Module, Mux, Signal
 from amaranth.lib import fifo, memory, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In
 
 from onda.hw.engine.memory_port import MemoryPortSignature
 

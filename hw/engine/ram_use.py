@@ -39,8 +39,11 @@ def engine_ram_blocks(cfg) -> dict[str, int]:
     """Blocks of ``cfg.ram_kind`` per buffer: act, wgt, param, out (ByteBuffers) and acc (the
     GEMM's int32 accumulator RAM), as the engine instantiates them."""
     kind = cfg.ram_kind
-    use = {name: buffer_blocks(make(cfg), kind) for name, make in
-           (("act", act_buffer), ("wgt", wgt_buffer), ("param", param_buffer), ("out", out_buffer))}
+    use = {}
+    for name, make in (("act", act_buffer), ("wgt", wgt_buffer), ("param", param_buffer), ("out", out_buffer)):
+        buf = make(cfg)
+        buf._MustUse__silence = True  # built to be counted, not elaborated
+        use[name] = buffer_blocks(buf, kind)
     use["acc"] = blocks_for(kind, 32, cfg.acc_bytes // 4) if cfg.acc_bytes else 0
     return use
 

@@ -5,7 +5,8 @@ host link's frames (``hw/boards/LINK.md``) arriving on one connection at a time,
 it at ``socket://127.0.0.1:PORT`` exactly as it reaches a board at ``/dev/ttyUSB0``. While the engine
 runs, it is clocked in slices between the bytes that arrive, so STATUS can be polled during a run.
 The link's device end here is ``onda.sim.board.link_device`` (Python, the protocol's reference), not
-yet the board top's gateware: what this simulates is the engine and the protocol.
+the board top's gateware (that is ``onda.sim.board.gateware_sim``): what this simulates is the
+engine and the protocol, fast.
 
     python -m onda.sim.board.board_sim --board ulx3s-85f [--port N]
 """
@@ -18,6 +19,7 @@ import socket
 import sys
 import threading
 
+from onda.hw.boards.board_core import GATEWARE_VERSION
 from onda.hw.config import EngineConfig, load_config
 from onda.hw.engine.registers import STATUS_BITS
 
@@ -25,11 +27,12 @@ from .link_device import LinkDevice
 
 __all__ = ["BoardSim", "GATEWARE_VERSION"]
 
-GATEWARE_VERSION = 1  # what IDENTIFY reports; the board tops carry their own
 SLICE_CYCLES = 20_000  # engine cycles between looks at the socket while a program runs (tens of ms)
 
 
 class BoardSim:
+    frame_seconds = 0.1  # what a host should allow one frame's round trip (a fast simulated line)
+
     def __init__(self, cfg: EngineConfig, port: int = 0, engine=None, quiet: bool = True):
         if engine is None:
             from onda.sim.verilator.harness import VerilatorEngine

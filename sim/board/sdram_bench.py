@@ -12,13 +12,13 @@ bursts: beats moved per cycle (1.0 is the port's peak, one 16-bit word a clock).
 from __future__ import annotations
 
 import random
-from collections import deque
 from dataclasses import dataclass, field, replace
 
 from amaranth.sim import Simulator
 
 from onda.hw.boards.sdram import SdramController, sdram_location
 from onda.hw.boards.sdram_chips import SdramChip
+from onda.sim.board.port_traffic import port_client
 from onda.sim.board.sdram_model import SdramModel
 
 __all__ = ["Burst", "TrafficRun", "expected_reads", "measure_efficiency", "preload", "run_traffic"]
@@ -90,70 +90,9 @@ def run_traffic(chip: SdramChip, clock_mhz: float, bursts, *, read_delay: int = 
     model = SdramModel(dut.pins, chip, clock_mhz)
     if image is not None:
         preload(model, chip, *image)
-    rng = random.Random(seed)
-    port = dut.port
     result = {}
-
-    async def client(ctx):
-        init = 0
-        while not ctx.get(dut.ready):
-            await ctx.tick()
-            init += 1
-        pending = deque(bursts)
-        wbeats = deque()   # (data, mask) of write commands taken
-        reads = deque()    # beats owed per read command taken
-        got: list[bytearray] = []
-        offering_cmd = offering_w = False
-        cycle = start = last = 0
-        first_read_cmd = first_read_beat = None
-        total = sum(b.beats for b in bursts)
-        moved = 0
-        while moved < total:
-            if cycle > max_cycles:
-                raise TimeoutError(f"run_traffic: {moved} of {total} beats after {cycle} cycles")
-            if not offering_cmd and pending and not (stall and rng.random() < stall):
-                b = pending[0]
-                ctx.set(port.cmd.payload, {"addr": b.addr, "beats": b.beats, "write": int(b.write)})
-                offering_cmd = True
-            ctx.set(port.cmd.valid, offering_cmd)
-            if not offering_w and wbeats and not (stall and rng.random() < stall):
-                d, mk = wbeats[0]
-                ctx.set(port.wdata.payload, {"data": list(d), "mask": mk})
-                offering_w = True
-            ctx.set(port.wdata.valid, offering_w)
-            rready = not (stall and rng.random() < stall)
-            ctx.set(port.rdata.ready, rready)
-            _, _, cready, wready, rvalid, rdata = await ctx.tick().sample(
-                port.cmd.ready, port.wdata.ready, port.rdata.valid, port.rdata.payload)
-            if offering_cmd and cready:
-                b = pending.popleft()
-                offering_cmd = False
-                if b.write:
-                    wbeats.extend((b.data[k * P:(k + 1) * P], b.beat_mask(k)) for k in range(b.beats))
-                else:
-                    reads.append(b.beats)
-                    got.append(bytearray())
-                    if first_read_cmd is None:
-                        first_read_cmd = cycle
-            if offering_w and wready:
-                wbeats.popleft()
-                offering_w = False
-                moved += 1
-                last = cycle
-            if rvalid and rready:
-                idx = len(got) - len(reads)
-                got[idx].extend(rdata)
-                if first_read_beat is None:
-                    first_read_beat = cycle
-                if len(got[idx]) == reads[0] * P:
-                    reads.popleft()
-                moved += 1
-                last = cycle
-            cycle += 1
-        for _ in range(settle):  # the last WRITEs reach the pins
-            await ctx.tick()
-        result.update(reads=[bytes(g) for g in got], cycles=last - start + 1, init=init,
-                      latency=(first_read_beat - first_read_cmd) if first_read_cmd is not None else -1)
+    client = port_client(dut.port, bursts, result, stall=stall, seed=seed, ready=dut.ready, max_cycles=max_cycles,
+                         settle=settle)
 
     sim = Simulator(dut)
     sim.add_clock(1e-6 / clock_mhz)

