@@ -13,8 +13,10 @@ beats, and seeded fuzz with faults; one case through the UART pins at 4 clocks a
 
 from __future__ import annotations
 
+import gc
 import random
 import struct
+import warnings
 
 import pytest
 from amaranth.hdl import Module, Signal
@@ -31,8 +33,6 @@ from onda.sim.board.link_bench import (BOARD, FINGERPRINT, VERSION, Target, rand
                                       run_reference)
 from onda.sim.board.link_device import LinkDevice
 from onda.sim.engine.memory_model import MemoryCore
-
-pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")  # the refused constructions
 
 C, S = Command, Status
 MEM = 4096
@@ -81,7 +81,6 @@ def compare(stream: bytes, *, seed=0, running=False, mem=None, **kw):
     assert hw.memory == ref.memory, "memory differs"
     assert hw.writes == ref.writes, f"register writes: gateware {hw.writes}, reference {ref.writes}"
     assert hw.dropped == ref.dropped, f"drops: gateware {hw.dropped}, reference {ref.dropped}"
-    assert hw.extra["answered"] == len(frames(ref.answers))
     ref.extra.update(cycles=hw.cycles, rx_blocked=hw.rx_blocked)
     return ref
 
@@ -576,6 +575,16 @@ def test_uart_rx_counts_an_overrun_and_keeps_the_held_byte():
     assert got == b"" and res["errors"] == 2 and res["held"] == (1, 0x11)
 
 
+def _refused(make):
+    """``make()`` raises ValueError; the half-built component it leaves is collected here, quietly
+    (Amaranth warns of an elaboratable never used)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError):
+            make()
+        gc.collect()
+
+
 def test_uart_divisor():
     assert uart_divisor(24.0, 3_000_000) == 8
     assert uart_divisor(12.0, 3_000_000) == 4
@@ -585,10 +594,8 @@ def test_uart_divisor():
     for clock, baud in ((24.0, 2_500_000), (25.0, 3_000_000), (10.0, 3_000_000), (1.0, 1_000_000)):
         with pytest.raises(ValueError):
             uart_divisor(clock, baud)
-    with pytest.raises(ValueError):
-        UartRx(3)
-    with pytest.raises(ValueError):
-        UartTx(2)
+    _refused(lambda: UartRx(3))
+    _refused(lambda: UartTx(2))
 
 
 # -- CRC and the identity -------------------------------------------------------------------------------
@@ -621,6 +628,5 @@ def test_identity_and_parameters():
     assert identity_bytes(BOARD, FINGERPRINT, VERSION, MEM) == \
         LinkDevice(None, BOARD, FINGERPRINT, VERSION, MEM).identity
     for size, P in ((0, 2), (2 ** 32, 2), (4097, 2), (4098, 4)):
-        with pytest.raises(ValueError):
-            LinkEndpoint(BOARD, FINGERPRINT, VERSION, size, P)
+        _refused(lambda: LinkEndpoint(BOARD, FINGERPRINT, VERSION, size, P))
     assert RESPONSE == 0x80
