@@ -16,7 +16,10 @@ How it works, one request at a time:
    after its SYNC, exactly as ``link_protocol.take_frame`` rescans its buffer, so a valid frame
    hidden inside a corrupted one (or in its length field's reach) is still found. A whole
    frame (at most 1030 bytes after its SYNC) always fits, so the parser can always finish
-   judging the frame that the bytes in the ring belong to.
+   judging the frame that the bytes in the ring belong to. ``rx.ready`` falls only when the
+   ring is full (behind ``UartRx`` the byte is then lost, an overrun, and the host resends);
+   a host keeping to the window cannot fill it: bytes arrive no faster than an answer leaves,
+   so while the longest answer (1031 bytes) is sent at most as many arrive.
 2. **Parse.** Header fields into registers, the CRC (``crc16.crc16_next``) a byte a clock, and
    the payload's first 8 bytes (every command's fixed fields) into ``args``. WRITE_MEM's data
    stays in the ring until the CRC has been checked.
@@ -25,7 +28,10 @@ How it works, one request at a time:
    commands run again, the others get the status remembered in ``statuses``, 3 bits a slot,
    slot ``seq % WINDOW``); anything else is dropped.
 4. **Check** (one clock): the command's refusals in the reference's order. The three memory
-   ranges (WRITE_MEM, READ_MEM, RUN's program) share one adder: ``addr + n <= mem_size``.
+   ranges (WRITE_MEM, READ_MEM, RUN's program) share one adder, ``addr + n <= mem_size`` in
+   ``k = max(bits of mem_size, 11)`` bits (a field with a bit above is out of range anyway); the
+   same adder then steps the request's own address field a byte at a time for the memory
+   commands, so there is no separate address register or incrementer.
 5. **Execute and answer.** Register writes go out on the CSR bus (RUN: PROG_ADDR, PROG_COUNT,
    CTRL = 1); WRITE_MEM replays its data bytes from the ring into a beat register and writes
    each beat with a byte mask (one-beat commands: any address, any length); the answer is
@@ -36,6 +42,10 @@ How it works, one request at a time:
 
 The memory port is only used between a request's check and its answer, one beat at a time, and
 ``rdata`` is taken as soon as it arrives, so the port is never held while the UART is slow.
+
+Size (Yosys ``synth_ice40``, P = 2, 128 KiB): about 890 LUTs, 160 carries, 330 flip-flops and the
+ring's four EBRs; the 60-byte identity ROM is left to Yosys, which builds it from LUTs (about 65;
+a block RAM instead would be a fifth EBR).
 """
 
 from __future__ import annotations
@@ -101,8 +111,6 @@ class LinkEndpoint(wiring.Component):
     frames_dropped : Out(16)
         SYNCs skipped (length over ``MAX_PAYLOAD`` or a bad CRC) and valid frames dropped out of
         sequence, as ``LinkDevice.dropped`` counts them (wrapping).
-    frames_answered : Out(16)
-        Answers sent (wrapping).
     idle : Out(1)
         Waiting for bytes: every byte received has been parsed and nothing is being executed or
         sent.
@@ -121,7 +129,6 @@ class LinkEndpoint(wiring.Component):
             "mem": Out(MemoryPortSignature(P)),
             "running": In(1),
             "frames_dropped": Out(16),
-            "frames_answered": Out(16),
             "idle": Out(1),
         })
 
@@ -129,7 +136,9 @@ class LinkEndpoint(wiring.Component):
         m = Module()
         P, mem_size = self.P, self.mem_size
         lp = (P - 1).bit_length()
-        abits = max(lp + 1, (mem_size - 1).bit_length())
+        # Range arithmetic in k bits: an address or length with a bit at k or above is past
+        # mem_size (< 2**k); k >= 11 keeps every payload length (<= 1024) below that.
+        k = max(mem_size.bit_length(), MAX_PAYLOAD.bit_length())
         pbits = MAX_PAYLOAD.bit_length()  # 0 .. MAX_PAYLOAD
         rx, tx, csr, port = self.rx, self.tx, self.csr, self.mem
 
@@ -142,7 +151,7 @@ class LinkEndpoint(wiring.Component):
         base = Signal(pos)  # oldest byte still needed: just after the SYNC of the frame being judged
         fend = Signal(pos)  # just after the accepted frame's CRC
         dstart = Signal(pos)  # the accepted frame's payload byte 4 (WRITE_MEM's first data byte)
-        m.d.comb += [rx.ready.eq((wp - base)[:pos] != RING_BYTES - 1),
+        m.d.comb += [rx.ready.eq((wp + 1)[:pos] != base),  # full: RING_BYTES - 1 bytes from base
                      wr.addr.eq(wp), wr.data.eq(rx.payload), wr.en.eq(rx.valid & rx.ready)]
         with m.If(wr.en):
             m.d.sync += wp.eq(wp + 1)
@@ -170,6 +179,7 @@ class LinkEndpoint(wiring.Component):
         m.d.comb += [pidx_n.eq(pidx), rom_rd.addr.eq(pidx_n)]
         m.d.sync += pidx.eq(pidx_n)
         args = Signal(64)  # payload bytes 0..7
+        m.d.comb += csr.w_data.eq(args[32:])  # WRITE_REG's value, RUN's count (PROG_ADDR and CTRL below)
         crc, crc_lo = Signal(16, init=CRC_INIT), Signal(8)
         crc_byte, crc_en = Signal(8), Signal()
         m.d.comb += crc_byte.eq(byte)
@@ -180,7 +190,7 @@ class LinkEndpoint(wiring.Component):
         hist = Signal(range(WINDOW + 1))  # requests executed since reset or HELLO, at most WINDOW
         statuses = Signal(3 * WINDOW)  # slot seq % WINDOW: the status that request got
 
-        a = Signal(abits)  # memory byte address
+        a = args[:k]  # the request's address field, stepped a byte at a time by the memory commands
         lane = a[:lp] if lp else Const(0, 1)
         beat_addr = Cat(Const(0, lp), a[lp:]) if lp else a  # the beat holding byte a
         last_lane = lane == P - 1
@@ -198,20 +208,23 @@ class LinkEndpoint(wiring.Component):
         with m.If(send):
             m.d.sync += [tx.payload.eq(out), tx.valid.eq(1)]
 
-        # -- the shared range adder: addr + n <= mem_size ---------------------------------------------
+        # -- the shared adder: addr + n <= mem_size in CHECK, then a + 1 for each memory byte --------
         addr = args[:32]
-        n_op = Signal(32)
-        over = Signal()  # n is too large whatever addr is
+        n_op = Signal(37)
+        step = Signal()  # the adder steps a
         with m.Switch(cmd):
             with m.Case(Command.WRITE_MEM):  # n = plen - 4: compared with mem_size + 4 below
                 m.d.comb += n_op.eq(plen)
             with m.Case(Command.READ_MEM):  # n < 1024 by the length check before
                 m.d.comb += n_op.eq(args[32:42])
-            with m.Case(Command.RUN):  # 32 bytes an instruction; count >= 2**27 is >= 2**32 bytes
-                m.d.comb += [n_op.eq(Cat(Const(0, 5), args[32:59])), over.eq(args[59:64] != 0)]
-        total = Signal(33)
-        m.d.comb += total.eq(addr + n_op)
+            with m.Case(Command.RUN):  # 32 bytes an instruction
+                m.d.comb += n_op.eq(Cat(Const(0, 5), args[32:64]))
+        total = Signal(k + 1)
+        m.d.comb += total.eq(addr[:k] + Mux(step, 1, n_op[:k]))
+        over = (addr[k:] != 0) | (n_op[k:] != 0)
         in_range = ~over & Mux(cmd == Command.WRITE_MEM, total <= mem_size + 4, total <= mem_size)
+        with m.If(step):
+            m.d.sync += a.eq(total)
 
         reg = args[:32]
         known = reg < len(REGISTERS)
@@ -341,7 +354,7 @@ class LinkEndpoint(wiring.Component):
 
             # -- check and execute ------------------------------------------------------------------
             with m.State("CHECK"):  # expected and seq as in DISPATCH: behind == 0 is a fresh request
-                m.d.sync += [status.eq(check), a.eq(addr)]
+                m.d.sync += status.eq(check)
                 with m.If((check != ok) | (cmd != Command.WRITE_MEM)):  # WRITE_MEM needs its length until done
                     m.d.sync += plen.eq(Mux(check == ok, body_len, 1))
                 with m.If(behind == 0):
@@ -358,7 +371,7 @@ class LinkEndpoint(wiring.Component):
                         m.d.comb += pidx_n.eq(4)
                         m.next = "W_FILL"
                     with m.Case(Command.WRITE_REG):
-                        m.d.comb += [csr.addr.eq(reg[:ADDR_BITS]), csr.w_data.eq(args[32:]), csr.w_en.eq(1)]
+                        m.d.comb += [csr.addr.eq(reg[:ADDR_BITS]), csr.w_en.eq(1)]
                         m.next = "T_SYNC"
                     with m.Case(Command.RUN):
                         m.d.comb += [csr.addr.eq(address_of("PROG_ADDR")), csr.w_data.eq(args[:32]), csr.w_en.eq(1)]
@@ -366,7 +379,7 @@ class LinkEndpoint(wiring.Component):
                     with m.Default():
                         m.next = "T_SYNC"
             with m.State("RUN_COUNT"):
-                m.d.comb += [csr.addr.eq(address_of("PROG_COUNT")), csr.w_data.eq(args[32:]), csr.w_en.eq(1)]
+                m.d.comb += [csr.addr.eq(address_of("PROG_COUNT")), csr.w_en.eq(1)]
                 m.next = "RUN_GO"
             with m.State("RUN_GO"):
                 m.d.comb += [csr.addr.eq(address_of("CTRL")), csr.w_data.eq(1), csr.w_en.eq(1)]
@@ -387,7 +400,7 @@ class LinkEndpoint(wiring.Component):
                     with m.If(last_lane):
                         m.next = "W_CMD"
                     with m.Else():
-                        m.d.sync += a.eq(a + 1)
+                        m.d.comb += step.eq(1)
             with m.State("W_CMD"):
                 m.d.comb += [port.cmd.valid.eq(1), port.cmd.payload.addr.eq(beat_addr),
                              port.cmd.payload.beats.eq(1), port.cmd.payload.write.eq(1)]
@@ -397,7 +410,8 @@ class LinkEndpoint(wiring.Component):
                 m.d.comb += [port.wdata.valid.eq(1), port.wdata.payload.data.eq(beat),
                              port.wdata.payload.mask.eq(mask)]
                 with m.If(port.wdata.ready):
-                    m.d.sync += [a.eq(a + 1), mask.eq(0)]
+                    m.d.comb += step.eq(1)
+                    m.d.sync += mask.eq(0)
                     m.next = "W_FILL"
 
             # -- the answer -------------------------------------------------------------------------
@@ -441,8 +455,7 @@ class LinkEndpoint(wiring.Component):
                             m.d.comb += out.eq(word[:8])
                             m.d.sync += word.eq(word >> 8)
                     with m.Else():  # READ_MEM
-                        m.d.comb += out.eq(beat.word_select(lane, 8))
-                        m.d.sync += a.eq(a + 1)
+                        m.d.comb += [out.eq(beat.word_select(lane, 8)), step.eq(1)]
                         with m.If(last_lane):
                             m.d.sync += have.eq(0)
             with m.State("R_CMD"):
@@ -462,7 +475,6 @@ class LinkEndpoint(wiring.Component):
             with m.State("T_CRC1"):
                 m.d.comb += [out.eq(crc[8:]), send.eq(can)]
                 with m.If(can):
-                    m.d.sync += self.frames_answered.eq(self.frames_answered + 1)
                     m.next = "DONE"
             with m.State("DONE"):
                 m.d.sync += [*reread(fend), base.eq(fend)]

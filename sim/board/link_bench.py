@@ -184,7 +184,6 @@ def run_gateware(stream: bytes, memory: bytes, values: dict[str, int], cycles: i
             cycle += 1
         run.answers, run.cycles = bytes(answers), cycle
         run.dropped = ctx.get(link.frames_dropped)
-        run.extra["answered"] = ctx.get(link.frames_answered)
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
