@@ -8,19 +8,16 @@ clocks a bit: what answers the host is what a board would answer. The simulated 
 (some 10 KB/s on this machine: the clock is the cost), so hosts use longer timeouts with it
 (:attr:`frame_seconds`).
 
-    python -m onda.sim.board.gateware_sim --board icebreaker [--port N]
+    onda board sim --board icebreaker [--reference] [--port N]
 """
 
 from __future__ import annotations
 
-import argparse
 import ctypes
-import selectors
-import socket
-import sys
-import threading
 
-from onda.hw.config import EngineConfig, load_config
+from onda.hw.config import EngineConfig
+
+from .socket_board import SocketBoard
 
 __all__ = ["GatewareBoard", "GatewareBoardSim"]
 
@@ -116,7 +113,7 @@ class GatewareBoard:
         return buf.value.decode()
 
 
-class GatewareBoardSim:
+class GatewareBoardSim(SocketBoard):
     """The board top of ``cfg`` in Verilator behind a TCP socket: one host connection at a time."""
 
     frame_seconds = 0.7  # what a host should allow one frame's round trip on this slow line
@@ -124,84 +121,13 @@ class GatewareBoardSim:
     def __init__(self, cfg: EngineConfig, port: int = 0, quiet: bool = True):
         self.cfg = cfg
         self.board = GatewareBoard(cfg, quiet=quiet)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.listen(1)
-        self.port = self.sock.getsockname()[1]
-        self._stop = threading.Event()
-        self.error: str | None = None
+        super().__init__(port)
 
-    @property
-    def url(self) -> str:
-        return f"socket://127.0.0.1:{self.port}"
+    def take(self, data: bytes) -> bytes:
+        self.board.send(data)
+        return b""
 
-    def serve(self) -> None:
-        sel = selectors.DefaultSelector()
-        sel.register(self.sock, selectors.EVENT_READ)
-        conn, busy = None, False
-        try:
-            while not self._stop.is_set():
-                for key, _ in sel.select(timeout=0 if busy else 0.05):
-                    if key.fileobj is self.sock:
-                        new, _ = self.sock.accept()
-                        if conn is not None:  # one host at a time: the newer connection wins
-                            sel.unregister(conn)
-                            conn.close()
-                        conn = new
-                        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                        sel.register(conn, selectors.EVENT_READ)
-                        continue
-                    try:
-                        data = conn.recv(65536)
-                    except OSError:
-                        data = b""
-                    if not data:
-                        sel.unregister(conn)
-                        conn.close()
-                        conn = None
-                        continue
-                    self.board.send(data)
-                    busy = True
-                if busy:
-                    busy = self.board.run(SLICE) == SLICE
-                    out = self.board.receive()
-                    if out and conn is not None:
-                        try:
-                            conn.sendall(out)
-                        except OSError:
-                            pass
-        except RuntimeError as e:  # the memory model saw a violation: the board is dead, say why
-            self.error = str(e)
-            print(f"onda board sim: {e}", file=sys.stderr, flush=True)
-        finally:
-            if conn is not None:
-                conn.close()
-            sel.close()
-            self.sock.close()
+    def step(self) -> tuple[bytes, bool]:
+        busy = self.board.run(SLICE) == SLICE
+        return self.board.receive(), busy
 
-    def start(self) -> threading.Thread:
-        t = threading.Thread(target=self.serve, name=f"gateware-board-{self.port}", daemon=True)
-        t.start()
-        return t
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m onda.sim.board.gateware_sim", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--board", default="icebreaker", help="engine configuration of the board (default icebreaker)")
-    ap.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
-    a = ap.parse_args(argv)
-    sim = GatewareBoardSim(load_config(a.board), a.port, quiet=False)
-    print(f"simulated {a.board} board (board top gateware in Verilator) at {sim.url}", flush=True)
-    try:
-        sim.serve()
-    except KeyboardInterrupt:
-        pass
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
