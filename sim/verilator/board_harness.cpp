@@ -17,6 +17,8 @@
 
 #ifdef WITH_SDRAM
 #include "sdram_chip.h"
+using onda_sdram::SdramChip;
+using onda_sdram::sdram_params_from_array;
 #endif
 
 namespace {
