@@ -178,8 +178,9 @@ public:
                 const Bank &bk = banks_[b];
                 if (bk.row >= 0 && cyc - bk.act >= ras_max_cycles_)
                     return fail("(row open)", "tRAS_max",
-                                "bank " + std::to_string(b) + "'s row " + std::to_string(bk.row) + " open since cycle " +
-                                    std::to_string(bk.act) + ", longer than " + detail::g(p_.tRAS_max) + " ns");
+                                "bank " + std::to_string(b) + "'s row " + std::to_string(bk.row) +
+                                    " open since cycle " + std::to_string(bk.act) + ", longer than " +
+                                    detail::g(p_.tRAS_max) + " ns");
             }
         }
         cycle_++;
@@ -308,7 +309,8 @@ private:
         const int b = ba & bank_mask_;
         const bool a10 = (a >> 10) & 1;
         std::string what = command_name(code);
-        if (code == ACT || code == READ || code == WRITE || (code == PRE && !a10)) what += " to bank " + std::to_string(b);
+        if (code == ACT || code == READ || code == WRITE || (code == PRE && !a10))
+            what += " to bank " + std::to_string(b);
         if (!common(what)) return false;
         if (code == BST) return fail(what, "unsupported", "BURST TERMINATE (bursts are 1 word)");
         if (power_up_phase_ && code != PRE)
@@ -348,7 +350,8 @@ private:
                 drive_[edge & 15] = edge;
             } else {
                 const int keep = ((dqm & 1) ? 0xFF : 0) | ((dqm & 2) ? 0xFF00 : 0);
-                if (keep != 0xFFFF && !dq_oe) return fail(what, "write data", "dq is not driven for the unmasked bytes");
+                if (keep != 0xFFFF && !dq_oe)
+                    return fail(what, "write data", "dq is not driven for the unmasked bytes");
                 uint16_t *w = row_of(b, bank.row) + col;
                 *w = static_cast<uint16_t>((*w & keep) | (dq & ~keep & 0xFFFF));
                 bank.write = cycle_;
@@ -388,13 +391,15 @@ private:
         case LMR: {
             if (!all_idle(what)) return false;
             if (init_refs_ < p_.init_refreshes && !ready_)
-                return fail(what, "initialisation", std::to_string(init_refs_) + " AUTO REFRESH before it, the datasheet asks " +
-                                                        std::to_string(p_.init_refreshes));
+                return fail(what, "initialisation",
+                            std::to_string(init_refs_) + " AUTO REFRESH before it, the datasheet asks " +
+                                std::to_string(p_.init_refreshes));
             const int bl = a & 7, cl = (a >> 4) & 7;
             if (bl != 0 || ((a >> 7) & 3)) {
                 char buf[32];
                 std::snprintf(buf, sizeof buf, "0x%x", static_cast<unsigned>(a));
-                return fail(what, "unsupported", std::string("mode ") + buf + ": only burst length 1, standard operation");
+                return fail(what, "unsupported",
+                            std::string("mode ") + buf + ": only burst length 1, standard operation");
             }
             if (p_.cl_tck_min[cl] < 0 || tck_ < p_.cl_tck_min[cl] - 1e-9) {
                 std::string allows;
