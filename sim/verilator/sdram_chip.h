@@ -30,6 +30,12 @@
 #include <string>
 #include <vector>
 
+#if defined(__GNUC__)
+#define ONDA_SDRAM_COLD __attribute__((noinline, cold))
+#else
+#define ONDA_SDRAM_COLD
+#endif
+
 namespace onda_sdram {
 
 // The scalar fields of SdramParams in the order of sdram_params_from_array's doubles, then the
@@ -178,8 +184,9 @@ public:
                 const Bank &bk = banks_[b];
                 if (bk.row >= 0 && cyc - bk.act >= ras_max_cycles_)
                     return fail("(row open)", "tRAS_max",
-                                "bank " + std::to_string(b) + "'s row " + std::to_string(bk.row) + " open since cycle " +
-                                    std::to_string(bk.act) + ", longer than " + detail::g(p_.tRAS_max) + " ns");
+                                "bank " + std::to_string(b) + "'s row " + std::to_string(bk.row) +
+                                    " open since cycle " + std::to_string(bk.act) + ", longer than " +
+                                    detail::g(p_.tRAS_max) + " ns");
             }
         }
         cycle_++;
@@ -252,35 +259,49 @@ private:
         error_ = "SDRAM model, cycle " + std::to_string(cycle) + ": " + command + ": " + parameter +
                  " violated: " + detail;
     }
-    bool fail(const std::string &command, const char *parameter, const std::string &detail) {
+    ONDA_SDRAM_COLD bool fail(const std::string &command, const char *parameter, const std::string &detail) {
         fail_at(cycle_, command, parameter, detail);
         return false;
     }
 
     // SdramCore._since: false (and failed) if less than ns have passed since cycle `then`.
-    bool since(const std::string &what, const char *parameter, int64_t then, double ns, const std::string &after) {
+    // (`after` names the command timed from, followed by bank `after_bank` unless it is < 0; the
+    // messages are only built on a failure, so that a command costs no allocation.)
+    bool since(const char *parameter, int64_t then, double ns, const char *after, int after_bank = -1) {
         const double elapsed = static_cast<double>(cycle_ - then) * tck_;
-        if (elapsed < ns - 1e-6)
-            return fail(what, parameter, detail::g(elapsed) + " ns after the " + after + " at cycle " +
-                                             std::to_string(then) + ", needs " + detail::g(ns) + " ns");
+        if (elapsed < ns - 1e-6) return since_failed(parameter, then, elapsed, ns, after, after_bank);
         return true;
     }
-
-    bool common(const std::string &what) {
-        if (static_cast<double>(cycle_) * tck_ < p_.power_up - 1e-6)
-            return fail(what, "power-up", detail::g(static_cast<double>(cycle_) * tck_) + " ns after power-up, needs " +
-                                              detail::g(p_.power_up) + " ns of NOP/INHIBIT first");
-        return since(what, "tMRD", last_lmr_, static_cast<double>(p_.tMRD_ck) * tck_, "LOAD MODE REGISTER") &&
-               since(what, "tRFC", last_ref_, p_.tRFC, "AUTO REFRESH");
+    ONDA_SDRAM_COLD bool since_failed(const char *parameter, int64_t then, double elapsed, double ns, const char *after,
+                                      int after_bank) {
+        return fail(what(), parameter,
+                    detail::g(elapsed) + " ns after the " + after +
+                        (after_bank >= 0 ? std::to_string(after_bank) : std::string()) + " at cycle " +
+                        std::to_string(then) + ", needs " + detail::g(ns) + " ns");
     }
 
-    bool all_idle(const std::string &what) {
+    // The command being taken as SdramCore names it.
+    std::string what() const {
+        std::string w = command_name(cur_code_);
+        if (cur_to_bank_) w += " to bank " + std::to_string(cur_bank_);
+        return w;
+    }
+
+    bool common() {
+        if (static_cast<double>(cycle_) * tck_ < p_.power_up - 1e-6)
+            return fail(what(), "power-up", detail::g(static_cast<double>(cycle_) * tck_) + " ns after power-up, needs " +
+                                              detail::g(p_.power_up) + " ns of NOP/INHIBIT first");
+        return since("tMRD", last_lmr_, static_cast<double>(p_.tMRD_ck) * tck_, "LOAD MODE REGISTER") &&
+               since("tRFC", last_ref_, p_.tRFC, "AUTO REFRESH");
+    }
+
+    bool all_idle() {
         for (int b = 0; b < p_.banks; b++) {
             const Bank &bk = banks_[b];
             if (bk.row >= 0)
-                return fail(what, "open bank",
+                return fail(what(), "open bank",
                             "bank " + std::to_string(b) + " has row " + std::to_string(bk.row) + " open");
-            if (!since(what, "tRP", bk.pre, p_.tRP, "PRECHARGE of bank " + std::to_string(b))) return false;
+            if (!since("tRP", bk.pre, p_.tRP, "PRECHARGE of bank ", b)) return false;
         }
         return true;
     }
@@ -307,25 +328,26 @@ private:
         commands_[code]++;
         const int b = ba & bank_mask_;
         const bool a10 = (a >> 10) & 1;
-        std::string what = command_name(code);
-        if (code == ACT || code == READ || code == WRITE || (code == PRE && !a10)) what += " to bank " + std::to_string(b);
-        if (!common(what)) return false;
-        if (code == BST) return fail(what, "unsupported", "BURST TERMINATE (bursts are 1 word)");
+        cur_code_ = code;
+        cur_bank_ = b;
+        cur_to_bank_ = code == ACT || code == READ || code == WRITE || (code == PRE && !a10);
+        if (!common()) return false;
+        if (code == BST) return fail(what(), "unsupported", "BURST TERMINATE (bursts are 1 word)");
         if (power_up_phase_ && code != PRE)
-            return fail(what, "initialisation", "the first command after power-up must be PRECHARGE ALL");
+            return fail(what(), "initialisation", "the first command after power-up must be PRECHARGE ALL");
         if ((code == ACT || code == READ || code == WRITE) && !ready_)
-            return fail(what, "initialisation", "the mode register is not loaded yet");
+            return fail(what(), "initialisation", "the mode register is not loaded yet");
         Bank &bank = banks_[b];
         switch (code) {
         case ACT: {
             const int row = a & 0x1FFF;
-            if (bank.row >= 0) return fail(what, "open bank", "row " + std::to_string(bank.row) + " is open");
+            if (bank.row >= 0) return fail(what(), "open bank", "row " + std::to_string(bank.row) + " is open");
             if (row >= p_.rows)
-                return fail(what, "row", "row " + std::to_string(row) + " of " + std::to_string(p_.rows));
-            if (!since(what, "tRP", bank.pre, p_.tRP, "PRECHARGE")) return false;
-            if (!since(what, "tRC", bank.act, p_.tRC, "ACTIVATE")) return false;
+                return fail(what(), "row", "row " + std::to_string(row) + " of " + std::to_string(p_.rows));
+            if (!since("tRP", bank.pre, p_.tRP, "PRECHARGE")) return false;
+            if (!since("tRC", bank.act, p_.tRC, "ACTIVATE")) return false;
             if (last_act_bank_ >= 0 && last_act_bank_ != b &&
-                !since(what, "tRRD", last_act_, p_.tRRD, "ACTIVATE of bank " + std::to_string(last_act_bank_)))
+                !since("tRRD", last_act_, p_.tRRD, "ACTIVATE of bank ", last_act_bank_))
                 return false;
             bank.row = row;
             bank.act = cycle_;
@@ -337,18 +359,19 @@ private:
         case READ:
         case WRITE: {
             const int col = a & 0x3FF;
-            if (a10) return fail(what, "unsupported", "auto precharge (A10 high)");
-            if (bank.row < 0) return fail(what, "closed bank", "no row is open");
+            if (a10) return fail(what(), "unsupported", "auto precharge (A10 high)");
+            if (bank.row < 0) return fail(what(), "closed bank", "no row is open");
             if (col >= p_.columns)
-                return fail(what, "column", "column " + std::to_string(col) + " of " + std::to_string(p_.columns));
-            if (!since(what, "tRCD", bank.act, p_.tRCD, "ACTIVATE")) return false;
+                return fail(what(), "column", "column " + std::to_string(col) + " of " + std::to_string(p_.columns));
+            if (!since("tRCD", bank.act, p_.tRCD, "ACTIVATE")) return false;
             if (code == READ) {
                 const int64_t edge = cycle_ + cl_;
                 reads_[edge & 7] = Read{edge, b, bank.row, col};
                 drive_[edge & 15] = edge;
             } else {
                 const int keep = ((dqm & 1) ? 0xFF : 0) | ((dqm & 2) ? 0xFF00 : 0);
-                if (keep != 0xFFFF && !dq_oe) return fail(what, "write data", "dq is not driven for the unmasked bytes");
+                if (keep != 0xFFFF && !dq_oe)
+                    return fail(what(), "write data", "dq is not driven for the unmasked bytes");
                 uint16_t *w = row_of(b, bank.row) + col;
                 *w = static_cast<uint16_t>((*w & keep) | (dq & ~keep & 0xFFFF));
                 bank.write = cycle_;
@@ -359,25 +382,25 @@ private:
             for (int t = a10 ? 0 : b; t < (a10 ? p_.banks : b + 1); t++) {
                 Bank &tb = banks_[t];
                 if (tb.row >= 0) {
-                    if (!since(what, "tRAS", tb.act, p_.tRAS, "ACTIVATE of bank " + std::to_string(t))) return false;
-                    if (!since(what, "tWR", tb.write, p_.tWR, "WRITE to bank " + std::to_string(t))) return false;
+                    if (!since("tRAS", tb.act, p_.tRAS, "ACTIVATE of bank ", t)) return false;
+                    if (!since("tWR", tb.write, p_.tWR, "WRITE to bank ", t)) return false;
                 }
                 tb.row = -1;
                 tb.pre = cycle_;
             }
             update_ras_deadline();
             if (power_up_phase_) {
-                if (!a10) return fail(what, "initialisation", "the first command after power-up must be PRECHARGE ALL");
+                if (!a10) return fail(what(), "initialisation", "the first command after power-up must be PRECHARGE ALL");
                 power_up_phase_ = false;
             }
             break;
         }
         case REF: {
-            if (!all_idle(what)) return false;
+            if (!all_idle()) return false;
             int64_t last = kNever;
             for (int t = 0; t < p_.banks; t++)
                 if (banks_[t].act > last) last = banks_[t].act;
-            if (!since(what, "tRC", last, p_.tRC, "last ACTIVATE")) return false;
+            if (!since("tRC", last, p_.tRC, "last ACTIVATE")) return false;
             last_ref_ = cycle_;
             if (ready_)
                 refreshes_++;
@@ -386,15 +409,17 @@ private:
             break;
         }
         case LMR: {
-            if (!all_idle(what)) return false;
+            if (!all_idle()) return false;
             if (init_refs_ < p_.init_refreshes && !ready_)
-                return fail(what, "initialisation", std::to_string(init_refs_) + " AUTO REFRESH before it, the datasheet asks " +
-                                                        std::to_string(p_.init_refreshes));
+                return fail(what(), "initialisation",
+                            std::to_string(init_refs_) + " AUTO REFRESH before it, the datasheet asks " +
+                                std::to_string(p_.init_refreshes));
             const int bl = a & 7, cl = (a >> 4) & 7;
             if (bl != 0 || ((a >> 7) & 3)) {
                 char buf[32];
                 std::snprintf(buf, sizeof buf, "0x%x", static_cast<unsigned>(a));
-                return fail(what, "unsupported", std::string("mode ") + buf + ": only burst length 1, standard operation");
+                return fail(what(), "unsupported",
+                            std::string("mode ") + buf + ": only burst length 1, standard operation");
             }
             if (p_.cl_tck_min[cl] < 0 || tck_ < p_.cl_tck_min[cl] - 1e-9) {
                 std::string allows;
@@ -402,7 +427,7 @@ private:
                     if (p_.cl_tck_min[c] >= 0)
                         allows += (allows.empty() ? "CL" : ", CL") + std::to_string(c) + " from " +
                                   detail::g(p_.cl_tck_min[c]) + " ns";
-                return fail(what, "CAS latency", "CL " + std::to_string(cl) + " at " + detail::g(p_.clock_mhz) +
+                return fail(what(), "CAS latency", "CL " + std::to_string(cl) + " at " + detail::g(p_.clock_mhz) +
                                                      " MHz; " + p_.name + " allows " + allows);
             }
             cl_ = cl;
@@ -430,6 +455,8 @@ private:
     int64_t init_refs_ = 0, refreshes_ = 0, ready_cycle_ = 0;
     int64_t last_ref_ = kNever, last_lmr_ = kNever, last_act_ = kNever;
     int last_act_bank_ = -1;
+    int cur_code_ = NOP, cur_bank_ = 0;  // the command being taken, for what()
+    bool cur_to_bank_ = false;
     Read reads_[8];                                                   // by sample edge & 7 (CL <= 7)
     int64_t drive_[16] = {-9, -9, -9, -9, -9, -9, -9, -9, -9, -9, -9, -9, -9, -9, -9, -9};  // sample edges & 15
     int dqm_prev_ = 0;

@@ -216,6 +216,87 @@ def test_violation_sequences_other_chips(lib, seq, override):
     assert outcomes - {None}, "no chip or clock rejected the sequence"
 
 
+# -- the nanosecond arithmetic at its edges -------------------------------------------------------
+
+def _at(seq_parameter):
+    """Boundary sequences: the command under test ``k`` edges after the one it is timed from."""
+    A, R, W, P, F = ts.ACT, ts.READ, ts.WRITE, ts.PRE, ts.REF
+    return {
+        "tRCD": lambda d, k: d.init().cmd(A, a=1).nop(k - 1).cmd(R),
+        "tRP": lambda d, k: d.init().cmd(A, a=1).nop(20).cmd(P).nop(k - 1).cmd(A, a=2),
+        "tRAS": lambda d, k: d.init().cmd(A, a=1).nop(k - 1).cmd(P),
+        "tRC": lambda d, k: d.init().cmd(A, a=1).nop(d.cy.tRAS - 1).cmd(P).nop(k - d.cy.tRAS - 1).cmd(A, a=2),
+        "tRRD": lambda d, k: d.init().cmd(A, ba=0, a=1).nop(k - 1).cmd(A, ba=1, a=1),
+        "tRFC": lambda d, k: d.init().cmd(F).nop(k - 1).cmd(A, a=1),
+        "tWR": lambda d, k: d.init().cmd(A, a=1).nop(20).cmd(W, dq=1).nop(k - 1).cmd(P),
+        "power-up": lambda d, k: d.nop(k).cmd(P, a=1 << 10),
+        "tRAS_max": lambda d, k: d.init().cmd(A, a=1).nop(k + 4),
+    }[seq_parameter]
+
+
+BOUNDARY_K = {"tRCD": 3, "tRP": 3, "tRAS": 6, "tRC": 12, "tRRD": 3, "tRFC": 8, "tWR": 3, "power-up": 40, "tRAS_max": 50}
+BOUNDARY = [(p, mhz, delta) for p in BOUNDARY_K for mhz in (100.0, 30.0) for delta in (5e-7, 2e-6)]
+
+
+@pytest.mark.parametrize("parameter, mhz, delta", BOUNDARY, ids=[f"{p}-{m:g}-{d:g}" for p, m, d in BOUNDARY])
+def test_boundary(lib, parameter, mhz, delta):
+    """A minimum time of k cycles plus ``delta`` ns (tRAS_max: minus), the command exactly k edges
+    after: inside the models' 1e-6 ns slack it passes, outside it is violated (tRAS_max one edge
+    later, or at k), in both models; tck inexact at 30 MHz."""
+    tck = 1000.0 / mhz
+    k = BOUNDARY_K[parameter]
+    field = parameter.replace("-", "_")
+    chip = replace(ts.FAST["MT48LC16M16A2-6A"], **{field: k * tck + (-delta if parameter == "tRAS_max" else delta)})
+    d = ts.Driver(chip, mhz)
+    d.core = RecordingCore(chip, mhz)
+    try:
+        _at(parameter)(d, k)
+    except SdramTimingError:
+        pass
+    replay(lib, d.core)
+    e = d.core.error
+    if parameter == "tRAS_max":
+        assert e.parameter == "tRAS_max" and e.cycle - d.core.banks[0].act == (k + 1 if delta < 1e-6 else k)
+    elif delta < 1e-6:
+        assert e is None, str(e)
+    else:
+        assert e.parameter == parameter, str(e)
+
+
+@pytest.mark.parametrize("delta, fails", [(5e-10, False), (2e-9, True)])
+def test_boundary_cas_latency(lib, delta, fails):
+    """CL 2 allowed from a clock period ``delta`` ns above this clock's: within the 1e-9 slack."""
+    chip = replace(ts.FAST["MT48LC16M16A2-6A"], cl_tck_min=((2, 1000.0 / 30.0 + delta), (3, 6.0)))
+    d = ts.Driver(replace(chip, cl_tck_min=((2, 10.0), (3, 6.0))), 30.0)
+    d.core = RecordingCore(chip, 30.0)
+    try:
+        d.init(cl=2)
+    except SdramTimingError:
+        pass
+    replay(lib, d.core)
+    assert (d.core.error is not None and d.core.error.parameter == "CAS latency") == fails
+
+
+def test_boundary_refresh_debt(lib):
+    """tREFI where Python's float floor division and floor(t / tREFI) differ (t / tREFI rounds
+    up to 9, t // tREFI is 8): not yet more than 8 postponed at that check, violated at the next."""
+    chip = ts.FAST["MT48LC16M16A2-6A"]
+    probe = ts.Driver(chip, 100.0).init()
+    ready, check_at = probe.core.ready_cycle, 320
+    t = (check_at - ready) * probe.core.tck
+    trefi = t / 9
+    assert int(t // trefi) == 8 and math.floor(t / trefi) == 9  # the case exists at this edge
+    chip = replace(chip, tREFI=trefi)
+    d = ts.Driver(chip, 100.0)
+    d.core = RecordingCore(chip, 100.0)
+    try:
+        d.init().nop(200)
+    except SdramTimingError:
+        pass
+    replay(lib, d.core)
+    assert d.core.ready_cycle == ready and d.core.error.parameter == "tREFI" and d.core.error.cycle == check_at + 64
+
+
 # -- (b) the controller's pins ------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", sorted(CHIPS))
@@ -227,7 +308,8 @@ def test_controller_traffic(lib, recording, name, mhz):
     rng = random.Random(f"{name}@{mhz}")
     row_bytes = chip.columns * 2
     window = (3 * row_bytes * 4 - 4096, 3 * row_bytes * 4 + 4096)
-    bursts = ts.random_bursts(rng, chip, 50 if mhz < 100 else 80, window) + [Burst(rng.randrange(0, chip.size_bytes - 64, 2), 16)]
+    bursts = ts.random_bursts(rng, chip, 50 if mhz < 100 else 80, window)
+    bursts.append(Burst(rng.randrange(0, chip.size_bytes - 64, 2), 16))  # a far row
     run_traffic(chip, mhz, bursts, stall=0.25, seed=rng.randrange(1000), image=(window[0], rng.randbytes(8192)))
     (core,) = recording
     print(f"\n{name} at {mhz} MHz: {len(core.pins)} edges, {core.refreshes} refreshes")
@@ -244,7 +326,8 @@ def test_short_controller(lib, recording, monkeypatch, parameter):
 
     real = sdram.sdram_cycles
     monkeypatch.setattr(sdram, "sdram_cycles",
-                        lambda chip, mhz: replace(real(chip, mhz), **{parameter: getattr(real(chip, mhz), parameter) - 1}))
+                        lambda chip, mhz: replace(real(chip, mhz),
+                                                  **{parameter: getattr(real(chip, mhz), parameter) - 1}))
     chip = ts.FAST["MT48LC16M16A2-6A"]
     with pytest.raises(SdramTimingError):
         run_traffic(chip, 100.0, ts.short_bank_traffic(chip, n=120))
@@ -341,7 +424,8 @@ def fuzz_core(seed: int, steps: int = 120) -> RecordingCore:
                 streak = None
             if mistake(0.1):  # anything
                 code = rng.randrange(7)
-                issue(code, rng.randrange(4), rng.getrandbits(13), rng.randrange(4), rng.getrandbits(16), rng.randrange(2))
+                issue(code, rng.randrange(4), rng.getrandbits(13), rng.randrange(4), rng.getrandbits(16),
+                      rng.randrange(2))
             elif core.phase == "power-up":
                 issue(PRE, a=0 if mistake(2) else 1 << 10)
             elif not core.ready and core.init_refs < chip.init_refreshes and not mistake(2):
@@ -378,11 +462,11 @@ def fuzz_core(seed: int, steps: int = 120) -> RecordingCore:
 
 
 def test_fuzz(lib):
-    """400 seeded runs of random commands at random spacing: the C++ model agrees with Python on
+    """600 seeded runs of random commands at random spacing: the C++ model agrees with Python on
     every word driven and on the first violation; the runs reach every parameter, and some run
     to the end with none."""
     seen, clean, edges = {}, 0, 0
-    for seed in range(400):
+    for seed in range(600):
         core = fuzz_core(seed)
         replay(lib, core)
         edges += len(core.pins)
