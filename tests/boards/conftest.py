@@ -38,7 +38,7 @@ def start_board(name: str, path, kind: str = "reference"):
     return sim
 
 
-# (board, simulation): the ULX3S's gateware waits for the C++ SDRAM chip model its Verilator top needs.
+# (board, simulation): the ULX3S gateware top answers IDENTIFY but its memory writes do not complete yet.
 BOARD_KINDS = [("icebreaker", "reference"), ("ulx3s-85f", "reference"), ("icebreaker", "gateware")]
 
 
