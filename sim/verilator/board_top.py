@@ -11,7 +11,7 @@ by the chip model (``sdram_chip.h``, the twin of ``onda.sim.board.sdram_model``)
 
 from __future__ import annotations
 
-from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal, Signal
+from amaranth.hdl import Elaboratable, Module, Signal
 from amaranth.lib import wiring
 
 from onda.hw.boards.board_core import BoardCore
@@ -20,10 +20,11 @@ from onda.hw.boards.sdram_chips import MT48LC16M16A2_6A
 from onda.hw.boards.spram import SpramMemory
 from onda.hw.config import EngineConfig
 
+from .sim_top import POWER_ON_RESET_CYCLES, power_on_reset
+
 __all__ = ["BoardSimTop", "POWER_ON_RESET_CYCLES", "SDRAM_CHIP", "SIM_DIVISOR", "memory_kind"]
 
 SIM_DIVISOR = 4  # UART clocks a bit in simulation (a board runs 8 at 24 MHz, 33 at 100 MHz: 3 Mbaud)
-POWER_ON_RESET_CYCLES = 4
 SDRAM_CHIP = MT48LC16M16A2_6A  # as the ULX3S top
 _SDRAM_PINS = ("cke", "cs_n", "ras_n", "cas_n", "we_n", "ba", "a", "dqm", "dq_o", "dq_oe")
 
@@ -63,13 +64,7 @@ class BoardSimTop(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        m.domains.sync = ClockDomain()
-        m.domains.por = ClockDomain(reset_less=True)
-        m.d.comb += [ClockSignal("sync").eq(self.clk), ClockSignal("por").eq(self.clk)]
-        count = Signal(range(POWER_ON_RESET_CYCLES + 1), init=POWER_ON_RESET_CYCLES)
-        with m.If(count != 0):
-            m.d.por += count.eq(count - 1)
-        m.d.comb += ResetSignal("sync").eq(count != 0)
+        power_on_reset(m, self.clk)
 
         m.submodules.core = core = BoardCore(self.cfg, SIM_DIVISOR)
         m.d.comb += [core.rx.eq(self.rx), self.tx.eq(core.tx), self.running.eq(core.running),

@@ -19,9 +19,22 @@ from amaranth.lib.wiring import In
 from onda.hw.config import EngineConfig
 from onda.hw.engine.engine import Engine
 
-__all__ = ["SimTop", "POWER_ON_RESET_CYCLES"]
+__all__ = ["SimTop", "POWER_ON_RESET_CYCLES", "power_on_reset"]
 
 POWER_ON_RESET_CYCLES = 4
+
+
+def power_on_reset(m: Module, clk: Signal) -> None:
+    """Domain ``sync`` (the design's) clocked by ``clk`` and held in reset for the first
+    ``POWER_ON_RESET_CYCLES`` by a counter in the reset-less domain ``por`` (which also clocks
+    the input registers)."""
+    m.domains.sync = ClockDomain()
+    m.domains.por = ClockDomain(reset_less=True)
+    m.d.comb += [ClockSignal("sync").eq(clk), ClockSignal("por").eq(clk)]
+    count = Signal(range(POWER_ON_RESET_CYCLES + 1), init=POWER_ON_RESET_CYCLES)
+    with m.If(count != 0):
+        m.d.por += count.eq(count - 1)
+    m.d.comb += ResetSignal("sync").eq(count != 0)
 
 
 class SimTop(wiring.Component):
@@ -33,13 +46,7 @@ class SimTop(wiring.Component):
 
     def elaborate(self, platform) -> Elaboratable:
         m = Module()
-        m.domains.sync = ClockDomain()      # the engine's domain: clocked by the `clk` port, reset by the counter
-        m.domains.por = ClockDomain(reset_less=True)
-        m.d.comb += [ClockSignal("sync").eq(self.clk), ClockSignal("por").eq(self.clk)]
-        count = Signal(range(POWER_ON_RESET_CYCLES + 1), init=POWER_ON_RESET_CYCLES)
-        with m.If(count != 0):
-            m.d.por += count.eq(count - 1)
-        m.d.comb += ResetSignal("sync").eq(count != 0)
+        power_on_reset(m, self.clk)
 
         m.submodules.engine = engine = self.engine
         outer = {path: (member, value) for path, member, value in self.signature.flatten(self)}
