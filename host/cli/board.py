@@ -21,7 +21,7 @@ def add_commands(sub) -> None:
     s.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
     s.add_argument("--reference", action="store_true",
                    help="the engine RTL behind the protocol's reference device instead of the board top "
-                        "(the only working choice for ulx3s-85f today: its gateware top answers IDENTIFY but not yet memory writes)")
+                        "(faster: the line is not simulated bit by bit)")
     s.set_defaults(func=cmd_sim)
     g = bsub.add_parser("program", help="load the board's bitstream with openFPGALoader (ULX3S) or iceprog "
                                         "(iCEBreaker)")

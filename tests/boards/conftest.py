@@ -38,8 +38,9 @@ def start_board(name: str, path, kind: str = "reference"):
     return sim
 
 
-# (board, simulation): the ULX3S gateware top answers IDENTIFY but its memory writes do not complete yet.
-BOARD_KINDS = [("icebreaker", "reference"), ("ulx3s-85f", "reference"), ("icebreaker", "gateware")]
+# (board, simulation)
+BOARD_KINDS = [("icebreaker", "reference"), ("ulx3s-85f", "reference"), ("icebreaker", "gateware"),
+               ("ulx3s-85f", "gateware")]
 
 
 @pytest.fixture(scope="module", params=BOARD_KINDS, ids=[f"{b}-{k}" for b, k in BOARD_KINDS])

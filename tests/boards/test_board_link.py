@@ -1,8 +1,9 @@
 """The host link end to end: the board backend over pyserial's ``socket://`` to a simulated board
-(the engine RTL in Verilator behind the protocol's reference device, on both boards, and the
-iCEBreaker's board top gateware in Verilator), the digits classifier bit-exact with the emulator; through a faulty cable (dropped, corrupted, duplicated,
-delayed bytes) still bit-exact with retransmissions; a cut cable a clear error within the timeout,
-and recovery once it returns; the protocol's refusals and an engine error reaching the user."""
+(the engine RTL in Verilator behind the protocol's reference device, and each board top's
+gateware in Verilator), the digits classifier bit-exact with the emulator; through a faulty
+cable (dropped, corrupted, duplicated, delayed bytes) still bit-exact with retransmissions; a
+cut cable a clear error within the timeout, and recovery once it returns; the protocol's
+refusals and an engine error reaching the user."""
 
 import struct
 import time
