@@ -8,7 +8,12 @@
    window of 8 frames and with one, and with a faulty cable (1% of chunks dropped, corrupted,
    duplicated) beside a clean one, the retransmissions it cost. On a real board the UART's
    baud rate bounds it (3 Mbaud: about 290 KB/s of payload); this measures the protocol's own cost.
-3. ResNet50 (seeded random weights) compiled for the ULX3S: one image's engine time (the cycle
+3. The same link to each board top's own gateware in Verilator (``GatewareBoardSim``: the UART
+   at ``SIM_DIVISOR`` clocks a bit, the link's gateware end, SPRAM or the SDRAM controller), clean
+   and through the faulty cable: the payload moved per clock of the simulation, as a fraction of
+   what the line itself carries (one byte per ten bit times), and what that fraction is on a
+   real board's 3 Mbaud line. The simulation's own speed (clocks a second) is the wall time's cost.
+4. ResNet50 (seeded random weights) compiled for the ULX3S: one image's engine time (the cycle
    model at the configuration's clock and memory numbers) beside the link's time to send its
    input and read its output at 3 Mbaud (bytes on the cable as the host frames them), one after
    the other and overlapped (the next image's input sent while the engine runs).
@@ -27,6 +32,7 @@ import numpy as np
 from onda.hw.boards.sdram_chips import MT48LC16M16A2_6A
 from onda.hw.config import load_config
 from onda.sim.board.board_sim import BoardSim
+from onda.sim.board.gateware_sim import GatewareBoardSim
 from onda.sim.board.link_shim import LinkShim
 from onda.sim.board.sdram_bench import measure_efficiency
 from onda.sim.emulator.model import tensor_span
@@ -84,6 +90,42 @@ def link_table(quick: bool) -> list[str]:
     return rows
 
 
+def gateware_table(quick: bool) -> list[str]:
+    from onda.sim.verilator.board_top import SIM_DIVISOR
+
+    n = 4 * 1024 if quick else 16 * 1024
+    rows = [f"host link to each board top's gateware in Verilator (UART {SIM_DIVISOR} clocks a bit; {n // 1024} KiB "
+            f"each way, read back equal; line = one byte per {10 * SIM_DIVISOR} clocks)",
+            f"{'board, link':<40} {'write':>7} {'read':>7} {'frames':>7} {'resent':>7} {'clocks/s':>9} "
+            f"{'at 3 Mbaud':>11}",
+            f"{'':<40} {'(of the line)':>15}"]
+    for name in ("icebreaker", "ulx3s-85f"):
+        sim = GatewareBoardSim(load_config(name))
+        sim.start()
+        shim = LinkShim("127.0.0.1", sim.port, drop=0.02, corrupt=0.02, duplicate=0.02, seed=5)
+        try:
+            for label, url in (("window 8", sim.url), ("window 8, 2% faults each kind", shim.url)):
+                data = os.urandom(n)
+                # A generous timeout: the simulated line's wall-clock speed depends on the machine's load.
+                with Link(url, window=8, timeout=4 * sim.frame_seconds, retries=50) as link:
+                    fractions = []
+                    for move in ("write", "read"):
+                        c0, t0 = sim.board.cycles, time.perf_counter()
+                        if move == "write":
+                            link.write_memory(0, data)
+                        else:
+                            assert link.read_memory(0, n) == data, "the gateware returned other bytes than written"
+                        clocks, secs = sim.board.cycles - c0, time.perf_counter() - t0
+                        fractions.append(n * 10 * SIM_DIVISOR / clocks)
+                    st = dict(link.stats)
+                rows.append(f"{name + ', ' + label:<40} {fractions[0]:>7.2f} {fractions[1]:>7.2f} {st['frames']:>7} "
+                            f"{st['resent']:>7} {clocks / secs:>9.0f} {min(fractions) * BAUD / 10 / 1e3:>7.0f} KB/s")
+        finally:
+            shim.close()
+            sim.stop()
+    return rows
+
+
 def resnet50_table(engine: str = "ulx3s-85f") -> list[str]:
     from ..compiler import compile_tflite
     from ..compiler.report import build_report
@@ -111,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="shorter runs")
     a = ap.parse_args(argv)
-    for line in sdram_table(a.quick) + [""] + link_table(a.quick) + [""] + resnet50_table():
+    for line in (sdram_table(a.quick) + [""] + link_table(a.quick) + [""] + gateware_table(a.quick) + [""]
+                 + resnet50_table()):
         print(line, flush=True)
     return 0
 

@@ -7,8 +7,8 @@ LFSR-fed datapath probe (:class:`~.datapath_probe.DatapathSynthTop`) with ``--da
 
 Writes into ``bitstreams/<board>/``: ``engine.bit`` (ECP5) or ``engine.bin`` (iCE40),
 ``report.json`` (board, engine configuration and fingerprint, MACs, Fmax and target per clock
-domain, LUT/FF/DSP/BRAM used and available, build time), ``build.log`` (Yosys and nextpnr
-output) and ``utilization.png``; the probe's files are ``datapath-*``. A configuration whose
+domain, LUT/FF/DSP/BRAM used and available, build time, the commit built), ``build.log``
+(Yosys and nextpnr output) and ``utilization.png``; the probe's files are ``datapath-*``. A configuration whose
 buffers cannot fit the device's block RAMs is refused before the tools run
 (``onda.hw.engine.ram_use``), naming what it needs.
 """
@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -74,6 +75,19 @@ def _platform(spec: dict, retarget_mhz: float | None = None):
         clk = platform.resources[(platform.default_clk, 0)]
         clk.clock = Clock(retarget_mhz * 1e6)
     return platform
+
+
+def _source() -> dict:
+    """The commit the gateware was built from, and whether ``hw/`` differed from it: a committed
+    bitstream names the source it came from."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
+                                  timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    commit = git("rev-parse", "HEAD")
+    return {"commit": commit or "unknown", "hw_modified": bool(git("status", "--porcelain", "--", "hw"))}
 
 
 def _board_top(spec: dict, cfg):
@@ -176,6 +190,7 @@ def synthesize_board(board: str, out_dir: Path | None = None, build_tag: str = "
     out_dir.mkdir(parents=True, exist_ok=True)
     build_dir = REPO / "build" / "synth" / (board + build_tag)
     top = _board_top(spec, cfg)
+    source = _source()
     print(f"synth: {board} board top, engine {cfg.name} ({cfg.macs} MACs) at {top.pll.fout_mhz:g} MHz; "
           f"Yosys and nextpnr take about {spec['minutes']} min", flush=True)
     seconds = _run_tools(_platform(spec), top, "engine", build_dir, spec)
@@ -187,7 +202,7 @@ def synthesize_board(board: str, out_dir: Path | None = None, build_tag: str = "
                    "ram_blocks_estimated": sum(engine_ram_blocks(cfg).values()) + spec["top_blocks"]},
         "target_mhz": top.pll.fout_mhz, **r,
         "meets_target": r["fmax_mhz"] >= top.pll.fout_mhz and cfg.macs >= spec["min_macs"],
-        "build_seconds": round(seconds, 1),
+        "build_seconds": round(seconds, 1), "source": source,
     }
     _keep(build_dir, "engine", out_dir, "", result, log_text, spec["bitstream"])
     return result
@@ -206,6 +221,7 @@ def synthesize_datapath(board: str, out_dir: Path | None = None, lanes: int | No
     out_dir.mkdir(parents=True, exist_ok=True)
     build_dir = REPO / "build" / "synth" / (board + "-datapath" + build_tag)
     top = DatapathSynthTop(spec["lanes"], spec["width"], spec["depth"], mul_style=spec["mul_style"])
+    source = _source()
     seconds = _run_tools(_platform(spec, spec["probe_mhz"]), top, "datapath", build_dir, spec)
     r, log_text = _report(build_dir, "datapath", spec)
     macs = spec["lanes"] * spec["width"]
@@ -216,7 +232,7 @@ def synthesize_datapath(board: str, out_dir: Path | None = None, lanes: int | No
                    "lut_mac_lanes": top.lut_lanes, "target_mhz": spec["probe_mhz"]},
         "target_mhz": spec["probe_mhz"], **r,
         "meets_target": r["fmax_mhz"] >= spec["probe_mhz"] and macs >= spec["min_macs"],
-        "build_seconds": round(seconds, 1),
+        "build_seconds": round(seconds, 1), "source": source,
     }
     _keep(build_dir, "datapath", out_dir, "datapath-", result, log_text, spec["bitstream"])
     return result
