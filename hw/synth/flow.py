@@ -120,7 +120,7 @@ def _run_tools(platform, top, name: str, build_dir: Path, spec: dict) -> float:
     t0 = time.monotonic()
     try:
         platform.build(top, name=name, build_dir=str(build_dir), do_program=False, synth_opts=spec["synth_opts"],
-                       nextpnr_opts=f"--timing-allow-fail --report {name}-nextpnr.json")
+                       nextpnr_opts=f"--timing-allow-fail --router router2 --report {name}-nextpnr.json")
     except Exception as e:  # the tools' own message is in the log the build directory holds
         tail = ""
         for log in sorted(build_dir.glob("*.tim")) + sorted(build_dir.glob("*.rpt")):
