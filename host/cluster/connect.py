@@ -1,0 +1,66 @@
+"""``--cluster``: the address checked, Ray imported and connected, each failure a precise message.
+
+Accepted: ``ray://HOST:PORT`` (Ray Client, the head's client server, port 10001 by default: for a front end
+outside the cluster's network), ``HOST:PORT`` (the head's GCS, port 6379 by default: a front end that is a node's
+neighbour) and ``auto`` (the cluster this machine's ``ray start`` joined). Every front end joins the namespace
+``onda``, where the device actors live.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from ..errors import ClusterError
+
+NAMESPACE = "onda"
+RAY_PIN = "ray[client]==2.60.0"
+__all__ = ["ClusterError", "NAMESPACE", "check_address", "connect", "import_ray"]
+
+
+def check_address(address: str) -> str:
+    if address == "auto":
+        return address
+    m = re.fullmatch(r"(ray://)?([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]):(\d{1,5})", address)
+    if not m or not 0 < int(m.group(3)) < 65536:
+        raise ClusterError(f"--cluster {address!r}: expected ray://HOST:PORT (Ray Client), HOST:PORT (the head's "
+                           f"GCS) or auto")
+    return address
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError as e:
+        raise ClusterError(f"--cluster needs Ray, which is not installed here ({e}): pip install '{RAY_PIN}'") \
+            from None
+    return ray
+
+
+def connect(address: str, timeout_s: float = 30.0):
+    """Connect this process to the cluster (once); returns the ``ray`` module."""
+    address = check_address(address)
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray
+    if not address.startswith("ray://") and address != "auto":
+        _check_reachable(address, timeout_s)
+    try:
+        ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False,
+                 configure_logging=False)
+    except Exception as e:  # noqa: BLE001 - ConnectionError, TimeoutError, RuntimeError, ValueError: all say "cannot"
+        raise ClusterError(f"cannot connect to the Ray cluster at {address}: {type(e).__name__}: "
+                           f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
+    return ray
+
+
+def _check_reachable(address: str, timeout_s: float) -> None:
+    """Fail at once on a GCS address nobody listens on (Ray itself retries for a minute before saying so)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=min(timeout_s, 5.0)).close()
+    except OSError as e:
+        raise ClusterError(f"cannot connect to the Ray cluster at {address}: {e.strerror or e} (is the head "
+                           f"running? ray start --head --port={port})") from None
