@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
 from ..errors import ClusterError
 
@@ -45,12 +46,23 @@ def connect(address: str, timeout_s: float = 30.0):
         return ray
     if not address.startswith("ray://") and address != "auto":
         _check_reachable(address, timeout_s)
-    try:
-        ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False,
-                 configure_logging=False)
-    except Exception as e:  # noqa: BLE001 - ConnectionError, TimeoutError, RuntimeError, ValueError: all say "cannot"
-        raise ClusterError(f"cannot connect to the Ray cluster at {address}: {type(e).__name__}: "
-                           f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
+    # Ray Client's server starts a driver process per client; on a loaded head that start can time out
+    # ("Initialization failure from server"): such a failure is tried again, twice, before it counts.
+    attempts = 3 if address.startswith("ray://") else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False,
+                     configure_logging=False)
+            return ray
+        except Exception as e:  # noqa: BLE001 - ConnectionError, TimeoutError, RuntimeError, ValueError: "cannot"
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            if attempt < attempts and isinstance(e, ConnectionError):
+                logging.getLogger("onda.cluster").warning("connecting to %s failed (%s: %s); again", address,
+                                                          type(e).__name__, first)
+                time.sleep(2.0 * attempt)
+                continue
+            raise ClusterError(f"cannot connect to the Ray cluster at {address}: {type(e).__name__}: {first}") \
+                from None
     return ray
 
 
