@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+log = logging.getLogger("onda.service")
 
 class QueueFull(Exception):
     pass
@@ -268,6 +270,8 @@ class DevicePool:
             else:
                 back.append(it)
         self._queue.extendleft(reversed(back))  # first in, first out still
+        log.warning("%s: device %s lost with %d request(s) on it (%s); %d retried on another device", self.name,
+                    slot.name, len(items), error, len(back))
         self._drop(slot)
         if self._wakeup is not None:
             self._wakeup.set()
