@@ -13,6 +13,9 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=0, help="gRPC port (default: a free one)")
     p.add_argument("--rest-port", type=int, default=None, metavar="PORT",
                    help="also answer TensorFlow Serving's REST API on this port (0: a free one; default: no REST)")
+    p.add_argument("--health-port", type=int, default=None, metavar="PORT",
+                   help="also serve gRPC health alone, in plaintext, on this port (0: a free one): for Kubernetes' "
+                        "grpc probes, which speak no TLS (default: health only on the gRPC port)")
     p.add_argument("--backend", default=None, help="backend (default: the default backend)")
     p.add_argument("--devices", type=int, default=None, help="devices in the pool (default 1; with --cluster the "
                                                                "cluster's resources decide)")
@@ -54,7 +57,7 @@ def config_from_args(args):
         raise ValueError("--devices with --cluster: the cluster's resources say how many devices there are "
                          "(ray start --resources '{\"emulator\": N}')")
     return ServerConfig(models=models, backend=args.backend or default_backend(), host=args.host, port=args.port,
-                        rest_port=args.rest_port,
+                        rest_port=args.rest_port, health_port=args.health_port,
                         tls_cert=args.tls_cert, tls_key=args.tls_key, keys=args.key, keys_file=args.keys_file,
                         devices=args.devices or 1, cluster=args.cluster, device_resource=args.device_resource,
                         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,

@@ -60,6 +60,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 0
     rest_port: int | None = None  # TensorFlow Serving's REST API on this port (0: a free one); None: no REST
+    health_port: int | None = None  # gRPC health alone, plaintext, on this port (Kubernetes' grpc probes: no TLS)
     tls_cert: str | Path | None = None  # PEM certificate chain
     tls_key: str | Path | None = None  # PEM private key
     keys: list[str] = field(default_factory=list)
@@ -134,6 +135,8 @@ class PredictionServer:
         self.health = health.aio.HealthServicer()
         self.port: int | None = None
         self.rest = None  # rest.RestServer when config.rest_port is not None
+        self.health_server: grpc.aio.Server | None = None  # config.health_port: health alone, in plaintext
+        self.health_port: int | None = None
         self.tls = bool(config.tls_cert)
         self._workdir = tempfile.mkdtemp(prefix="onda-serve-")
         self._pre = None
@@ -199,6 +202,16 @@ class PredictionServer:
             except OSError as e:
                 await self.server.stop(0)
                 raise OSError(f"cannot serve REST on {c.host}:{c.rest_port}: {e.strerror or e}") from None
+        if c.health_port is not None:
+            # Kubernetes' grpc probes speak no TLS: the health service (keyless anyway) alone on a plaintext
+            # port, so the probes need no exec helper. Predict is never served there.
+            self.health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+            self.health_port = self.health_server.add_insecure_port(f"{c.host}:{c.health_port}")
+            if not self.health_port:
+                await self.server.stop(0)
+                raise OSError(f"cannot serve health on {c.host}:{c.health_port}")
+            await self.health_server.start()
         for name in ["", SERVICE_NAME, *self.models]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.keys.enabled and not self.tls:
@@ -232,6 +245,8 @@ class PredictionServer:
         closing = [self.server.stop(grace)] if self.server is not None else []
         if self.rest is not None:
             closing.append(self.rest.stop(grace))
+        if self.health_server is not None:
+            closing.append(self.health_server.stop(grace))
         await asyncio.gather(*closing)
         for m in self.models.values():
             await m.pool.close()
