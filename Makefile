@@ -50,6 +50,7 @@ test-slow: setup
 bench: setup
 	$(PY) -m onda.host.bench.numeric
 	$(PY) -m onda.host.bench.service
+	$(PY) -m onda.host.bench.cluster
 	$(PY) -m onda.host.bench.compile_report
 	$(PY) -m onda.sim.bench_datapath
 	$(PY) -m onda.host.bench.rtl

@@ -9,6 +9,7 @@ neighbour) and ``auto`` (the cluster this machine's ``ray start`` joined). Every
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 
@@ -16,6 +17,7 @@ from ..errors import ClusterError
 
 NAMESPACE = "onda"
 RAY_PIN = "ray[client]==2.60.0"
+INLINE_BYTES = 8 << 20  # batches up to this size go inside the actor call (Ray's task_rpc_inlined_bytes_limit: 10 MB)
 __all__ = ["ClusterError", "NAMESPACE", "check_address", "connect", "import_ray"]
 
 
@@ -46,6 +48,11 @@ def connect(address: str, timeout_s: float = 30.0):
         return ray
     if not address.startswith("ray://") and address != "auto":
         _check_reachable(address, timeout_s)
+    # A batch travels inside the call to the actor, not through the object store: Ray inlines arguments up to
+    # 100 KB by default, and one 224x224x3 int8 image is 150 KB. Measured on a local cluster (1 image / 8
+    # images a call): 11.9 / 17.1 ms a round trip through the store, 3.3 / 7.9 ms inline. Read by this
+    # process's Ray core worker at ray.init (a Ray Client's calls are made by its server on the head instead).
+    os.environ.setdefault("RAY_max_direct_call_object_size", str(INLINE_BYTES))
     # Ray Client's server starts a driver process per client; on a loaded head that start can time out
     # ("Initialization failure from server"): such a failure is tried again, twice, before it counts.
     attempts = 3 if address.startswith("ray://") else 1
