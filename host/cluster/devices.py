@@ -170,7 +170,7 @@ class ClusterDevices:
             if n not in self._pings:
                 self._pings[n] = (h.ping.remote(), now)
         refs = {ref: n for n, (ref, _) in self._pings.items()}
-        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=min(self.period_s, 0.5))
+        ready = ray.wait(list(refs), num_returns=len(refs), timeout=min(self.period_s, 0.5))[0] if refs else []
         for ref in ready:
             n = refs[ref]
             del self._pings[n]

@@ -21,6 +21,9 @@ import pytest
 
 from .front_end import FrontEnd, child_env
 
+# One cluster for the module: its tests stay on one pytest-xdist worker (make test runs --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("ray-cluster")
+
 DEVICES = {"onda-device:emulator:0", "onda-device:emulator:1"}
 
 

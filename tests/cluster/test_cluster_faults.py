@@ -17,7 +17,7 @@ import pytest
 
 from .front_end import FrontEnd, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray-cluster-faults")]  # one cluster, one worker
 
 
 @pytest.fixture(scope="module")
