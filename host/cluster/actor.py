@@ -56,7 +56,10 @@ class DeviceActor:
         self.url, self._lock = claim_device() if backend == "board" else (None, None)
         self.backend = get_backend(backend, **({"device": self.url} if self.url else {}))
         self.models: dict[str, object] = {}
-        self.workdir = Path(tempfile.mkdtemp(prefix="onda-device-"))
+        # Content-addressed (a model's file is named by the hash of its bytes), shared by the node's actors: a
+        # restarted or SIGKILLed actor leaves nothing new behind.
+        self.workdir = Path(tempfile.gettempdir()) / "onda-device-models"
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.runs = 0
         self.images = 0
         self.started = time.time()
@@ -68,7 +71,10 @@ class DeviceActor:
             if isinstance(data, ray.ObjectRef):
                 data = ray.get(data)
             path = self.workdir / f"{key}.tflite"
-            path.write_bytes(bytes(data))
+            if not path.is_file():
+                tmp = path.with_suffix(f".{os.getpid()}.partial")
+                tmp.write_bytes(bytes(data))
+                tmp.replace(path)  # atomic: another actor of the node may write the same model now
             model = self.backend.load(path)
             getattr(model, "prepare", lambda: None)()  # a simulated engine is built and given its weights now
             self.models[key] = model
