@@ -41,15 +41,18 @@ $(NODE_STAMP): $(NODE_CLIENT)/package-lock.json $(NODE_CLIENT)/package.json
 	@cd $(NODE_CLIENT) && npm ci --no-audit --no-fund --loglevel=error >/dev/null
 	@touch $@
 
+# --dist loadgroup: tests marked xdist_group (the Ray cluster tests: one local cluster a module) stay on one
+# worker; every other test is spread as before.
 test: setup
-	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow" tests
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "not slow" tests
 
 test-slow: setup
-	$(PY) -m pytest -n $(PYTEST_WORKERS) -m slow tests
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m slow tests
 
 bench: setup
 	$(PY) -m onda.host.bench.numeric
 	$(PY) -m onda.host.bench.service
+	$(PY) -m onda.host.bench.cluster
 	$(PY) -m onda.host.bench.compile_report
 	$(PY) -m onda.sim.bench_datapath
 	$(PY) -m onda.host.bench.rtl

@@ -78,7 +78,10 @@ def preprocess_alone(data: bytes, n: int = 200) -> float:
     return float(np.median(times))
 
 
-def start_server(model_zip: Path, backend: str, workdir: Path) -> tuple[subprocess.Popen, int, int, Path, str]:
+def start_server(model_zip: Path, backend: str, workdir: Path, extra: list[str] = (),
+                 log_name: str = "server.log") -> tuple[subprocess.Popen, int, int, Path, str]:
+    """A server process (TLS, keys file) on free ports; ``extra`` arguments added (the cluster bench's
+    ``--cluster ...``). Returns the process, gRPC and REST ports, certificate and key."""
     from ..service.keys import write_keys
     from ..service.tls import write_self_signed
 
@@ -86,16 +89,16 @@ def start_server(model_zip: Path, backend: str, workdir: Path) -> tuple[subproce
     write_keys(workdir / "keys.json", {"primary": "bench-key", "secondary": "unused"})
     port_file, rest_file = workdir / "port", workdir / "rest_port"
     port_file.unlink(missing_ok=True)
-    log = open(workdir / "server.log", "wb")
+    log = open(workdir / log_name, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "onda.host.service", "--model", f"bench={model_zip}",
                              "--backend", backend, "--tls-cert", str(cert), "--tls-key", str(key),
                              "--keys-file", str(workdir / "keys.json"), "--port-file", str(port_file),
                              "--rest-port", "0", "--rest-port-file", str(rest_file),
-                             "--max-batch", "8", "--max-wait-ms", "5"], stdout=log, stderr=subprocess.STDOUT)
+                             "--max-batch", "8", "--max-wait-ms", "5", *extra], stdout=log, stderr=subprocess.STDOUT)
     t_end = time.monotonic() + 300
     while not port_file.is_file():
         if proc.poll() is not None or time.monotonic() > t_end:
-            raise SystemExit(f"bench: server did not start; see {workdir / 'server.log'}")
+            raise SystemExit(f"bench: server did not start; see {workdir / log_name}")
         time.sleep(0.1)
     return proc, int(port_file.read_text()), int(rest_file.read_text()), cert, "bench-key"
 

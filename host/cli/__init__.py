@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "onda.host.cli.service",
     "onda.host.cli.compile",
     "onda.host.cli.board",
+    "onda.host.cli.cluster",
 ]
 
 
@@ -33,6 +34,8 @@ environment variables:
   ONDA_RTL_MAX_CYCLES  rtl backend's cycle limit per run (default 20x the cycle model's count)
   ONDA_WORKSPACE       the local workspace of models and services (default ~/.onda/workspace)
   ONDA_DEMO_WEIGHTS    make demo's ResNet50 weights: auto (ImageNet if Keras has them), imagenet, random
+  ONDA_DEVICES         on a Ray device node: its boards' URLs, comma-separated (/dev/ttyUSB0,/dev/ttyUSB1),
+                       one claimed by each board actor placed there (onda serve --cluster)
 """
 
 

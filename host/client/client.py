@@ -37,6 +37,7 @@ class ScoreResult:
     batch_images: int | None
     attempts: int
     queued_s: float | None = None
+    device: str | None = None  # the cluster device (Ray actor) that ran it (x-onda-device), when served by one
 
 
 class PredictionClient:
@@ -136,7 +137,7 @@ class PredictionClient:
             queued = trailing.get("x-onda-queue-ms")
             self.last = ScoreResult(initial.get("request_id"), latency,
                                     float(compute) / 1e3 if compute else None, int(batch) if batch else None, attempt,
-                                    float(queued) / 1e3 if queued else None)
+                                    float(queued) / 1e3 if queued else None, trailing.get("x-onda-device"))
             return response
 
     def close(self) -> None:

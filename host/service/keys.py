@@ -2,7 +2,9 @@
 
 A key arrives in the ``authorization`` metadata, raw (Brainwave's first client) or as ``Bearer <key>``
 (its later client). Keys live in a small JSON file the workspace rewrites when a key is regenerated; the
-server notices the new modification time on the next call, so regeneration needs no restart.
+server notices the change on the next call (a new inode, modification time or size of the file the path
+leads to), so regeneration needs no restart. That covers a Kubernetes Secret mounted as files too: the kubelet
+writes the new keys into a new directory and swaps the ``..data`` symlink the file's path goes through.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ class KeyStore:
         if self.path is None:
             return
         try:
-            mtime = self.path.stat().st_mtime_ns
+            st = self.path.stat()  # follows symlinks: the file a Secret's ..data link leads to now
+            mtime = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
             self._file_keys, self._mtime = [], None
             return

@@ -21,24 +21,32 @@ class InputError(ValueError):
 class ServedModel:
     def __init__(self, name: str, definition: ModelDefinition, backend: str, workdir: str | Path,
                  version: int = 1, devices: int = 1, max_batch: int = 8, max_wait_s: float = 0.005,
-                 max_queue: int = 256, device_urls: list[str] | None = None):
+                 max_queue: int = 256, device_urls: list[str] | None = None, cluster=None):
+        """``cluster``: an ``onda.host.cluster.devices.ClusterDevices``; the featurizer then runs on its device
+        actors (the pool starts empty and follows them) and no backend is loaded in this process."""
         self.name = name
         self.version = version
         self.definition = definition
         tflite = bytes(definition.featurizer.tflite)
-        path = Path(workdir) / f"featurizer-{hashlib.sha256(tflite).hexdigest()[:16]}.tflite"
-        if not path.is_file():
-            path.write_bytes(tflite)
-        if device_urls:  # one backend per board: the pool is the boards
-            backends = [get_backend(backend, device=url) for url in device_urls]
+        if cluster is not None:
+            self.backend = cluster
+            inputs, outputs = cluster.prepare(name, tflite)
+            loaded = []
         else:
-            backends = [get_backend(backend)] * devices
-        self.backend = backends[0]
-        loaded = [b.load(path) for b in backends]
-        for model in loaded:  # a simulated engine is built and given its weights now, not in the first request
-            getattr(model, "prepare", lambda: None)()
-        self.input_spec = loaded[0].inputs[0]
-        self.output_spec = loaded[0].outputs[0]
+            path = Path(workdir) / f"featurizer-{hashlib.sha256(tflite).hexdigest()[:16]}.tflite"
+            if not path.is_file():
+                path.write_bytes(tflite)
+            if device_urls:  # one backend per board: the pool is the boards
+                backends = [get_backend(backend, device=url) for url in device_urls]
+            else:
+                backends = [get_backend(backend)] * devices
+            self.backend = backends[0]
+            loaded = [b.load(path) for b in backends]
+            for model in loaded:  # a simulated engine is built and given its weights now, not in the first request
+                getattr(model, "prepare", lambda: None)()
+            inputs, outputs = loaded[0].inputs, loaded[0].outputs
+        self.input_spec = inputs[0]
+        self.output_spec = outputs[0]
         if self.input_spec.dtype != "int8" or self.output_spec.dtype != "int8":
             raise ValueError(f"model {name!r}: the featurizer must take and give int8 (full-int8 quantization), "
                              f"got {self.input_spec.dtype} -> {self.output_spec.dtype}")
@@ -56,7 +64,8 @@ class ServedModel:
                            if isinstance(self.preprocess, ImagePreprocessing) else None)
         self.classifier = definition.classifier
         self.labels = definition.labels
-        self.pool = DevicePool(loaded, max_batch=max_batch, max_wait_s=max_wait_s, max_queue=max_queue, name=name)
+        self.pool = DevicePool(loaded, max_batch=max_batch, max_wait_s=max_wait_s, max_queue=max_queue, name=name,
+                               dynamic=cluster is not None)
 
     # -- host-side stages (run in a thread executor) ----------------------------------------------------
     def from_images(self, images: list[bytes]) -> np.ndarray:

@@ -38,9 +38,10 @@ from grpc_reflection.v1alpha import reflection
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from ..errors import ClusterError  # noqa: E402
 from ..pipeline import ModelDefinition, PipelineError  # noqa: E402
 from ..runtime import BackendError, default_backend  # noqa: E402
-from .batching import DeadlineExpired, DeviceFailed, PoolClosed, QueueFull  # noqa: E402
+from .batching import DeadlineExpired, DeviceFailed, NoDevice, PoolClosed, QueueFull  # noqa: E402
 from .contract import SERVICE as SERVICE_NAME, contract  # noqa: E402
 from .keys import KeyStore  # noqa: E402
 from .model import InputError, ServedModel  # noqa: E402
@@ -59,6 +60,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 0
     rest_port: int | None = None  # TensorFlow Serving's REST API on this port (0: a free one); None: no REST
+    health_port: int | None = None  # gRPC health alone, plaintext, on this port (Kubernetes' grpc probes: no TLS)
     tls_cert: str | Path | None = None  # PEM certificate chain
     tls_key: str | Path | None = None  # PEM private key
     keys: list[str] = field(default_factory=list)
@@ -72,6 +74,8 @@ class ServerConfig:
     versions: dict[str, int] = field(default_factory=dict)
     preprocess_threads: int = 2
     device_urls: list[str] = field(default_factory=list)  # backend board: one board per URL
+    cluster: str | None = None  # ray://HOST:PORT, HOST:PORT or auto: the devices are a Ray cluster's actors
+    device_resource: str | None = None  # with cluster: the custom resource of the devices (default: the backend's)
 
 
 class RpcFailure(Exception):
@@ -108,11 +112,11 @@ class PredictionServicer:
         except Exception as e:  # noqa: BLE001 - a bug fails this request, never the server
             log.exception("request %s: internal error", rid)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(e).__name__}); request {rid}")
-        context.set_trailing_metadata((
-            ("x-onda-compute-ms", f"{info.compute_s * 1e3:.3f}"),
-            ("x-onda-batch", str(info.batch_images)),
-            ("x-onda-queue-ms", f"{info.queued_s * 1e3:.3f}"),
-        ))
+        trailer = [("x-onda-compute-ms", f"{info.compute_s * 1e3:.3f}"), ("x-onda-batch", str(info.batch_images)),
+                   ("x-onda-queue-ms", f"{info.queued_s * 1e3:.3f}")]
+        if info.device:  # a cluster's device actor
+            trailer.append(("x-onda-device", info.device))
+        context.set_trailing_metadata(tuple(trailer))
         log.debug("request %s: OK in %.1f ms", rid, (time.perf_counter() - t0) * 1e3)
         return response
 
@@ -131,9 +135,12 @@ class PredictionServer:
         self.health = health.aio.HealthServicer()
         self.port: int | None = None
         self.rest = None  # rest.RestServer when config.rest_port is not None
+        self.health_server: grpc.aio.Server | None = None  # config.health_port: health alone, in plaintext
+        self.health_port: int | None = None
         self.tls = bool(config.tls_cert)
         self._workdir = tempfile.mkdtemp(prefix="onda-serve-")
         self._pre = None
+        self.cluster = None  # onda.host.cluster.devices.ClusterDevices with config.cluster
 
     def load(self) -> None:
         from concurrent.futures import ThreadPoolExecutor
@@ -141,12 +148,19 @@ class PredictionServer:
         c = self.config
         if not c.models:
             raise ValueError("no model to serve")
-        for name, path in c.models.items():
-            definition = ModelDefinition.load(path)
+        definitions = {name: ModelDefinition.load(path) for name, path in c.models.items()}
+        if c.cluster:  # imported only here: a server without a cluster never imports Ray
+            from ..cluster.devices import ClusterDevices
+
+            if c.device_urls:
+                raise ValueError("--device URL is for boards attached to this host; with --cluster, each device "
+                                 "node lists its boards in ONDA_DEVICES")
+            self.cluster = ClusterDevices(c.cluster, c.backend, c.device_resource)
+        for name, definition in definitions.items():
             self.models[name] = ServedModel(name, definition, c.backend, self._workdir,
                                             version=c.versions.get(name, 1), devices=c.devices,
                                             max_batch=c.max_batch, max_wait_s=c.max_wait_ms / 1e3,
-                                            max_queue=c.max_queue, device_urls=c.device_urls)
+                                            max_queue=c.max_queue, device_urls=c.device_urls, cluster=self.cluster)
         self.default_model = next(iter(self.models))
         self._pre = ThreadPoolExecutor(c.preprocess_threads, thread_name_prefix="preprocess")
 
@@ -156,6 +170,10 @@ class PredictionServer:
             self.load()
         for m in self.models.values():
             m.pool.start()
+        if self.cluster is not None:
+            for m in self.models.values():
+                m.pool.on_devices = self._health_follower(m.name)
+            self.cluster.start(asyncio.get_running_loop(), {n: m.pool for n, m in self.models.items()})
         limit = c.max_message_mb * 1024 * 1024
         self.server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                                ("grpc.max_send_message_length", limit),
@@ -184,6 +202,16 @@ class PredictionServer:
             except OSError as e:
                 await self.server.stop(0)
                 raise OSError(f"cannot serve REST on {c.host}:{c.rest_port}: {e.strerror or e}") from None
+        if c.health_port is not None:
+            # Kubernetes' grpc probes speak no TLS: the health service (keyless anyway) alone on a plaintext
+            # port, so the probes need no exec helper. Predict is never served there.
+            self.health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+            self.health_port = self.health_server.add_insecure_port(f"{c.host}:{c.health_port}")
+            if not self.health_port:
+                await self.server.stop(0)
+                raise OSError(f"cannot serve health on {c.host}:{c.health_port}")
+            await self.health_server.start()
         for name in ["", SERVICE_NAME, *self.models]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.keys.enabled and not self.tls:
@@ -192,6 +220,19 @@ class PredictionServer:
         if not self.keys.enabled:
             log.warning("no keys configured: anyone who can reach %s can score", address)
         return self.port
+
+    def _health_follower(self, name: str):
+        """With a cluster: model ``name`` is NOT_SERVING while it has no device, and the prediction service while
+        no model has one ("" stays SERVING while this front end runs: it is the liveness, not the readiness)."""
+        def changed(count: int) -> None:
+            if self.draining:
+                return
+            status = health_pb2.HealthCheckResponse
+            any_device = any(m.pool.devices for m in self.models.values())
+            asyncio.ensure_future(self.health.set(name, status.SERVING if count else status.NOT_SERVING))
+            asyncio.ensure_future(self.health.set(SERVICE_NAME, status.SERVING if any_device else status.NOT_SERVING))
+            log.info("model %s: %d device(s)", name, count)
+        return changed
 
     @property
     def rest_port(self) -> int | None:
@@ -204,9 +245,13 @@ class PredictionServer:
         closing = [self.server.stop(grace)] if self.server is not None else []
         if self.rest is not None:
             closing.append(self.rest.stop(grace))
+        if self.health_server is not None:
+            closing.append(self.health_server.stop(grace))
         await asyncio.gather(*closing)
         for m in self.models.values():
             await m.pool.close()
+        if self.cluster is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.cluster.stop)
         if self._pre is not None:
             self._pre.shutdown(wait=False)
         shutil.rmtree(self._workdir, ignore_errors=True)
@@ -262,7 +307,7 @@ class PredictionServer:
             raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
         except QueueFull as e:
             raise RpcFailure(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)) from None
-        except PoolClosed as e:
+        except (PoolClosed, NoDevice) as e:
             raise RpcFailure(grpc.StatusCode.UNAVAILABLE, str(e)) from None
         except DeadlineExpired as e:
             raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, str(e)) from None
@@ -381,8 +426,9 @@ async def serve(config: ServerConfig, port_file: str | None = None, grace: float
     port = await server.start()
     mode = "TLS" if server.tls else "plaintext"
     device = next(iter(server.models.values())).backend.describe()
-    log.info("listening on %s:%d (%s), models %s, backend %s (%s), %d device(s), keys %s", config.host, port, mode,
-             ", ".join(server.models), config.backend, device.get("device", "?"), config.devices,
+    log.info("listening on %s:%d (%s), models %s, backend %s (%s), %s, keys %s", config.host, port, mode,
+             ", ".join(server.models), config.backend, device.get("device", "?"),
+             f"{config.devices} device(s)" if not config.cluster else f"cluster {config.cluster}",
              "on" if server.keys.enabled else "off")
     if server.rest is not None:
         log.info("REST (TensorFlow Serving's API) on %s://%s:%d/v1/models/%s:predict", "https" if server.tls else
@@ -405,6 +451,9 @@ def run(args) -> int:
     try:
         asyncio.run(serve(config_from_args(args), args.port_file, args.grace, args.rest_port_file))
     except (PipelineError, BackendError, ValueError, OSError) as e:
+        log.error("%s", e)
+        return 1
+    except ClusterError as e:
         log.error("%s", e)
         return 1
     return 0

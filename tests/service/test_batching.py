@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from onda.host.runtime import backend as backend_module
-from onda.host.service.batching import DeadlineExpired, DeviceFailed, DevicePool, QueueFull
+from onda.host.service.batching import (DeadlineExpired, DeviceFailed, DeviceLost, DevicePool, NoDevice,
+                                        QueueFull)
 
 
 class FakeDevice:
@@ -114,9 +115,77 @@ def test_queue_full_deadline_and_device_failure():
     run_async(main())
 
 
+class LosableDevice(FakeDevice):
+    """A FakeDevice that is lost (raises DeviceLost) on its ``lose_on``-th run, after holding the batch a while."""
+
+    def __init__(self, name: str, lose_on: int | None = None, delay: float = 0.0):
+        super().__init__(delay=delay)
+        self.name, self.lose_on = name, lose_on
+
+    def run(self, inputs):
+        if self.lose_on is not None and len(self.batches) + 1 >= self.lose_on:
+            self.batches.append(inputs[0].shape[0])
+            time.sleep(self.delay)
+            raise DeviceLost(f"{self.name} lost")
+        return super().run(inputs)
+
+
+def test_a_lost_device_leaves_and_its_batch_is_answered_once_by_another():
+    """Every request answered once, with its own rows (x * 2), though a device died holding some of them;
+    the lost device leaves the pool, the count callback follows, and a device added later serves."""
+    async def main():
+        lost = LosableDevice("a", lose_on=1, delay=0.05)
+        good = LosableDevice("b", delay=0.05)
+        counts = []
+        pool = DevicePool([lost, good], max_batch=4, max_wait_s=0.0, dynamic=True, on_devices=counts.append)
+        pool.start()
+        xs = [np.full((1, 3), i, np.int8) for i in range(12)]
+        results = await asyncio.gather(*[pool.submit(x) for x in xs])
+        for x, (y, info) in zip(xs, results):
+            np.testing.assert_array_equal(y, x * 2)
+            assert info.device == "b"
+        assert sum(good.batches) == len(xs)  # each image ran once on the device that answered
+        assert sum(lost.batches) >= 1 and pool.retried == 1
+        assert pool.device_names == ["b"] and counts == [1]
+        late = LosableDevice("c", delay=0.0)
+        pool.add_device(late)
+        pool.add_device(LosableDevice("c"))  # a second device of the same name is the same device: ignored
+        assert pool.device_names == ["b", "c"] and counts == [1, 2]
+        pool.remove_device("b")
+        (y, info), = await asyncio.gather(pool.submit(xs[5]))
+        assert info.device == "c" and counts == [1, 2, 1]
+        await pool.close()
+
+    run_async(main())
+
+
+def test_requests_fail_when_every_device_is_lost_or_too_many_are():
+    async def main():
+        pool = DevicePool([LosableDevice("a", lose_on=1), LosableDevice("b", lose_on=1)], max_attempts=3,
+                          dynamic=True)
+        pool.start()
+        with pytest.raises(NoDevice, match="no device of 'pool' is left"):  # lost twice, nobody left
+            await pool.run(np.zeros((1, 1), np.int8))
+        with pytest.raises(NoDevice):
+            pool.announce()
+        with pytest.raises(NoDevice):
+            pool.submit(np.zeros((1, 1), np.int8))
+        await pool.close()
+        devices = [LosableDevice(n, lose_on=1) for n in "abc"] + [LosableDevice("d")]
+        pool = DevicePool(devices, max_attempts=3, dynamic=True, max_wait_s=0.0)
+        pool.start()
+        pool.remove_device("d")  # keep d out until the three others are lost
+        with pytest.raises(DeviceFailed, match="3 devices were lost running this request"):
+            await pool.run(np.zeros((1, 1), np.int8))
+        await pool.close()
+
+    run_async(main())
+
+
 def test_pool_rejects_bad_parameters():
     with pytest.raises(ValueError, match="at least one device"):
         DevicePool([])
+    assert DevicePool([], dynamic=True).devices == []  # a cluster's pool starts empty
     with pytest.raises(ValueError, match="max_batch must be >= 1"):
         DevicePool([FakeDevice()], max_batch=0)
 
