@@ -24,7 +24,7 @@ from .sim_top import POWER_ON_RESET_CYCLES, power_on_reset
 
 __all__ = ["BoardSimTop", "POWER_ON_RESET_CYCLES", "SDRAM_CHIP", "SIM_DIVISOR", "memory_kind"]
 
-SIM_DIVISOR = 4  # UART clocks a bit in simulation (a board runs 8 at 24 MHz, 33 at 100 MHz: 3 Mbaud)
+SIM_DIVISOR = 4  # UART clocks a bit in simulation (a board runs 8 at 24 MHz, 10 at 30 MHz: 3 Mbaud)
 SDRAM_CHIP = MT48LC16M16A2_6A  # as the ULX3S top
 _SDRAM_PINS = ("cke", "cs_n", "ras_n", "cas_n", "we_n", "ba", "a", "dqm", "dq_o", "dq_oe")
 
