@@ -6,6 +6,10 @@ together). Each RAM goes to the device's blocks in the cheapest of their width x
 (``RAM_SHAPES``), which is what Yosys's memory mapping picks for these simple dual-port RAMs.
 The count matched Yosys on the ULX3S engine (200 DP16KD, 409 before ACT's reads were shared),
 so ``make synth`` can refuse a configuration that cannot fit in seconds instead of an hour.
+
+On a device without LUT RAM (iCE40) Yosys also puts the fetch unit's instruction FIFOs into
+blocks, one block per 16 bits of width whatever their depth (70 for the engine's four: Yosys's
+own count of the Fetch unit alone); on the ECP5 they go to distributed RAM (TRELLIS_DPR16X4).
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from .buffers import ByteBuffer, act_buffer, out_buffer, param_buffer, wgt_buffe
 __all__ = ["RAM_SHAPES", "blocks_for", "buffer_blocks", "engine_ram_blocks", "ram_shortfall"]
 
 # Block RAM kind -> (data bits, words) of each shape a block can take (simple dual port).
+# Block RAM kinds on devices with no LUT RAM: shallow FIFOs take blocks there too.
+NO_LUT_RAM = {"EBR"}
+
 RAM_SHAPES = {
     "DP16KD": ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512)),  # ECP5: 18 kbit
     "EBR": ((2, 2048), (4, 1024), (8, 512), (16, 256)),  # iCE40 SB_RAM40_4K: 4 kbit
@@ -45,7 +52,21 @@ def engine_ram_blocks(cfg) -> dict[str, int]:
         buf._MustUse__silence = True  # built to be counted, not elaborated
         use[name] = buffer_blocks(buf, kind)
     use["acc"] = blocks_for(kind, 32, cfg.acc_bytes // 4) if cfg.acc_bytes else 0
+    if kind in NO_LUT_RAM:
+        use["fetch"] = fetch_fifo_blocks(kind)
     return use
+
+
+def fetch_fifo_blocks(kind: str) -> int:
+    """Blocks of ``kind`` the fetch unit's FIFOs take (the prefetch FIFO of whole instructions,
+    a queue of entries per instruction module), as ``Engine`` sizes them."""
+    from onda.hw.isa import INSTRUCTION_BITS, Module
+
+    from .engine import PREFETCH, QUEUE_DEPTH
+    from .fetch import QueueEntryLayout
+
+    return (blocks_for(kind, INSTRUCTION_BITS, PREFETCH)
+            + len(Module) * blocks_for(kind, QueueEntryLayout().size, QUEUE_DEPTH))
 
 
 def ram_shortfall(cfg, extra: int = 0) -> str | None:
