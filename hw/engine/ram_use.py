@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from .buffers import ByteBuffer, act_buffer, out_buffer, param_buffer, wgt_buffer
 
-__all__ = ["RAM_SHAPES", "blocks_for", "buffer_blocks", "engine_ram_blocks", "ram_shortfall"]
+__all__ = ["NO_LUT_RAM", "RAM_SHAPES", "blocks_for", "buffer_blocks", "engine_ram_blocks", "fetch_fifo_blocks",
+           "ram_shortfall"]
 
-# Block RAM kind -> (data bits, words) of each shape a block can take (simple dual port).
 # Block RAM kinds on devices with no LUT RAM: shallow FIFOs take blocks there too.
 NO_LUT_RAM = {"EBR"}
 
+# Block RAM kind -> (data bits, words) of each shape a block can take (simple dual port).
 RAM_SHAPES = {
     "DP16KD": ((1, 16384), (2, 8192), (4, 4096), (9, 2048), (18, 1024), (36, 512)),  # ECP5: 18 kbit
     "EBR": ((2, 2048), (4, 1024), (8, 512), (16, 256)),  # iCE40 SB_RAM40_4K: 4 kbit

@@ -8,8 +8,8 @@ LFSR-fed datapath probe (:class:`~.datapath_probe.DatapathSynthTop`) with ``--da
 Writes into ``bitstreams/<board>/``: ``engine.bit`` (ECP5) or ``engine.bin`` (iCE40),
 ``report.json`` (board, engine configuration and fingerprint, MACs, Fmax and target per clock
 domain, LUT/FF/DSP/BRAM used and available, build time, the commit built), ``build.log``
-(Yosys and nextpnr output) and ``utilization.png``; the probe's files are ``datapath-*``. A configuration whose
-buffers cannot fit the device's block RAMs is refused before the tools run
+(Yosys and nextpnr output) and ``utilization.png``; the probe's files are ``datapath-*``. A
+configuration whose buffers cannot fit the device's block RAMs is refused before the tools run
 (``onda.hw.engine.ram_use``), naming what it needs.
 """
 
