@@ -298,6 +298,9 @@ class ByteBuffer(wiring.Component):
                     m.d.comb += [addr.eq(port.addr), dpad.as_value().eq(port.data.as_value()), mpad.eq(port.mask)]
             m.d.comb += en.eq(Cat(*(port.en for _, _, port in ports)).any())
             row, s = addr[lb:], addr[:lb]
+            if 1 < word and width <= word:
+                self._narrow_writes(m, mems, tag, en, row, s, dpad, mpad, width)
+                continue
             for w, mem in enumerate(mems):
                 wp = mem.write_port(domain="sync", granularity=8 if word > 1 else None)
                 # The word's touched banks share a row (no write wraps into its own word): the
@@ -319,6 +322,44 @@ class ByteBuffer(wiring.Component):
                     takes.append(en & take & (r < self._depth(b)))
                 m.d.comb += [wp.data.eq(Cat(*lanes)), wp.en.eq(Cat(*takes))]
         return m
+
+    def _narrow_writes(self, m, mems, tag, en, row, s, dpad, mpad, width):
+        """A write group no wider than a RAM word (the WGT load's P bytes into 16-byte words): it
+        touches at most two words, the one holding bank ``s`` from lane ``s % word`` up and the
+        next from lane 0 below it, and lane ``k`` of either takes byte ``(k - s) % word``. So one
+        word's worth of lane data and lane mask serves every word, and each word only asks
+        whether it is one of the two: a ``word``-lane rotation in place of a select per bank."""
+        B, word = self.banks, self.word_bytes
+        lw = (word - 1).bit_length()
+        nwords = B // word
+        so, ws = s[:lw], s[lw:]
+        data_lanes, lane_mask, upper = [], [], []
+        for k in range(word):
+            j = Signal(lw, name=f"w_{tag}_j{k}")  # the access's byte for lane k
+            m.d.comb += j.eq(k - so)
+            data_lanes.append(Array(dpad[i] for i in range(width))[j] if width > 1 else dpad[0])
+            lane_mask.append((j < width) & mpad.bit_select(j, 1) if width > 1 else (j == 0) & mpad[0])
+            upper.append(so <= k)
+        lanes = Signal(8 * word, name=f"w_{tag}_lanes")
+        taken = Signal(word, name=f"w_{tag}_taken")  # lanes of the word at s (the rest go to the next)
+        mask = Signal(word, name=f"w_{tag}_lane_mask")
+        m.d.comb += [lanes.eq(Cat(*data_lanes)), taken.eq(Cat(*upper)), mask.eq(Cat(*lane_mask) & en.replicate(word))]
+        for w, mem in enumerate(mems):
+            wp = mem.write_port(domain="sync", granularity=8)
+            r = Signal(len(row) + 1, name=f"w_{tag}_row{w}")
+            here = ws == w if nwords > 1 else Const(1)
+            after = ws == (w - 1) % nwords if nwords > 1 else Const(1)
+            sel = Mux(here, taken, 0) | Mux(after, ~taken, 0)
+            # Rows: a word wholly below s is reached by wrapping around (the next row).
+            m.d.comb += [r.eq(row + ((w + 1) * word - 1 < s) if nwords > 1 else row), wp.addr.eq(r), wp.data.eq(lanes)]
+            oks = {}  # a word's banks have at most two depths
+            for k in range(word):
+                d = self._depth(w * word + k)
+                if d not in oks:
+                    oks[d] = Signal(name=f"w_{tag}_ok{w * word + k}")
+                    m.d.comb += oks[d].eq(r < d)
+            ok = Cat(*(oks[self._depth(w * word + k)] for k in range(word)))
+            m.d.comb += wp.en.eq(mask & sel & ok)
 
 
 def act_banks(cfg) -> int:

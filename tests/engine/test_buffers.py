@@ -132,6 +132,20 @@ def test_aligned_reads_grouped_banks():
     assert ByteBuffer(250, 16, read_ports={"r": 4}, write_ports={"w": 14}, align=4).word_bytes == 1
 
 
+@pytest.mark.parametrize("size, banks, align, widths", [
+    (250, 16, 4, (1, 2, 3, 4)),   # writes up to a word wide: one lane rotation serves every word
+    (203, 32, 8, (2, 5, 8)),      # the WGT load's shape, rows of two depths in a word
+    (64, 8, 8, (1,)),             # a single word: the access never leaves it
+])
+def test_writes_no_wider_than_a_word(size, banks, align, widths):
+    # Every write at most one RAM word wide, at any alignment, wrapping from the last word to the
+    # next row of the first.
+    buf = ByteBuffer(size, banks, read_ports={"r": banks}, write_ports={f"w{n}": n for n in widths}, align=align)
+    assert buf.word_bytes == align
+    stats = run_random(buf, 300, seed=size + banks)
+    assert stats["reads"] > 120 and stats["writes"] > 120
+
+
 def test_single_bank_and_tiny_buffer():
     buf = ByteBuffer(5, 1, read_ports={"r": 1}, write_ports={"w": 1})
     stats = run_random(buf, 200, seed=3)
