@@ -145,9 +145,9 @@ class EngineConfig:
         need(self.lanes & (self.lanes - 1) == 0,
              f"lanes must be a power of two (got {self.lanes}): WGT is built of lanes x width byte-wide banks "
              f"and one MAC beat reads all of them")
-        need(self.slot("wgt") % self.lanes == 0,
-             f"a weight slot ({self.slot('wgt')} B) must be a multiple of lanes ({self.lanes}): weights are stored "
-             f"lane-interleaved, [groups, K, lanes], from a lanes-aligned address")
+        need(self.slot("wgt") % self.macs == 0,
+             f"a weight slot ({self.slot('wgt')} B) must be a multiple of lanes x width ({self.macs}): weights are "
+             f"stored lane-interleaved in whole MAC beats, [groups, K', lanes], from a beat-aligned address")
         need(self.slot("param") >= self.lanes * GEMM_PARAM_WORDS * 4,
              f"a parameter slot ({self.slot('param')} B) must hold one lane group's (bias, multiplier, shift) "
              f"records ({self.lanes * GEMM_PARAM_WORDS * 4} B)")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MAGIC = b"ONDAPRG\0"
-VERSION = 1
+VERSION = 2  # 2: WGT pads every kernel-row segment of the weights to whole MAC beats (hw/ISA.md)
 _HEADER = struct.Struct("<8sHHI32sI12x")
 _ENTRY = struct.Struct("<8sQQI4x")
 assert _HEADER.size == 64 and _ENTRY.size == 32

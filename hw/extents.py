@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .isa import (ADD_PARAM_WORDS, GEMM_PARAM_WORDS, MUL_PARAM_WORDS, RESCALE_PARAM_WORDS, Buffer, Instruction, Opcode, VecFunc,
-                  acc_bytes, weight_bytes)
+                  acc_bytes, gemm_stored_k, weight_bytes)
 
 __all__ = ["Extent", "dma_bytes", "extents", "load_fill_bytes", "row_span", "vec_out_size"]
 
@@ -65,7 +65,7 @@ def _at(resource: str, addr: int, size: int, writes: bool = False) -> Extent:
     return Extent(resource, addr, addr + size, writes)
 
 
-def extents(opcode: Opcode, f: dict, lanes: int) -> dict[str, Extent]:
+def extents(opcode: Opcode, f: dict, lanes: int, width: int) -> dict[str, Extent]:
     """The extents of an instruction with fields ``f`` on an engine of ``lanes`` lanes, by
     operand (``hw/ISA.md``'s table), in the order the engine checks them."""
     if opcode == Opcode.LOAD:
@@ -81,7 +81,7 @@ def extents(opcode: Opcode, f: dict, lanes: int) -> dict[str, Extent]:
     if opcode == Opcode.GEMM:
         ct, pixels = f["out_channels"], f["out_rows"] * f["out_cols"]
         out = {"act": _at("ACT", f["act_addr"], f["in_rows"] * f["in_cols"] * f["channels"]),
-               "wgt": _at("WGT", f["wgt_addr"], weight_bytes(ct, f["kh"] * f["kw"] * f["channels"], lanes)),
+               "wgt": _at("WGT", f["wgt_addr"], weight_bytes(ct, gemm_stored_k(f, width), lanes)),
                "param": _at("PARAM", f["param_addr"], ct * GEMM_PARAM_WORDS * 4)}
         if not f.get("acc_out"):
             out["out"] = _at("OUT", f["out_addr"], pixels * ct, True)

@@ -48,7 +48,7 @@ class Buffer(enum.IntEnum, shape=2):
     """On-chip buffers a DMA instruction addresses (byte addresses within each)."""
 
     ACT = 0  # input activations (int8), read by GEMM and VEC
-    WGT = 1  # weights (int8), lane-interleaved [ceil(out_channels / lanes), K, lanes] (pack_weights)
+    WGT = 1  # weights (int8), lane-interleaved [ceil(out_channels / lanes), K', lanes] (pack_weights)
     PARAM = 2  # int32 words: per-channel (bias, multiplier, shift) or a vector op's record
     OUT = 3  # output activations (int8), written by GEMM and VEC, read by STORE
 
@@ -125,7 +125,7 @@ LAYOUTS: dict[Opcode, list[tuple[str, int, bool]]] = {
     ],
     Opcode.GEMM: [
         ("act_addr", 24, False),  # ACT: input band [in_rows, in_cols, channels] (padding included)
-        ("wgt_addr", 24, False),  # WGT: [ceil(out_channels / lanes), kh * kw * channels, lanes], a multiple of lanes
+        ("wgt_addr", 24, False),  # WGT: [ceil(out_channels / lanes), K', lanes] (pack_weights), a multiple of lanes * width
         ("param_addr", 20, False),  # PARAM: out_channels x (bias, multiplier, shift)
         ("out_addr", 24, False),  # OUT: [out_rows, out_cols, out_channels]
         ("in_rows", 12, False),
@@ -323,19 +323,44 @@ def acc_bytes(out_channels: int, pixels: int, lanes: int) -> int:
     return weight_groups(out_channels, lanes) * pixels * lanes * 4
 
 
-def weight_bytes(out_channels: int, k: int, lanes: int) -> int:
-    """Bytes a GEMM's lane-interleaved weights occupy in WGT (the last group padded to ``lanes``)."""
-    return weight_groups(out_channels, lanes) * k * lanes
+def weight_segment(kw: int, channels: int, dilation_w: int = 1) -> int:
+    """K elements of one contiguous segment of a GEMM's input band: a kernel row's ``kw * channels``
+    (its taps are adjacent), or one tap's ``channels`` when ``dilation_w > 1``."""
+    return kw * channels if dilation_w == 1 else channels
 
 
-def pack_weights(wmat, lanes: int) -> bytes:
-    """A GEMM's ``[out_channels, K]`` int8 weight matrix in WGT's lane-interleaved layout.
+def stored_k(k: int, seg_len: int, width: int) -> int:
+    """K' of WGT's layout: the ``k // seg_len`` segments of ``k`` (``seg_len`` each), every one
+    padded with zeros to whole MAC beats of ``width``."""
+    if seg_len < 1 or k % seg_len:
+        raise ValueError(f"stored_k: K={k} is not a whole number of {seg_len}-element segments")
+    return k // seg_len * -(-seg_len // width) * width
 
-    The layout is ``[ceil(out_channels / lanes), K, lanes]`` (group, k, lane): weight ``w[j, k]``
-    sits at byte ``((j // lanes) * K + k) * lanes + j % lanes``, and the lanes past
-    ``out_channels`` in the last group are zero. One MAC beat (the K-slice ``k .. k + width - 1``
-    of every lane of group ``g``) is then ``lanes * width`` consecutive bytes at
-    ``(g * K + k) * lanes``, which the engine reads from WGT in one access.
+
+def gemm_stored_k(f: dict, width: int) -> int:
+    """K' of a GEMM with fields ``f`` on an engine of MAC width ``width``."""
+    c, kw = f["channels"], f["kw"]
+    return stored_k(f["kh"] * kw * c, weight_segment(kw, c, f["dilation_w"]), width)
+
+
+def weight_bytes(out_channels: int, k_stored: int, lanes: int) -> int:
+    """Bytes a GEMM's lane-interleaved weights occupy in WGT (``k_stored``: K', ``stored_k``; the
+    last group padded to ``lanes``)."""
+    return weight_groups(out_channels, lanes) * k_stored * lanes
+
+
+def pack_weights(wmat, lanes: int, width: int, seg_len: int) -> bytes:
+    """A GEMM's ``[out_channels, K]`` int8 weight matrix in WGT's layout.
+
+    K is cut into segments of ``seg_len`` (``weight_segment``: what one run of MAC beats covers)
+    and each is padded with zeros to a multiple of ``width``, giving K' (``stored_k``). The layout
+    is ``[ceil(out_channels / lanes), K', lanes]`` (group, k', lane): weight ``w[j, s * seg_len +
+    e]`` sits at byte ``((j // lanes) * K' + s * ceil(seg_len / width) * width + e) * lanes + j %
+    lanes``; the padding and the lanes past ``out_channels`` in the last group are zero. Every MAC
+    beat (the ``width`` k'-values from a multiple of ``width``, every lane of group ``g``) is then
+    the ``lanes * width`` consecutive bytes at a multiple of ``lanes * width`` from the start,
+    which the engine reads from WGT in one aligned access, the beats of one dot product one after
+    another.
     """
     import numpy as np
 
@@ -349,26 +374,30 @@ def pack_weights(wmat, lanes: int) -> bytes:
             raise ValueError("pack_weights: weights must be int8 values")
         w = w.astype(np.int8)
     ct, k = w.shape
+    kp = stored_k(k, seg_len, width)
+    segs, seg_pad = k // seg_len, kp // (k // seg_len) if k else 0
     groups = weight_groups(ct, lanes)
-    padded = np.zeros((groups * lanes, k), dtype=np.int8)
-    padded[:ct] = w
-    return np.ascontiguousarray(padded.reshape(groups, lanes, k).transpose(0, 2, 1)).tobytes()
+    padded = np.zeros((groups * lanes, segs, seg_pad), dtype=np.int8)
+    padded[:ct, :, :seg_len] = w.reshape(ct, segs, seg_len)
+    return np.ascontiguousarray(padded.reshape(groups, lanes, kp).transpose(0, 2, 1)).tobytes()
 
 
-def unpack_weights(buf, ct: int, k: int, lanes: int):
-    """The ``[ct, k]`` weight matrix from its lane-interleaved bytes (``pack_weights``' inverse).
+def unpack_weights(buf, ct: int, k: int, lanes: int, width: int, seg_len: int):
+    """The ``[ct, k]`` weight matrix from its bytes in WGT's layout (``pack_weights``' inverse).
 
     ``buf`` is ``bytes`` (read as int8) or a 1-D NumPy array (its dtype is kept) of at least
-    ``weight_bytes(ct, k, lanes)`` elements; the padding lanes are ignored.
+    ``weight_bytes(ct, stored_k(k, seg_len, width), lanes)`` elements; the padding is ignored.
     """
     import numpy as np
 
     a = np.frombuffer(bytes(buf), dtype=np.int8) if isinstance(buf, (bytes, bytearray, memoryview)) else np.asarray(buf)
-    n = weight_bytes(ct, k, lanes)
+    kp = stored_k(k, seg_len, width)
+    n = weight_bytes(ct, kp, lanes)
     if a.ndim != 1 or a.size < n:
         raise ValueError(f"unpack_weights: need {n} weight bytes for {ct} x {k} in groups of {lanes}, got {a.shape}")
-    groups = weight_groups(ct, lanes)
-    return a[:n].reshape(groups, k, lanes).transpose(0, 2, 1).reshape(groups * lanes, k)[:ct]
+    groups, segs = weight_groups(ct, lanes), k // seg_len
+    m = a[:n].reshape(groups, kp, lanes).transpose(0, 2, 1).reshape(groups * lanes, segs, kp // segs if segs else 0)
+    return m[:ct, :, :seg_len].reshape(ct, k)
 
 
 def field_names(opcode: Opcode) -> list[str]:
@@ -385,5 +414,6 @@ def field_range(opcode: Opcode, name: str) -> tuple[int, int]:
 __all__ = ["ADD_PARAM_WORDS", "MUL_PARAM_WORDS", "Buffer", "ENUM_FIELDS", "Epilogue", "GEMM_PARAM_WORDS", "HeaderLayout", "INSTRUCTION_BYTES",
            "ISAError", "Instruction", "InstructionLayout", "LAYOUTS", "Module", "Opcode", "PARAM_RECORDS", "QUEUES",
            "RESCALE_PARAM_WORDS", "TOKEN_FIELDS", "TOKEN_QUEUES", "VecFunc", "acc_bytes", "decode", "decode_program", "encode",
-           "encode_program", "field_bits", "field_layout", "field_names", "field_range", "make", "pack_weights",
-           "record_layout", "unpack_weights", "weight_bytes", "weight_groups"]
+           "encode_program", "field_bits", "field_layout", "field_names", "field_range", "gemm_stored_k", "make",
+           "pack_weights", "record_layout", "stored_k", "unpack_weights", "weight_bytes", "weight_groups",
+           "weight_segment"]

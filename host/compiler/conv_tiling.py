@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 
 from onda.hw.config import EngineConfig
-from onda.hw.isa import GEMM_PARAM_WORDS, acc_bytes, weight_bytes
+from onda.hw.isa import GEMM_PARAM_WORDS, acc_bytes, stored_k, weight_bytes, weight_segment
 from onda.sim.emulator import cycles
 
 
@@ -56,6 +56,12 @@ class ConvGeometry:
     @property
     def k(self) -> int:
         return self.kh * self.kw * self.c
+
+    def wk(self, width: int, channels: int | None = None) -> int:
+        """K' of the GEMM's weights in WGT (``isa.stored_k``: each kernel row, or each tap when
+        ``dw > 1``, padded to whole beats of ``width``), for ``channels`` input channels (all)."""
+        c = self.c if channels is None else channels
+        return stored_k(self.kh * self.kw * c, weight_segment(self.kw, c, self.dw), width)
 
     @property
     def in_cols(self) -> int:
@@ -123,9 +129,10 @@ def _row_tiling(cfg: EngineConfig, g: ConvGeometry, name: str, prev_cycles: int 
         raise TilingError(f"{name}: the minimum activation band ({g.ekh} padded rows x {g.in_cols} columns x "
                           f"{g.c} channels = {g.ekh * row_bytes} B) exceeds the activation slot ({aslot} B)")
     min_ct = min(cfg.lanes, g.cout)
-    if weight_bytes(min_ct, g.k, cfg.lanes) > wslot:
-        raise TilingError(f"{name}: the minimum weight tile ({cfg.lanes} lanes x K={g.k} = "
-                          f"{weight_bytes(min_ct, g.k, cfg.lanes)} B) "
+    wk = g.wk(cfg.width)
+    if weight_bytes(min_ct, wk, cfg.lanes) > wslot:
+        raise TilingError(f"{name}: the minimum weight tile ({cfg.lanes} lanes x K'={wk} = "
+                          f"{weight_bytes(min_ct, wk, cfg.lanes)} B) "
                           f"exceeds the weight slot ({wslot} B)")
     if min_ct * GEMM_PARAM_WORDS * 4 > pslot:
         raise TilingError(f"{name}: {min_ct} channels' parameters exceed the parameter slot ({pslot} B)")
@@ -133,10 +140,10 @@ def _row_tiling(cfg: EngineConfig, g: ConvGeometry, name: str, prev_cycles: int 
         raise TilingError(f"{name}: one output row ({g.ow} x {min_ct} B) exceeds the output slot ({oslot} B)")
     cands = sorted({min(g.cout, cfg.lanes * m) for m in range(1, math.ceil(g.cout / cfg.lanes) + 1)})
     best = None
-    w_bytes = g.cout * g.k + g.cout * GEMM_PARAM_WORDS * 4
+    w_bytes = g.cout * wk + g.cout * GEMM_PARAM_WORDS * 4
     out_bytes = g.oh * g.ow * g.cout
     for ct in cands:
-        if weight_bytes(ct, g.k, cfg.lanes) > wslot or ct * GEMM_PARAM_WORDS * 4 > pslot or g.ow * ct > oslot:
+        if weight_bytes(ct, wk, cfg.lanes) > wslot or ct * GEMM_PARAM_WORDS * 4 > pslot or g.ow * ct > oslot:
             continue
         th_max = min(g.oh, oslot // (g.ow * ct))
         while th_max > 1 and g.band_rows(th_max) * row_bytes > aslot:
@@ -172,7 +179,7 @@ def _estimate(cfg: EngineConfig, g: ConvGeometry, th: int, ct: int, w_bytes: int
             moved = w_bytes + (band_bytes if nt == 1 else nb * band_bytes) + out_bytes
             transfers = nb * 2 + nb * nt * 2
         mem = moved / cfg.mem_bytes_per_cycle + transfers * cfg.mem_latency_cycles
-        first_w = dma_cycles(cfg, ct * g.k + ct * GEMM_PARAM_WORDS * 4)
+        first_w = dma_cycles(cfg, ct * g.wk(cfg.width) + ct * GEMM_PARAM_WORDS * 4)
         fill = dma_cycles(cfg, min(g.h, g.band_rows(th)) * row_bytes) + max(0, first_w - prev_cycles)
         drain = gemm_cycles(cfg, g, th, ct) + dma_cycles(cfg, th * g.ow * ct)
         est = int(max(compute, mem) + fill + drain)
@@ -191,10 +198,12 @@ def split_tiling(cfg: EngineConfig, g: ConvGeometry, name: str, why: str = "") -
     taps = g.kh * g.kw
     if min_ct * GEMM_PARAM_WORDS * 4 > pslot:
         raise TilingError(f"{name}: {min_ct} channels' parameters exceed the parameter slot ({pslot} B)")
-    if weight_bytes(min_ct, taps, cfg.lanes) > wslot or g.ekh * g.ekw > aslot or min_ct > oslot:
+    if weight_bytes(min_ct, g.wk(cfg.width, 1), cfg.lanes) > wslot or g.ekh * g.ekw > aslot or min_ct > oslot:
         raise TilingError(f"{name}: not even one input channel fits: {cfg.lanes} lanes x {taps} taps of weights "
                           f"(weight slot {wslot} B), a {g.ekh}x{g.ekw} window (activation slot {aslot} B)")
     cs = min(g.c, wslot // (cfg.lanes * taps), aslot // (g.ekh * g.ekw))
+    while cs > 1 and weight_bytes(min_ct, g.wk(cfg.width, cs), cfg.lanes) > wslot:  # rows padded to beats
+        cs -= 1
     passes = math.ceil(g.c / cs)
     cs = math.ceil(g.c / passes)  # balanced passes
     if passes > 1 and cfg.acc_bytes < acc_bytes(min_ct, 1, cfg.lanes):
@@ -211,7 +220,7 @@ def split_tiling(cfg: EngineConfig, g: ConvGeometry, name: str, why: str = "") -
     best = None
     cands = sorted({min(g.cout, cfg.lanes * m) for m in range(1, math.ceil(g.cout / cfg.lanes) + 1)})
     for ct in cands:
-        if weight_bytes(ct, taps * cs, cfg.lanes) > wslot or ct * GEMM_PARAM_WORDS * 4 > pslot:
+        if weight_bytes(ct, g.wk(cfg.width, cs), cfg.lanes) > wslot or ct * GEMM_PARAM_WORDS * 4 > pslot:
             continue
         tc_max = g.ow
         while tc_max > 1 and not fits(1, tc_max, ct):
@@ -251,7 +260,7 @@ def _estimate_split(cfg: EngineConfig, g: ConvGeometry, th: int, tc: int, ct: in
                   for r, kr in _sizes(g.oh, th) for u, ku in _sizes(g.ow, tc)
                   for n, kb in _sizes(g.cout, ct) for c, kp in _sizes(g.c, cs))
     band = g.band_rows(th) * ((tc - 1) * g.sw + g.ekw) * g.c  # all passes of one tile's band
-    w_bytes = g.cout * g.k + g.cout * GEMM_PARAM_WORDS * 4
+    w_bytes = g.cout * sum(k * g.wk(cfg.width, c) for c, k in _sizes(g.c, cs)) + g.cout * GEMM_PARAM_WORDS * 4
     per_row = passes > 1 or tc < g.ow
     if passes == 1:
         moved = nt * nu * band + (w_bytes if nb == 1 else nt * nu * w_bytes)
@@ -262,7 +271,7 @@ def _estimate_split(cfg: EngineConfig, g: ConvGeometry, th: int, tc: int, ct: in
     moved += g.oh * g.ow * g.cout
     transfers += nt * nu * nb * (th if tc < g.ow else 1)
     mem = moved / cfg.mem_bytes_per_cycle + transfers * cfg.mem_latency_cycles
-    fill = dma_cycles(cfg, band // passes) + dma_cycles(cfg, ct * g.kh * g.kw * cs)
+    fill = dma_cycles(cfg, band // passes) + dma_cycles(cfg, ct * g.wk(cfg.width, cs))
     drain = gemm_cycles_px(cfg, g, th * tc, ct, cs) + dma_cycles(cfg, th * tc * ct)
     return ConvTiling(th, ct, "act", int(max(compute, mem) + fill + drain), int(moved),
                       cols=tc if tc < g.ow else 0, slice=cs if passes > 1 else 0)

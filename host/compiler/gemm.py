@@ -67,12 +67,14 @@ def lower_gemm(em: Emitter, op: Op, prev_est: int) -> GemmLayer:
         w4 = wmat.reshape(cout, geo.kh, geo.kw, geo.c)
         cs = tiling.slice or geo.c
         # one lane-interleaved matrix per pass: the pass's input channels of every tap
-        waddrs = [em.weight_data(isa.pack_weights(w4[..., k0:k0 + cs].reshape(cout, -1), cfg.lanes))
+        waddrs = [em.weight_data(isa.pack_weights(w4[..., k0:k0 + cs].reshape(cout, -1), cfg.lanes, cfg.width,
+                                                  isa.weight_segment(geo.kw, min(cs, geo.c - k0), geo.dw)))
                   for k0 in range(0, geo.c, cs)]
         paddr = em.weight_data(prm.tobytes())
         _SplitTiles(em, geo, tiling, waddrs, paddr, op.inputs[0], op.outputs[0], p.in_zero_point, gemm).emit()
     else:
-        waddr = em.weight_data(isa.pack_weights(wmat, cfg.lanes))  # lane-interleaved (hw/ISA.md, WGT)
+        waddr = em.weight_data(isa.pack_weights(wmat, cfg.lanes, cfg.width,  # lane-interleaved (hw/ISA.md, WGT)
+                                                isa.weight_segment(geo.kw, geo.c, geo.dw)))
         paddr = em.weight_data(prm.tobytes())
         _Tiles(em, geo, tiling, waddr, paddr, op.inputs[0], op.outputs[0], p.in_zero_point, gemm).emit()
     out = g.tensor(op.outputs[0])
@@ -163,12 +165,13 @@ class _Tiles:
         slot = self.em.next_weight_slot()
         out = []
         groups = isa.weight_groups(n, cfg.lanes)
-        group_bytes = geo.k * cfg.lanes
+        wk = geo.wk(cfg.width)
+        group_bytes = wk * cfg.lanes
         step = -(-groups // pieces)
         for g0 in range(0, groups, step):
             size = min(step, groups - g0) * group_bytes
             out.append(isa.make(Opcode.LOAD, buffer=Buffer.WGT, sram_addr=slot * cfg.slot("wgt") + g0 * group_bytes,
-                                dram_addr=self.waddr + co0 * geo.k + g0 * group_bytes, y_size=1, x_size=size,
+                                dram_addr=self.waddr + co0 * wk + g0 * group_bytes, y_size=1, x_size=size,
                                 dram_stride=size))
         prm_bytes = n * GEMM_PARAM_WORDS * 4
         out.append(isa.make(Opcode.LOAD, buffer=Buffer.PARAM, sram_addr=slot * cfg.slot("param"),
@@ -280,7 +283,7 @@ class _SplitTiles:
 
     def _weight_loads(self, co0: int, n: int, p: int, cs: int) -> list:
         cfg, geo = self.cfg, self.geo
-        k = geo.kh * geo.kw * cs
+        k = geo.wk(cfg.width, cs)
         slot = self.em.next_weight_slot()
         size = isa.weight_bytes(n, k, cfg.lanes)
         prm_bytes = n * GEMM_PARAM_WORDS * 4

@@ -29,7 +29,7 @@ from .uart import UartRx, UartTx
 
 __all__ = ["BoardCore", "GATEWARE_VERSION"]
 
-GATEWARE_VERSION = 1  # what IDENTIFY reports: bumped when the board tops' behaviour changes
+GATEWARE_VERSION = 2  # what IDENTIFY reports: bumped when the board tops' behaviour changes (2: WGT layout)
 
 
 class BoardCore(wiring.Component):

@@ -100,10 +100,10 @@ class ByteBuffer(wiring.Component):
     """A byte-addressed memory of ``size`` bytes with named n-byte read and write ports.
 
     Byte ``a`` lives in bank ``a % banks`` at row ``a // banks``. The ``align`` banks a read
-    takes together are the byte lanes of one ``lib.memory.Memory`` word with byte-enabled writes
-    (``word_bytes``; fewer, wider RAMs, and a row computed once per word), unless a write port is
-    so wide that it could wrap around into the word it starts in (then each bank is its own RAM
-    of bytes). An n-byte access at ``a`` (``n <= banks``) gives bank ``b``
+    takes together (or ``word`` of them) are the byte lanes of one ``lib.memory.Memory`` word
+    with byte-enabled writes (``word_bytes``; fewer, wider RAMs, and a row computed once per
+    word), unless a write port is so wide that it could wrap around into the word it starts in
+    (then each bank is its own RAM of bytes). An n-byte access at ``a`` (``n <= banks``) gives bank ``b``
     the row ``a // banks + (b < a % banks)``; the bytes are rotated by ``a % banks`` (in steps of
     ``align`` bytes on reads). One cycle can serve every port at once.
 
@@ -137,6 +137,9 @@ class ByteBuffer(wiring.Component):
         Power of two <= ``banks``: every read address is a multiple of it.
     shared_reads, shared_writes : iterable of iterables of port names
         Groups of ports never enabled in the same cycle, each sharing one physical port.
+    word : int, optional
+        Banks per RAM word, a power of two dividing ``align`` that no write wraps into; a
+        narrower word than ``align`` keeps a narrow write's lane choice small.
 
     Members
     -------
@@ -145,7 +148,7 @@ class ByteBuffer(wiring.Component):
     """
 
     def __init__(self, size: int, banks: int, read_ports: dict[str, int], write_ports: dict[str, int],
-                 align: int = 1, shared_reads=(), shared_writes=()):
+                 align: int = 1, shared_reads=(), shared_writes=(), word: int | None = None):
         if not isinstance(size, int) or size < 1:
             raise ValueError(f"ByteBuffer: size must be a positive number of bytes, got {size!r}")
         if not isinstance(banks, int) or banks < 1 or banks & (banks - 1):
@@ -169,10 +172,17 @@ class ByteBuffer(wiring.Component):
         self.write_groups = self._groups("write", write_ports, shared_writes)
         self.rows = -(-size // banks)
         self.read_ports, self.write_ports = dict(read_ports), dict(write_ports)
-        # Banks side by side in one RAM word: the ``align`` banks a read takes together, unless a
-        # write could touch one word at two rows (wrap around into the word it starts in).
-        wrap_free = all(n <= banks - align + 1 for n in write_ports.values())
-        self.word_bytes = word = align if wrap_free else 1
+        # Banks side by side in one RAM word: the ``align`` banks a read takes together (or the
+        # caller's ``word``), unless a write could touch one word at two rows (wrap around into
+        # the word it starts in).
+        def wrap_free(w):
+            return all(n <= banks - w + 1 for n in write_ports.values())
+        if word is None:
+            word = align if wrap_free(align) else 1
+        elif not isinstance(word, int) or word < 1 or word & (word - 1) or align % word or not wrap_free(word):
+            raise ValueError(f"ByteBuffer: word must be a power of two dividing align ({align}) that no write "
+                             f"wraps into (writes <= banks - word + 1 bytes), got {word!r}")
+        self.word_bytes = word
         # RAM w holds banks w * word .. w * word + word - 1 (byte lane k is bank w * word + k);
         # bank b holds the bytes b, b + banks, ...: only the rows with bytes < size.
         self.word_data = [memory.MemoryData(shape=unsigned(8 * word), depth=max(1, self._depth(w * word)), init=[])
@@ -386,11 +396,16 @@ def act_buffer(cfg) -> ByteBuffer:
 
 
 def wgt_buffer(cfg) -> ByteBuffer:
-    """WGT: write ``load`` (P), read ``gemm`` (lanes * width, addresses multiples of lanes)."""
+    """WGT: write ``load`` (P), read ``gemm`` (lanes * width at multiples of lanes * width: WGT's
+    layout pads every segment of a dot product to whole beats, so a read needs no rotation)."""
     banks = _pow2_at_least(cfg.lanes * cfg.width)
-    align = cfg.lanes if cfg.lanes & (cfg.lanes - 1) == 0 else 1  # a power of two only
+    aligned = banks == cfg.lanes * cfg.width  # lanes and width powers of two
+    P = cfg.mem_port_bits // 8
+    word = cfg.lanes if aligned else None  # lanes-wide RAMs, as many as width (narrow load lanes)
+    while word and word > 1 and P > banks - word + 1:
+        word //= 2
     return ByteBuffer(cfg.wgt_bytes, banks, read_ports={"gemm": cfg.lanes * cfg.width},
-                      write_ports={"load": cfg.mem_port_bits // 8}, align=align)
+                      write_ports={"load": P}, align=banks if aligned else 1, word=word)
 
 
 def param_buffer(cfg) -> ByteBuffer:

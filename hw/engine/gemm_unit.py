@@ -5,7 +5,8 @@ It walks the implicit GEMM of ``hw/ISA.md`` (the oracle is ``Machine.gemm`` of t
 emulator): for each lane group ``g``, each output pixel ``(r, c)`` (row-major), each kernel row
 ``i``, each contiguous segment of the input band (the kernel row's ``kw * C`` bytes, or each tap's
 ``C`` bytes when ``dilation_w > 1``), ``ceil(len / width)`` MAC beats: ``width`` activation bytes
-from ACT and the matching ``lanes * width`` weight bytes from WGT (lane-interleaved, one access).
+from ACT and the matching ``lanes * width`` weight bytes from WGT (lane-interleaved, one aligned
+access; a dot product's beats are consecutive there, each segment padded to whole beats).
 The last beat of a segment has its activation bytes past the segment's end zeroed (the ISA folds
 ``-x_zp * sum(w)`` into the bias, so the MAC array runs with ``x_zp = 0``). The ConvTile's
 outputs, ``lanes`` per pixel in lane order, go to OUT one byte a cycle at
@@ -45,7 +46,7 @@ third group's parameters applies (at most 8 cycles measured on both builds).
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -135,7 +136,7 @@ class GemmUnit(wiring.Component):
         One-cycle pulse the cycle after the instruction's last OUT write was performed.
     error : Out(EngineError)
         Nonzero: the instruction was refused (``BAD_FIELD``: a zero kernel, stride or dilation,
-        an output tile reading beyond the band, ``wgt_addr`` not a multiple of ``lanes``, an
+        an output tile reading beyond the band, ``wgt_addr`` not a multiple of ``lanes * width``, an
         unknown epilogue; ``BUFFER_RANGE``: an ACT / WGT / PARAM / OUT extent outside its
         buffer; the first failing check in ``Machine.gemm``'s order). Sticky; no more commands.
     act_r : Out(ByteReadSignature(width, addr_bits(act_bytes)))
@@ -177,7 +178,7 @@ class GemmUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg, lanes, width = self.cfg, self.lanes, self.width
-        lg_lanes = (lanes - 1).bit_length()
+        lg_lanes, lg_width = (lanes - 1).bit_length(), (width - 1).bit_length()
         m.submodules.tile = tile = self.tile
         A = 34  # internal address / extent width (every field sum below fits)
 
@@ -186,14 +187,14 @@ class GemmUnit(wiring.Component):
         m.d.comb += self.error.eq(error)
 
         # -- setup: extents and walk steps from the fields, three levels of products ------------------
-        kk, ekh, ekw = Signal(8), Signal(signed(10)), Signal(signed(10))
+        ekh, ekw = Signal(signed(10)), Signal(signed(10))
         irc, pix, cin_row = Signal(24), Signal(24), Signal(28)
         seg_len, segs, tap_step, pix_step = Signal(20), Signal(4), Signal(20), Signal(20)
         groups, param_ext, band_r, band_c = Signal(17), Signal(A), Signal(16), Signal(16)
-        k_len, act_ext, row_step, prow_step, out_ext = Signal(24), Signal(A + 6), Signal(A), Signal(A), Signal(A + 6)
+        k_len, act_ext, row_step, prow_step, out_ext = Signal(30), Signal(A + 6), Signal(A), Signal(A), Signal(A + 6)
         need_r, need_c = Signal(signed(20)), Signal(signed(20))
-        wgt_ext, group_wstep = Signal(A + 10), Signal(A)
-        seg_wstep = Signal(A)
+        wgt_ext, group_wstep = Signal(A + 20), Signal(A)
+        rsegs = Signal(8)  # segments of a dot product: kh, or kh * kw when dilation_w > 1
         bad_kernel = Signal()
         gp, acc_ext, acc_total = Signal(A + 6), Signal(A + 10), Signal(A + 10)  # ACC: groups * pixels vectors
         uses_acc = Signal()
@@ -203,7 +204,7 @@ class GemmUnit(wiring.Component):
         rem = Signal(20)
         act_pixrow, act_pix, act_row, act_seg, act_cur = (Signal(A, name=n) for n in
                                                           ("act_pixrow", "act_pix", "act_row", "act_seg", "act_cur"))
-        wgt_group, wgt_seg, wgt_cur = Signal(A), Signal(A), Signal(A)
+        wgt_group, wgt_cur = Signal(A), Signal(A)
         pix_first, grp_first, gen_active = Signal(), Signal(), Signal()
         loaded = Signal(2)  # a bank holds the parameters of the group the walk is about to start
         ended = Signal(17)  # groups whose last beat the tile has taken
@@ -244,12 +245,11 @@ class GemmUnit(wiring.Component):
                 m.d.sync += [
                     bad_kernel.eq((f.kh == 0) | (f.kw == 0) | (f.stride_h == 0) | (f.stride_w == 0)
                                   | (f.dilation_h == 0) | (f.dilation_w == 0)),
-                    kk.eq(f.kh * f.kw),
                     ekh.eq(f.kh * f.dilation_h - f.dilation_h + 1), ekw.eq(f.kw * f.dilation_w - f.dilation_w + 1),
                     irc.eq(f.in_rows * f.in_cols), pix.eq(f.out_rows * f.out_cols),
                     cin_row.eq(f.in_cols * f.channels),
                     seg_len.eq(Mux(f.dilation_w == 1, f.kw * f.channels, f.channels)),
-                    segs.eq(Mux(f.dilation_w == 1, 1, f.kw)),
+                    segs.eq(Mux(f.dilation_w == 1, 1, f.kw)), rsegs.eq(Mux(f.dilation_w == 1, f.kh, f.kh * f.kw)),
                     tap_step.eq(f.dilation_w * f.channels), pix_step.eq(f.stride_w * f.channels),
                     groups.eq((f.out_channels + (lanes - 1)) >> lg_lanes),
                     param_ext.eq(f.param_addr + f.out_channels * PARAM_RECORD_BYTES),
@@ -258,12 +258,12 @@ class GemmUnit(wiring.Component):
                 m.next = "SETUP2"
             with m.State("SETUP2"):
                 m.d.sync += [
-                    k_len.eq(kk * f.channels),
+                    # K' (WGT's layout, hw/ISA.md): each segment padded to whole beats
+                    k_len.eq(rsegs * (((seg_len + (width - 1)) >> lg_width) << lg_width)),
                     act_ext.eq(f.act_addr + irc * f.channels),
                     row_step.eq(f.dilation_h * cin_row), prow_step.eq(f.stride_h * cin_row),
                     out_ext.eq(f.out_addr + pix * f.out_channels),
                     need_r.eq(band_r - f.stride_h + ekh), need_c.eq(band_c - f.stride_w + ekw),
-                    seg_wstep.eq(seg_len << lg_lanes),
                     gp.eq(groups * pix), uses_acc.eq(f.acc_in | f.acc_out),
                 ]
                 m.next = "SETUP3"
@@ -282,7 +282,7 @@ class GemmUnit(wiring.Component):
                     m.d.comb += code.eq(EngineError.BAD_FIELD)
                 with m.Elif(act_ext > cfg.act_bytes):
                     m.d.comb += code.eq(EngineError.BUFFER_RANGE)
-                with m.Elif(f.wgt_addr[:lg_lanes] != 0 if lg_lanes else 0):
+                with m.Elif(f.wgt_addr[:lg_lanes + lg_width] != 0 if lg_lanes + lg_width else 0):
                     m.d.comb += code.eq(EngineError.BAD_FIELD)
                 with m.Elif(wgt_ext > cfg.wgt_bytes):
                     m.d.comb += code.eq(EngineError.BUFFER_RANGE)
@@ -306,7 +306,7 @@ class GemmUnit(wiring.Component):
                         g.eq(0), r.eq(0), c.eq(0), i.eq(0), t.eq(0), rem.eq(seg_len),
                         act_pixrow.eq(f.act_addr), act_pix.eq(f.act_addr), act_row.eq(f.act_addr),
                         act_seg.eq(f.act_addr), act_cur.eq(f.act_addr),
-                        wgt_group.eq(f.wgt_addr), wgt_seg.eq(f.wgt_addr), wgt_cur.eq(f.wgt_addr),
+                        wgt_group.eq(f.wgt_addr), wgt_cur.eq(f.wgt_addr),
                         pix_first.eq(1), grp_first.eq(1), gen_active.eq(1), loaded.eq(0), ended.eq(0),
                         lg.eq(0), ll.eq(0), p_addr.eq(f.param_addr),
                         o_lane.eq(0), o_pix.eq(0), o_g.eq(0), o_base.eq(f.out_addr), o_gbase.eq(f.out_addr),
@@ -345,32 +345,31 @@ class GemmUnit(wiring.Component):
                          b_count.eq(Mux(rem < width, rem, width)), pix_first.eq(0), grp_first.eq(0)]
             with m.If(grp_first):
                 m.d.sync += loaded.bit_select(g[0], 1).eq(0)
-            wseg_next = wgt_seg + seg_wstep
+            # A dot product's beats are consecutive in WGT (segments padded to whole beats).
+            with m.If(~pix_end):
+                m.d.sync += wgt_cur.eq(wgt_cur + width * lanes)
             with m.If(~seg_end):
-                m.d.sync += [rem.eq(rem - width), act_cur.eq(act_cur + width), wgt_cur.eq(wgt_cur + width * lanes)]
+                m.d.sync += [rem.eq(rem - width), act_cur.eq(act_cur + width)]
             with m.Elif(~row_end):  # next tap of the kernel row (dilation_w > 1)
                 a = act_seg + tap_step
-                m.d.sync += [t.eq(t + 1), rem.eq(seg_len), act_seg.eq(a), act_cur.eq(a),
-                             wgt_seg.eq(wseg_next), wgt_cur.eq(wseg_next)]
+                m.d.sync += [t.eq(t + 1), rem.eq(seg_len), act_seg.eq(a), act_cur.eq(a)]
             with m.Elif(~pix_end):  # next kernel row
                 a = act_row + row_step
-                m.d.sync += [i.eq(i + 1), t.eq(0), rem.eq(seg_len), act_row.eq(a), act_seg.eq(a), act_cur.eq(a),
-                             wgt_seg.eq(wseg_next), wgt_cur.eq(wseg_next)]
+                m.d.sync += [i.eq(i + 1), t.eq(0), rem.eq(seg_len), act_row.eq(a), act_seg.eq(a), act_cur.eq(a)]
             with m.Else():  # next pixel
                 m.d.sync += [i.eq(0), t.eq(0), rem.eq(seg_len), pix_first.eq(1)]
                 nxt = Signal(A)
                 with m.If(c != f.out_cols - 1):
                     m.d.comb += nxt.eq(act_pix + pix_step)
-                    m.d.sync += [c.eq(c + 1), wgt_seg.eq(wgt_group), wgt_cur.eq(wgt_group)]
+                    m.d.sync += [c.eq(c + 1), wgt_cur.eq(wgt_group)]
                 with m.Elif(r != f.out_rows - 1):
                     m.d.comb += nxt.eq(act_pixrow + prow_step)
-                    m.d.sync += [c.eq(0), r.eq(r + 1), act_pixrow.eq(nxt), wgt_seg.eq(wgt_group),
-                                 wgt_cur.eq(wgt_group)]
+                    m.d.sync += [c.eq(0), r.eq(r + 1), act_pixrow.eq(nxt), wgt_cur.eq(wgt_group)]
                 with m.Else():  # next lane group
                     wg = wgt_group + group_wstep
                     m.d.comb += nxt.eq(f.act_addr)
                     m.d.sync += [c.eq(0), r.eq(0), g.eq(g + 1), act_pixrow.eq(f.act_addr), wgt_group.eq(wg),
-                                 wgt_seg.eq(wg), wgt_cur.eq(wg), grp_first.eq(1)]
+                                 wgt_cur.eq(wg), grp_first.eq(1)]
                     with m.If(g == groups - 1):
                         m.d.sync += gen_active.eq(0)
                 m.d.sync += [act_pix.eq(nxt), act_row.eq(nxt), act_seg.eq(nxt), act_cur.eq(nxt)]

@@ -656,7 +656,7 @@ def vec_cycles(cfg, f: dict, add_lanes: int | None = None) -> int | None:
     func = VecFunc(f["func"])
     style = mul_style_for(cfg)
     add_latency = ResidualAdd.latency_for("dsp" if style == "dsp" else "lut")
-    ext = extents(Opcode.VEC, f, cfg.lanes)
+    ext = extents(Opcode.VEC, f, cfg.lanes, cfg.width)
     r = 5 + (ext["param"].size // 4 if "param" in ext else 0)  # the record's words
     c = f["channels"]
     n = ext["src"].size

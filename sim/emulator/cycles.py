@@ -83,6 +83,7 @@ class CycleTrace:
     module: np.ndarray
     total_cycles: int = 0  # the run, first cycle to done
     lanes: int = 1  # the engine's: a GEMM reads whole lane groups of WGT (``extents``)
+    width: int = 1  # the engine's MAC width: WGT pads a kernel row to whole beats (``extents``)
 
     @property
     def total(self) -> int:
@@ -108,7 +109,7 @@ def simulate(program: list[Instruction], cfg: EngineConfig, check: bool = True,
     mods = np.array([int(i.module) for i in program], dtype=np.int64)
     never = start < 0  # after FINISH: never fetched
     start[never] = end[never] = tl.total
-    trace = CycleTrace(start, end, end - start, nbytes, mods, tl.total, cfg.lanes)
+    trace = CycleTrace(start, end, end - start, nbytes, mods, tl.total, cfg.lanes, cfg.width)
     if check:
         check_hazards(program, trace)
     return trace
@@ -130,7 +131,7 @@ def check_hazards(program: list[Instruction], trace: CycleTrace) -> int:
     checked = 0
     for j, ins in enumerate(program):
         start = int(trace.start[j])
-        for res, lo, hi, writes in extents(ins.opcode, ins.fields, trace.lanes).values():
+        for res, lo, hi, writes in extents(ins.opcode, ins.fields, trace.lanes, trace.width).values():
             if hi <= lo:
                 continue
             h = [e for e in hist.get(res, ()) if e[2] > horizon[j]]

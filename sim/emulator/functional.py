@@ -19,7 +19,7 @@ from numpy.lib.stride_tricks import as_strided
 from onda.hw.config import EngineConfig
 from onda.hw.extents import Extent, extents, row_span, vec_out_size
 from onda.hw.isa import (GEMM_PARAM_WORDS, QUEUES, TOKEN_QUEUES, Buffer, Epilogue, Instruction, Opcode, VecFunc,
-                         unpack_weights)
+                         unpack_weights, weight_segment)
 from onda.sim.golden import fixedpoint as fp
 from onda.sim.golden import kernels as K
 from onda.sim.golden.exact_gemm import Weights, operand_dtype
@@ -144,7 +144,7 @@ class Machine:
                 pads = ((0, 0),) + pads
             data = np.pad(data, pads, constant_values=f["pad_value"])
         buf = self._buf(f["buffer"])
-        sram = extents(Opcode.LOAD, f, self.cfg.lanes)["sram"]
+        sram = extents(Opcode.LOAD, f, self.cfg.lanes, self.cfg.width)["sram"]
         if f["buffer"] in (Buffer.PARAM, Buffer.WGT):
             if data.ndim == 3:
                 raise EmulatorError(f"LOAD into {sram.resource} must read the weight image")
@@ -160,7 +160,7 @@ class Machine:
         if f["buffer"] not in (Buffer.OUT, Buffer.ACT):
             raise EmulatorError("STORE reads the OUT or ACT buffer")
         buf = self._buf(f["buffer"])
-        s = self._extent(buf, extents(Opcode.STORE, f, self.cfg.lanes)["sram"], "STORE")
+        s = self._extent(buf, extents(Opcode.STORE, f, self.cfg.lanes, self.cfg.width)["sram"], "STORE")
         data = buf[:, s]
         if data.dtype != np.int8:
             data = data.astype(np.int8)
@@ -170,13 +170,15 @@ class Machine:
         f = ins.fields
         n, lanes = self.n, self.cfg.lanes
         check_gemm(f)
-        e = extents(Opcode.GEMM, f, lanes)
+        e = extents(Opcode.GEMM, f, lanes, self.cfg.width)
         ct, k = f["out_channels"], f["kh"] * f["kw"] * f["channels"]
+        seg = weight_segment(f["kw"], f["channels"], f["dilation_w"])
         a = self.act[:, self._extent(self.act, e["act"], "GEMM act")].reshape(n, f["in_rows"], f["in_cols"],
                                                                                f["channels"])
-        if f["wgt_addr"] % lanes:
-            raise EmulatorError(f"GEMM: wgt_addr {f['wgt_addr']} is not a multiple of lanes ({lanes})")
-        w = unpack_weights(self.wgt[self._extent(self.wgt, e["wgt"], "GEMM wgt")], ct, k, lanes)
+        if f["wgt_addr"] % (lanes * self.cfg.width):
+            raise EmulatorError(f"GEMM: wgt_addr {f['wgt_addr']} is not a multiple of lanes * width "
+                                f"({lanes * self.cfg.width})")
+        w = unpack_weights(self.wgt[self._extent(self.wgt, e["wgt"], "GEMM wgt")], ct, k, lanes, self.cfg.width, seg)
         prm = self.record(e["param"]).reshape(ct, GEMM_PARAM_WORDS)
         so = self._extent(self.out, e["out"], "GEMM out") if "out" in e else None
         acc = None
@@ -199,7 +201,7 @@ class Machine:
     def vec(self, ins: Instruction) -> None:
         f = ins.fields
         VecFunc(f["func"])  # an unknown function is refused first
-        e = extents(Opcode.VEC, f, self.cfg.lanes)
+        e = extents(Opcode.VEC, f, self.cfg.lanes, self.cfg.width)
         x = self.act[:, self._extent(self.act, e["src"], "VEC src")]
         x2 = self.act[:, self._extent(self.act, e["src2"], "VEC src2")] if "src2" in e else None
         words = self.record(e["param"]) if "param" in e else None

@@ -30,7 +30,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from onda.hw.config import EngineConfig
 from onda.hw.extents import extents
-from onda.hw.isa import GEMM_PARAM_WORDS, QUEUES, Buffer, Instruction, Opcode, VecFunc, unpack_weights
+from onda.hw.isa import GEMM_PARAM_WORDS, QUEUES, Buffer, Instruction, Opcode, VecFunc, unpack_weights, weight_segment
 from onda.sim.golden.exact_gemm import Weights
 
 from .functional import (EmulatorError, Machine, check_gemm, check_space_to_depth, check_store_range, gemm_epilogue,
@@ -386,7 +386,7 @@ class _Builder:
         buf = f["buffer"]
         if buf == Buffer.OUT:
             raise EmulatorError("LOAD into OUT: a LOAD writes ACT, WGT or PARAM")
-        sram = extents(Opcode.LOAD, f, self.cfg.lanes)["sram"]
+        sram = extents(Opcode.LOAD, f, self.cfg.lanes, self.cfg.width)["sram"]
         if addr >= self.m.wbase:
             off = addr - self.m.wbase
             self.m._check_range("LOAD from weight image", off, y, x, stride, self.wmem.size)
@@ -425,7 +425,7 @@ class _Builder:
         if f["buffer"] not in (Buffer.OUT, Buffer.ACT):
             raise EmulatorError("STORE reads the OUT or ACT buffer")
         buf = self.out if f["buffer"] == Buffer.OUT else self.act
-        s = self.m._extent(buf, extents(Opcode.STORE, f, self.cfg.lanes)["sram"], "STORE")
+        s = self.m._extent(buf, extents(Opcode.STORE, f, self.cfg.lanes, self.cfg.width)["sram"], "STORE")
         check_store_range(addr, y, x, stride, self.act_size)
         if not y:
             return
@@ -460,13 +460,15 @@ class _Builder:
         if f["acc_in"] or f["acc_out"]:
             raise PlanUnsupported("a GEMM split over K (partial sums in ACC)")
         lanes = self.cfg.lanes
-        e = extents(Opcode.GEMM, f, lanes)
+        e = extents(Opcode.GEMM, f, lanes, self.cfg.width)
         ct, k = f["out_channels"], f["kh"] * f["kw"] * f["channels"]
+        seg = weight_segment(f["kw"], f["channels"], f["dilation_w"])
         sa = self.m._extent(self.act, e["act"], "GEMM act")
-        if f["wgt_addr"] % lanes:
-            raise EmulatorError(f"GEMM: wgt_addr {f['wgt_addr']} is not a multiple of lanes ({lanes})")
+        if f["wgt_addr"] % (lanes * self.cfg.width):
+            raise EmulatorError(f"GEMM: wgt_addr {f['wgt_addr']} is not a multiple of lanes * width "
+                                f"({lanes * self.cfg.width})")
         sw = self.m._extent(self.wgt, e["wgt"], "GEMM wgt")
-        wprov = np.ascontiguousarray(unpack_weights(self.wgt[sw], ct, k, lanes)).reshape(-1)  # [ct, k] provenance
+        wprov = np.ascontiguousarray(unpack_weights(self.wgt[sw], ct, k, lanes, self.cfg.width, seg)).reshape(-1)  # [ct, k] provenance
         sp = self.m._extent(self.m.param, e["param"], "PARAM")
         pprov = self.param[sp]
         so = self.m._extent(self.out, e["out"], "GEMM out")
@@ -498,7 +500,7 @@ class _Builder:
 
     def vec(self, f: dict) -> None:
         func = VecFunc(f["func"])
-        e = extents(Opcode.VEC, f, self.cfg.lanes)
+        e = extents(Opcode.VEC, f, self.cfg.lanes, self.cfg.width)
         s1 = self.m._extent(self.act, e["src"], "VEC src")
         self._check_fresh(s1)
         src = self.act[s1].copy()

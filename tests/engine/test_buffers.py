@@ -128,20 +128,41 @@ def test_aligned_reads_grouped_banks():
     assert buf.word_bytes == 4 and len(buf.word_data) == 4
     stats = run_random(buf, 400, seed=7)
     assert stats["reads"] > 300 and stats["writes"] > 300
-    # A write wider than that could: one bank per RAM.
-    assert ByteBuffer(250, 16, read_ports={"r": 4}, write_ports={"w": 14}, align=4).word_bytes == 1
 
 
-@pytest.mark.parametrize("size, banks, align, widths", [
-    (250, 16, 4, (1, 2, 3, 4)),   # writes up to a word wide: one lane rotation serves every word
-    (203, 32, 8, (2, 5, 8)),      # the WGT load's shape, rows of two depths in a word
-    (64, 8, 8, (1,)),             # a single word: the access never leaves it
+@pytest.mark.parametrize("align, word, writes, words", [
+    (4, None, (14,), 1),      # a 14-byte write could wrap into a word of 4: a RAM per bank
+    (4, 2, (14,), 2),         # ... not into one of 2
+    (16, 4, (4,), 4),         # WGT: reads of all the banks, RAMs a lane group wide
+    (16, 8, (3, 5), 8),
 ])
-def test_writes_no_wider_than_a_word(size, banks, align, widths):
+def test_word_width(align, word, writes, words):
+    """The RAM word: the banks a read takes together, or the caller's narrower word; the bytes
+    are those of a bytearray either way."""
+    buf = ByteBuffer(250, 16, read_ports={"r": 16}, write_ports={f"w{n}": n for n in writes}, align=align, word=word)
+    assert buf.word_bytes == words and len(buf.word_data) == 16 // words
+    stats = run_random(buf, 300, seed=words)
+    assert stats["reads"] > 100 and stats["writes"] > 100
+
+
+@pytest.mark.parametrize("align, word, writes", [(4, 8, (2,)), (4, 3, (2,)), (16, 4, (14,))])
+def test_word_width_refused(align, word, writes):
+    """A word wider than a read's alignment, not a power of two, or one a write wraps into."""
+    with pytest.raises(ValueError, match="word must be a power of two dividing align"):
+        ByteBuffer(250, 16, read_ports={"r": 16}, write_ports={f"w{n}": n for n in writes}, align=align, word=word)
+
+
+@pytest.mark.parametrize("size, banks, align, widths, word", [
+    (250, 16, 4, (1, 2, 3, 4), 4),    # writes up to a word wide: one lane rotation serves every word
+    (203, 32, 8, (2, 5, 8), 8),       # rows of two depths in a word
+    (100, 16, 16, (1, 3, 4), 4),      # the WGT load's shape: reads of every bank, lane-group words
+])
+def test_writes_no_wider_than_a_word(size, banks, align, widths, word):
     # Every write at most one RAM word wide, at any alignment, wrapping from the last word to the
     # next row of the first.
-    buf = ByteBuffer(size, banks, read_ports={"r": banks}, write_ports={f"w{n}": n for n in widths}, align=align)
-    assert buf.word_bytes == align
+    buf = ByteBuffer(size, banks, read_ports={"r": banks}, write_ports={f"w{n}": n for n in widths}, align=align,
+                     word=word)
+    assert buf.word_bytes == word
     stats = run_random(buf, 300, seed=size + banks)
     assert stats["reads"] > 120 and stats["writes"] > 120
 
@@ -187,7 +208,7 @@ def test_engine_buffers_as_configured(board):
     act, wgt, param, out = act_buffer(cfg), wgt_buffer(cfg), param_buffer(cfg), out_buffer(cfg)
     assert act.banks >= max(cfg.width, cfg.vector_lanes, P) and act.write_ports == {"load": act.banks}
     assert act.read_ports == {"gemm": cfg.width, "vec_a": cfg.vector_lanes, "vec_b": cfg.vector_lanes, "store": P}
-    assert wgt.banks == cfg.lanes * cfg.width and wgt.align == cfg.lanes and wgt.word_bytes == cfg.lanes
+    assert wgt.banks == wgt.align == cfg.lanes * cfg.width and wgt.word_bytes == cfg.lanes
     assert wgt.read_ports == {"gemm": cfg.lanes * cfg.width} and wgt.write_ports == {"load": P}
     assert param.banks == 16 and param.read_ports == {"gemm": 12, "vec": 4} and param.read_groups == [["gemm", "vec"]]
     assert out.read_ports == {"store": P} and out.write_ports == {"gemm": 1, "vec": cfg.vector_lanes}

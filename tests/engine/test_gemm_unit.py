@@ -95,7 +95,8 @@ def fill_case(bench: Bench, fields: dict, rng: np.random.Generator) -> list[tupl
             pokes.append((name, lo, data))
 
     put("act", f["act_addr"], rng.integers(0, 256, f["in_rows"] * f["in_cols"] * c + cfg.width).astype(np.uint8).tobytes())
-    put("wgt", f["wgt_addr"], rng.integers(0, 256, isa.weight_bytes(ct, k, cfg.lanes) + cfg.lanes * cfg.width)
+    put("wgt", f["wgt_addr"], rng.integers(0, 256, isa.weight_bytes(ct, isa.gemm_stored_k(f, cfg.width), cfg.lanes)
+                                           + cfg.lanes * cfg.width)
         .astype(np.uint8).tobytes())
     groups = isa.weight_groups(ct, cfg.lanes)
     n = groups * cfg.lanes  # records of the padding lanes too (their outputs are dropped)
@@ -191,12 +192,12 @@ def random_fields(cfg, rng: np.random.Generator, small: bool = True) -> dict:
     ekh, ekw = (kh - 1) * dh + 1, (kw - 1) * dw + 1
     ir = (orow - 1) * sh + ekh + int(rng.integers(0, 2))
     ic = (ocol - 1) * sw + ekw + int(rng.integers(0, 2))
-    k = kh * kw * c
-    act_ext, wgt_ext = ir * ic * c, isa.weight_bytes(ct, k, lanes)
+    act_ext = ir * ic * c
+    wgt_ext = isa.weight_bytes(ct, isa.gemm_stored_k(dict(kh=kh, kw=kw, channels=c, dilation_w=dw), width), lanes)
     out_ext, par_ext = orow * ocol * ct, ct * 12
     return gemm(
         act_addr=int(rng.integers(0, cfg.act_bytes - act_ext + 1)) if rng.random() < 0.8 else cfg.act_bytes - act_ext,
-        wgt_addr=int(rng.integers(0, (cfg.wgt_bytes - wgt_ext) // lanes + 1)) * lanes,
+        wgt_addr=int(rng.integers(0, (cfg.wgt_bytes - wgt_ext) // cfg.macs + 1)) * cfg.macs,
         param_addr=int(rng.integers(0, cfg.param_bytes - par_ext + 1)),
         out_addr=int(rng.integers(MARGIN, cfg.out_bytes - out_ext - MARGIN + 1)),
         in_rows=ir, in_cols=ic, channels=c, out_rows=orow, out_cols=ocol, out_channels=ct,
@@ -221,7 +222,7 @@ def passes(cfg, rng: np.random.Generator, n: int) -> list[dict]:
             if f["out_rows"] * f["out_cols"] >= orow * ocol:  # enough band for the tile
                 f = {**f, "out_rows": orow, "out_cols": ocol, "out_channels": ct,
                      "wgt_addr": min(f["wgt_addr"], (cfg.wgt_bytes - isa.weight_bytes(
-                         ct, f["kh"] * f["kw"] * f["channels"], cfg.lanes)) // cfg.lanes * cfg.lanes),
+                         ct, isa.gemm_stored_k(f, cfg.width), cfg.lanes)) // cfg.macs * cfg.macs),
                      "param_addr": min(f["param_addr"], cfg.param_bytes - ct * 12)}
                 if f["wgt_addr"] < 0 or (f["out_rows"] - 1) * f["stride_h"] + (f["kh"] - 1) * f["dilation_h"] + 1 \
                         > f["in_rows"] or (f["out_cols"] - 1) * f["stride_w"] + (f["kw"] - 1) * f["dilation_w"] + 1 \
@@ -257,7 +258,7 @@ TABLE = [
     gemm(),  # one 1x1 pixel, one channel
     gemm(channels=3, out_channels=5, in_rows=3, in_cols=3, kh=3, kw=3, act_addr=7, out_addr=40, param_addr=5),
     gemm(channels=2, out_channels=4, in_rows=5, in_cols=5, out_rows=2, out_cols=2, kh=2, kw=2, stride_h=2, stride_w=3,
-         wgt_addr=16, epilogue=Epilogue.DOUBLE, out_zp=-3, act_min=-3),  # ReLU-like clamp
+         wgt_addr=256, epilogue=Epilogue.DOUBLE, out_zp=-3, act_min=-3),  # ReLU-like clamp
     gemm(channels=5, out_channels=3, in_rows=5, in_cols=8, out_rows=1, out_cols=2, kh=3, kw=3, dilation_h=2,
          dilation_w=3, out_addr=100),  # dilated: one segment per tap
     gemm(channels=17, out_channels=9, out_addr=33, epilogue=Epilogue.DOUBLE),  # fully connected, K not a multiple
@@ -311,7 +312,8 @@ ERRORS = [  # (changes to BASE, error): Machine.gemm refuses each; the first fai
     (dict(dilation_w=2), EngineError.BAD_FIELD),  # ... through a dilated kernel
     (dict(act_addr=6144 - 47), EngineError.BUFFER_RANGE),
     (dict(wgt_addr=2), EngineError.BAD_FIELD),  # not a multiple of lanes
-    (dict(wgt_addr=6144 - 4 * 27 * 2 + 4), EngineError.BUFFER_RANGE),
+    (dict(wgt_addr=4), EngineError.BAD_FIELD),  # a multiple of lanes (4), not of lanes * width (8)
+    (dict(wgt_addr=5120 - 2 * 4 * 30 + 8), EngineError.BUFFER_RANGE),  # 2 groups x K' 30 (3 rows of 9 -> 10) x 4
     (dict(param_addr=1024 - 59), EngineError.BUFFER_RANGE),
     (dict(epilogue=2), EngineError.BAD_FIELD),
     (dict(epilogue=3, act_addr=6144), EngineError.BUFFER_RANGE),  # the act check comes first
@@ -342,7 +344,7 @@ def test_sequence_and_edges():
     cases = [Case(gemm(channels=3, out_channels=6, in_rows=3, in_cols=4, out_rows=1, out_cols=2, kh=3, kw=3,
                        act_addr=cfg.act_bytes - 36, out_addr=cfg.out_bytes - 12 - MARGIN), 1),
              Case(gemm(out_rows=0, out_addr=500), 2),
-             Case(gemm(channels=9, out_channels=7, epilogue=Epilogue.DOUBLE, wgt_addr=cfg.wgt_bytes - 2 * 9 * 4,
+             Case(gemm(channels=9, out_channels=7, epilogue=Epilogue.DOUBLE, wgt_addr=cfg.wgt_bytes - 2 * 10 * 4,
                        param_addr=cfg.param_bytes - 84), 3)]
     cfg, results = run_cases("icebreaker", cases)
     check_results(cfg, cases, results)
@@ -371,7 +373,7 @@ def test_configurations_the_rtl_cannot_build_are_refused():
     cfg = load_config("ulx3s-85f")
     with pytest.raises(ConfigError, match="lanes must be a power of two"):
         dataclasses.replace(cfg, lanes=12).validate()
-    with pytest.raises(ConfigError, match=r"weight slot \(98306 B\) must be a multiple of lanes \(16\)"):
+    with pytest.raises(ConfigError, match=r"weight slot \(98306 B\) must be a multiple of lanes x width \(128\)"):
         dataclasses.replace(cfg, wgt_bytes=cfg.wgt_bytes + 4).validate()
     with pytest.raises(ValueError, match="GemmUnit: lanes must be a power of two"):
         GemmUnit(dataclasses.replace(cfg, lanes=12))
