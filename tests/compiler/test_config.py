@@ -67,7 +67,7 @@ def _variant(tmp_path: Path, **changes) -> Path:
     ({"buffers.param": 200}, r"parameter slot"),
     ({"memory.bytes_per_cycle": 8.0}, r"exceeds what a 16-bit port"),
     ({"acc_bits": 24}, r"acc_bits must be 32"),
-    ({"pipeline.add_lanes": 3}, r"pipeline.add_lanes \(3\) must divide vector_lanes \(16\)"),
+    ({"pipeline.add_lanes": 3}, r"pipeline.add_lanes \(3\) must divide vector_lanes \(4\)"),
     ({"pipeline.lut_mac_lanes": 17}, r"pipeline.lut_mac_lanes \(17\) must be in 0..lanes \(16\)"),
 ])
 def test_impossible_configs_are_refused(tmp_path, changes, message):
