@@ -106,6 +106,20 @@ def amaranth_speed(path: Path) -> dict:
     return {"cycles": AMARANTH_CYCLES[1] - AMARANTH_CYCLES[0], "seconds": timed[1] - timed[0]}
 
 
+def _stale(path: Path, tflite: Path, engine: str) -> bool:
+    """A cached program is reused only if it is newer than its model and was built for this engine
+    configuration as it is now (and in this container version)."""
+    from onda.hw import container as ctr
+    from onda.hw.config import load_config
+
+    if not path.exists() or path.stat().st_mtime < tflite.stat().st_mtime:
+        return True
+    try:
+        return ctr.read(path).fingerprint != load_config(engine).fingerprint
+    except ctr.ContainerError:
+        return True
+
+
 def resnet50(model: Path | None, engine: str) -> dict:
     from ..compiler import compile_tflite
     from ..runtime import get_backend
@@ -113,7 +127,7 @@ def resnet50(model: Path | None, engine: str) -> dict:
 
     tflite = model or resnet50_model()
     path = CACHE / f"{tflite.stem}-{engine}.onda"
-    if not path.exists() or path.stat().st_mtime < tflite.stat().st_mtime:
+    if _stale(path, tflite, engine):
         compile_tflite(tflite, engine).write(path)
     rtl = get_backend("rtl", simulator="verilator").load(path)
     rtl.prepare()  # not timed: the model is built once per engine (cached), the weights written once per load
