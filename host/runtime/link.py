@@ -16,8 +16,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from onda.hw.boards.link_protocol import (CRC, HEADER, IDENTIFY_FORMAT, MAX_PAYLOAD, RESPONSE, STATUS_FORMAT, WINDOW,
-                                          Command, Status, bytes_missing, encode_frame, take_frame)
+from onda.hw.boards.link_protocol import (CRC, HEADER, IDENTIFY_FORMAT, MAX_PAYLOAD, RESPONSE, STATUS_FORMAT, SYNC,
+                                          WINDOW, Command, Status, bytes_missing, encode_frame, take_frame)
 from onda.hw.engine.registers import STATUS_BITS, address_of
 
 __all__ = ["BoardStatus", "Identity", "Link", "LinkError"]
@@ -185,6 +185,7 @@ class Link:
                     if tries > self.retries:
                         raise LinkError(f"board at {self.url}: no answer to {Command(flight[0].cmd).name} "
                                         f"after {time.monotonic() - started:.1f} s ({self.retries} retries)")
+                    self._abandon_partial()
                     # The oldest alone: on a slow line the rest may still be on their way, and
                     # sending them all again would only queue more behind them.
                     self._send(flight[0])
@@ -209,6 +210,15 @@ class Link:
                 raise LinkError(f"board at {self.url}: {Command(head.cmd).name} refused: {code}")
             out.append(body[1:])
         return out
+
+    def _abandon_partial(self) -> None:
+        """A frame begun but still unfinished after a whole timeout is dead: its length field was
+        hit (a corrupted small answer can claim up to ``MAX_PAYLOAD`` bytes, which the device's
+        short answers to the retransmissions would take dozens of retries to fill) or its tail was
+        lost. Skip its SYNC so the bytes after it are hunted again (LINK.md)."""
+        if self.rx[:1] == bytes([SYNC]):
+            del self.rx[:1]
+            self.stats["bad_frames"] += 1
 
     def _receive(self) -> tuple[int, int, bytes] | None:
         """The next whole, valid frame from the port, or None if none arrived in a short wait."""

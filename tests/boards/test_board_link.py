@@ -170,3 +170,40 @@ def test_device_sequence_rules():
     assert dev.feed(bytes(broken)) == b"" and dev.dropped >= 2  # CRC: silently dropped
     noise = b"\x5a\xff\xff\xff\xff" + encode_frame(203, Command.STATUS)  # a false SYNC, then a frame
     assert decode_frame(dev.feed(noise)).seq == 203
+
+
+@pytest.mark.parametrize("flip", [0x01, 0x02])  # the length field's high byte: 257 or 513 bytes claimed
+def test_answer_with_a_hit_length_field_costs_one_retry(flip):
+    """A corrupted short answer can claim far more bytes than the device's answers to the
+    retransmissions would bring in dozens of retries: the host gives up on the half frame after a
+    timeout and hunts again, so the next retransmission's answer gets through."""
+    import socket
+    import threading
+
+    from onda.hw.boards.link_protocol import take_frame
+
+    dev = LinkDevice(_Engine(), "test", bytes(32), 1, 4096)
+    srv = socket.create_server(("127.0.0.1", 0))
+    hit = []
+
+    def serve():
+        conn, _ = srv.accept()
+        buf = bytearray()
+        with conn:
+            while data := conn.recv(4096):
+                buf += data
+                while (frame := take_frame(buf)[0]) is not None:
+                    out = bytearray(dev.feed(encode_frame(frame.seq, frame.cmd, frame.payload)))
+                    if frame.cmd == Command.WRITE_REG and not hit:
+                        out[4] ^= flip  # len's high byte
+                        hit.append(bytes(out))
+                    conn.sendall(out)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        with Link(f"socket://127.0.0.1:{srv.getsockname()[1]}", timeout=0.2, retries=2) as link:
+            link.write_register("PROG_ADDR", 64)
+            assert hit and link.stats["timeouts"] == 1 and link.stats["resent"] == 1
+            assert link.read_register("PROG_ADDR") == 64  # the link goes on in step
+    finally:
+        srv.close()
