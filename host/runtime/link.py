@@ -16,8 +16,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from onda.hw.boards.link_protocol import (CRC, HEADER, IDENTIFY_FORMAT, MAX_PAYLOAD, RESPONSE, STATUS_FORMAT, SYNC,
-                                          WINDOW, Command, Status, bytes_missing, encode_frame, take_frame)
+from onda.hw.boards.link_protocol import (CRC, HEADER, IDENTIFY_FORMAT, MAX_PAYLOAD, RESPONSE, STATUS_FORMAT, WINDOW,
+                                          Command, Status, abandon_frame, bytes_missing, encode_frame, take_frame)
 from onda.hw.engine.registers import STATUS_BITS, address_of
 
 __all__ = ["BoardStatus", "Identity", "Link", "LinkError"]
@@ -216,8 +216,7 @@ class Link:
         hit (a corrupted small answer can claim up to ``MAX_PAYLOAD`` bytes, which the device's
         short answers to the retransmissions would take dozens of retries to fill) or its tail was
         lost. Skip its SYNC so the bytes after it are hunted again (LINK.md)."""
-        if self.rx[:1] == bytes([SYNC]):
-            del self.rx[:1]
+        if abandon_frame(self.rx):
             self.stats["bad_frames"] += 1
 
     def _receive(self) -> tuple[int, int, bytes] | None:

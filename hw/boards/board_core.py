@@ -25,11 +25,12 @@ from onda.hw.engine.engine import Engine
 from onda.hw.engine.memory_port import MemoryArbiter, MemoryPortSignature
 
 from .link import LinkEndpoint
+from .link_protocol import GAP_BITS
 from .uart import UartRx, UartTx
 
 __all__ = ["BoardCore", "GATEWARE_VERSION"]
 
-GATEWARE_VERSION = 2  # what IDENTIFY reports: bumped when the board tops' behaviour changes (2: WGT layout)
+GATEWARE_VERSION = 3  # what IDENTIFY reports: bumped when the board tops' behaviour changes (2: WGT layout; 3: the link gives up a frame after GAP_BITS of silence)
 
 
 class BoardCore(wiring.Component):
@@ -62,7 +63,7 @@ class BoardCore(wiring.Component):
         cfg = self.cfg
         m.submodules.engine = engine = Engine(cfg)
         m.submodules.link = link = LinkEndpoint(cfg.name, bytes.fromhex(cfg.fingerprint), GATEWARE_VERSION,
-                                                cfg.mem_size_bytes, self.P)
+                                                cfg.mem_size_bytes, self.P, gap=GAP_BITS * self.divisor)
         m.submodules.uart_rx = urx = UartRx(self.divisor)
         m.submodules.uart_tx = utx = UartTx(self.divisor)
         m.submodules.arbiter = arbiter = MemoryArbiter(2, self.P)

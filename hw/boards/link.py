@@ -93,6 +93,10 @@ class LinkEndpoint(wiring.Component):
         memory request and RUN's program is checked against.
     P : int
         Bytes per memory beat.
+    gap : int
+        Clocks a begun frame may wait for its next byte before it is given up (dropped, hunted
+        again after its SYNC, as a bad CRC is): ``GAP_BITS`` bit times on a board, so a request
+        whose length field was hit does not wait for bytes the host will not send; 0: never.
 
     Members
     -------
@@ -116,12 +120,14 @@ class LinkEndpoint(wiring.Component):
         sent.
     """
 
-    def __init__(self, board: str, fingerprint: bytes, version: int, mem_size: int, P: int):
+    def __init__(self, board: str, fingerprint: bytes, version: int, mem_size: int, P: int, gap: int = 0):
         if not isinstance(mem_size, int) or not 0 < mem_size < 2 ** 32 or mem_size % P:
             raise ValueError(f"LinkEndpoint: mem_size must be 1 .. 2**32 - 1 bytes and a multiple of the "
                              f"{P}-byte beat, got {mem_size!r}")
         self.identity = identity_bytes(board, fingerprint, version, mem_size)
-        self.mem_size, self.P = mem_size, P
+        if not isinstance(gap, int) or gap < 0:
+            raise ValueError(f"LinkEndpoint: gap must be a number of clocks >= 0, got {gap!r}")
+        self.mem_size, self.P, self.gap = mem_size, P, gap
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
@@ -284,6 +290,21 @@ class LinkEndpoint(wiring.Component):
         def reject():
             return [*reread(base), self.frames_dropped.eq(self.frames_dropped + 1)]
 
+        # A begun frame's next byte has not come for ``gap`` clocks: give the frame up.
+        waiting = Signal()  # in a begun frame, no byte to take
+        wait = Signal(range(max(self.gap, 2)))
+        with m.If(waiting):
+            m.d.sync += wait.eq(wait + 1)
+        with m.Else():
+            m.d.sync += wait.eq(0)
+
+        def give_up():  # in a begun frame's parse states, while no byte is there
+            m.d.comb += waiting.eq(1)
+            if self.gap:
+                with m.If(wait == self.gap - 1):
+                    m.d.sync += reject()
+                    m.next = "HUNT"
+
         with m.FSM():
             # -- parse ------------------------------------------------------------------------------
             with m.State("HUNT"):
@@ -299,6 +320,8 @@ class LinkEndpoint(wiring.Component):
                     with m.If(dv):
                         m.d.sync += field.eq(byte)
                         m.next = nxt
+                    with m.Else():
+                        give_up()
             with m.State("LEN1"):
                 m.d.comb += [parsing.eq(1), take.eq(dv), crc_en.eq(dv)]
                 with m.If(dv):
@@ -309,6 +332,8 @@ class LinkEndpoint(wiring.Component):
                         m.d.sync += plen[8:].eq(byte)
                         m.d.comb += pidx_n.eq(0)
                         m.next = "PAYLOAD"
+                with m.Else():
+                    give_up()
             with m.State("PAYLOAD"):
                 m.d.comb += parsing.eq(1)
                 with m.If(pidx == plen):
@@ -319,11 +344,15 @@ class LinkEndpoint(wiring.Component):
                         m.d.sync += args.word_select(pidx[:3], 8).eq(byte)
                     with m.If(pidx == 3):
                         m.d.sync += dstart.eq(rp)
+                with m.Else():
+                    give_up()
             with m.State("CRC0"):
                 m.d.comb += [parsing.eq(1), take.eq(dv)]
                 with m.If(dv):
                     m.d.sync += crc_lo.eq(byte)
                     m.next = "CRC1"
+                with m.Else():
+                    give_up()
             with m.State("CRC1"):
                 m.d.comb += [parsing.eq(1), take.eq(dv)]
                 with m.If(dv):
@@ -333,6 +362,8 @@ class LinkEndpoint(wiring.Component):
                     with m.Else():
                         m.d.sync += reject()
                         m.next = "HUNT"
+                with m.Else():
+                    give_up()
 
             # -- sequence ---------------------------------------------------------------------------
             with m.State("DISPATCH"):

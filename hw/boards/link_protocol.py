@@ -15,7 +15,7 @@ import struct
 from dataclasses import dataclass
 
 __all__ = ["CRC", "Command", "Frame", "FrameError", "HEADER", "IDENTIFY_FORMAT", "MAX_PAYLOAD", "RESPONSE",
-           "STATUS_FORMAT", "SYNC", "Status", "WINDOW", "bytes_missing", "crc16", "decode_frame", "encode_frame",
+           "GAP_BITS", "STATUS_FORMAT", "SYNC", "Status", "WINDOW", "abandon_frame", "bytes_missing", "crc16", "decode_frame", "encode_frame",
            "is_idempotent", "take_frame"]
 
 SYNC = 0x5A  # first byte of every frame: where a receiver that lost its place starts looking again
@@ -24,6 +24,7 @@ CRC = struct.Struct("<H")
 MAX_PAYLOAD = 1024  # payload bytes a frame may carry (a WRITE_MEM: 4 address bytes + 1020 data bytes)
 WINDOW = 8  # frames the host may have in flight unanswered; the device remembers as many answers
 RESPONSE = 0x80  # a response's cmd is the request's with this bit set
+GAP_BITS = 2560  # bit times (256 bytes' worth) a begun frame may wait for its next byte before the device gives it up
 
 
 class Command(enum.IntEnum):
@@ -111,6 +112,16 @@ def take_frame(buf: bytearray) -> tuple[Frame | None, int]:
         frame = Frame(seq, cmd, bytes(buf[HEADER.size:HEADER.size + n]))
         del buf[:end]
         return frame, skipped
+
+
+def abandon_frame(buf: bytearray) -> bool:
+    """Give up on the begun frame at the start of ``buf`` (left there by :func:`take_frame`): skip
+    its SYNC so the bytes after it are hunted again. What a receiver does when that frame's bytes
+    stopped coming (its length field was hit, or its tail lost). True if there was one."""
+    if buf[:1] == bytes([SYNC]):
+        del buf[:1]
+        return True
+    return False
 
 
 def bytes_missing(buf: bytes) -> int:

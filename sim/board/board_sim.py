@@ -44,6 +44,9 @@ class BoardSim(SocketBoard):
     def take(self, data: bytes) -> bytes:
         return self.device.feed(data)
 
+    def quiet(self) -> bytes:  # 50 ms of silence is far more than GAP_BITS at any baud rate
+        return self.device.line_idle()
+
     def step(self) -> tuple[bytes, bool]:
         running = self._running()
         if running:

@@ -23,6 +23,7 @@ __all__ = ["GatewareBoard", "GatewareBoardSim"]
 
 SLICE = 50_000      # cycles clocked between looks at the socket while anything happens
 QUIET = 20_000      # cycles of an idle line and engine after which the board is left until bytes arrive
+                    # (more than the link's GAP_BITS x SIM_DIVISOR = 10,240, so a half frame is given up first)
 POWER_UP = 60_000   # cycles clocked before serving: the memory's initialisation (SDRAM: 200 us)
 
 

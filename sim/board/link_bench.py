@@ -95,17 +95,23 @@ class LinkRun:
 
 
 def run_reference(stream: bytes, memory: bytes, values: dict[str, int], cycles: int, *,
-                  mem_size: int | None = None) -> LinkRun:
+                  mem_size: int | None = None, pauses: tuple[int, ...] = ()) -> LinkRun:
+    """``pauses``: offsets in ``stream`` before which the line is quiet for a gap (``line_idle``)."""
     target = Target(bytearray(memory), values, cycles)
     device = LinkDevice(target, BOARD, FINGERPRINT, VERSION, len(memory) if mem_size is None else mem_size)
-    answers = device.feed(stream)
-    return LinkRun(answers, target.memory, target.writes, device.dropped)
+    answers, at = bytearray(), 0
+    for cut in sorted(pauses):
+        answers += device.feed(stream[at:cut])
+        answers += device.line_idle()
+        at = cut
+    answers += device.feed(stream[at:])
+    return LinkRun(bytes(answers), target.memory, target.writes, device.dropped)
 
 
 class _Bench(wiring.Component):
-    def __init__(self, P: int, mem_size: int, values: dict[str, int], cycles: int):
+    def __init__(self, P: int, mem_size: int, values: dict[str, int], cycles: int, gap: int = 0):
         self.values, self.cycles_value = values, cycles
-        self.link = LinkEndpoint(BOARD, FINGERPRINT, VERSION, mem_size, P)
+        self.link = LinkEndpoint(BOARD, FINGERPRINT, VERSION, mem_size, P, gap=gap)
         self.regs = CsrFile()
         super().__init__({})
 
@@ -123,12 +129,13 @@ class _Bench(wiring.Component):
 def run_gateware(stream: bytes, memory: bytes, values: dict[str, int], cycles: int, *, P: int = 2,
                  mem_size: int | None = None, latency: int = 1, stall: float = 0.0, jitter: int = 0,
                  rx_gap: float = 0.0, tx_stall: float = 0.0, tx_hold: int = 0, seed: int = 0,
-                 max_cycles: int = 200_000) -> LinkRun:
+                 max_cycles: int = 200_000, gap: int = 0, pauses: tuple[int, ...] = ()) -> LinkRun:
     """``stream`` into the endpoint's ``rx`` (a byte offered with probability ``1 - rx_gap`` a
     clock), answers taken from ``tx`` (``ready`` low for the first ``tx_hold`` clocks, then low
     with probability ``tx_stall``), the memory ``memory`` served with ``latency``, ``stall`` and
-    ``jitter``, until every byte has been taken and the endpoint is idle."""
-    dut = _Bench(P, len(memory) if mem_size is None else mem_size, values, cycles)
+    ``jitter``, until every byte has been taken and the endpoint is idle. ``gap``: the endpoint's
+    (0: never gives a frame up); before each offset in ``pauses`` the line stays quiet until the endpoint has been idle 1.5 gaps."""
+    dut = _Bench(P, len(memory) if mem_size is None else mem_size, values, cycles, gap)
     link = dut.link
     mem = bytearray(memory)
     port = link.mem
@@ -147,11 +154,16 @@ def run_gateware(stream: bytes, memory: bytes, values: dict[str, int], cycles: i
         rng = random.Random(seed ^ 0x11A)
         answers = bytearray()
         i, offered, last, cycle, rbeat, prev = 0, False, 0, 0, 0, None
+        quiet, paused = 0, set()  # clocks of an idle endpoint the line must still stay quiet
         while True:
             if cycle > max_cycles:
                 raise TimeoutError(f"link bench: {i} of {len(stream)} bytes taken, {len(answers)} answered "
                                    f"after {cycle} clocks")
-            if not offered and i < len(stream) and not (rx_gap and rng.random() < rx_gap):
+            if not offered and i in pauses and i not in paused:
+                paused.add(i)
+                quiet = gap * 3 // 2
+            if (not offered and i < len(stream) and not quiet
+                    and not (rx_gap and rng.random() < rx_gap)):
                 offered = True
             tx_ready = cycle >= tx_hold and not (tx_stall and rng.random() < tx_stall)
             cready, rvalid, rdata, wready = core.drive()
@@ -179,7 +191,9 @@ def run_gateware(stream: bytes, memory: bytes, values: dict[str, int], cycles: i
                 answers.append(tx_byte)
             if w_en:
                 run.writes.append((c_addr, c_data))
-            if i == len(stream) and idle and cycle > last + 1 and not core.busy:
+            if quiet and idle:
+                quiet -= 1
+            if i == len(stream) and idle and cycle > last + 1 and not quiet and not core.busy:
                 break
             cycle += 1
         run.answers, run.cycles = bytes(answers), cycle

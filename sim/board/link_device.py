@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 
 from onda.hw.boards.link_protocol import (IDENTIFY_FORMAT, MAX_PAYLOAD, RESPONSE, STATUS_FORMAT, WINDOW, Command,
-                                          Status, encode_frame, is_idempotent, take_frame)
+                                          Status, abandon_frame, encode_frame, is_idempotent, take_frame)
 from onda.hw.engine.registers import REGISTERS, STATUS_BITS
 
 __all__ = ["LinkDevice"]
@@ -43,6 +43,14 @@ class LinkDevice:
             if frame is None:
                 return bytes(out)
             out += self._frame(frame.seq, frame.cmd, frame.payload)
+
+    def line_idle(self) -> bytes:
+        """The line has been quiet for ``GAP_BITS`` bit times: a frame begun in the bytes received
+        is given up (dropped, hunted again after its SYNC); the answers that rescan finds."""
+        if not abandon_frame(self.buf):
+            return b""
+        self.dropped += 1
+        return self.feed(b"")
 
     # -- sequence -----------------------------------------------------------------------------------
     def _frame(self, seq: int, cmd: int, payload: bytes) -> bytes:

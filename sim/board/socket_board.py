@@ -4,7 +4,8 @@ between the host and the simulation while clocking it in slices.
 
 A subclass says what to do with bytes from the host (:meth:`SocketBoard.take`: returns bytes to
 send back at once) and how to advance the simulation (:meth:`SocketBoard.step`: bytes for the
-host and whether it is still busy; while busy the socket is polled without waiting).
+host and whether it is still busy; while busy the socket is polled without waiting), and may say
+what to do when the line has been silent a while (:meth:`SocketBoard.quiet`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class SocketBoard:
     def step(self) -> tuple[bytes, bool]:
         raise NotImplementedError
 
+    def quiet(self) -> bytes:
+        """The line has been silent a while (50 ms) and nothing runs: bytes for the host."""
+        return b""
+
     def serve(self) -> None:
         """Carry bytes until :meth:`stop`; a RuntimeError of the simulation (its memory model saw
         a violation) ends it, kept in ``error`` and printed."""
@@ -55,7 +60,10 @@ class SocketBoard:
 
         try:
             while not self._stop.is_set():
-                for key, _ in sel.select(timeout=0 if busy else 0.05):
+                events = sel.select(timeout=0 if busy else 0.05)
+                if not events and not busy:
+                    send(self.quiet())
+                for key, _ in events:
                     if key.fileobj is self.sock:
                         new, _ = self.sock.accept()
                         if conn is not None:

@@ -70,7 +70,7 @@ def compare(stream: bytes, *, seed=0, running=False, mem=None, **kw):
     reference's run (and the gateware's cycles in ``extra``)."""
     values, cycles = random_registers(seed, running)
     mem = memory(seed) if mem is None else mem
-    ref = run_reference(stream, mem, values, cycles)
+    ref = run_reference(stream, mem, values, cycles, pauses=kw.get("pauses", ()))
     hw = run_gateware(stream, mem, values, cycles, seed=seed, **kw)
     if hw.answers != ref.answers:
         got, want = frames(hw.answers), frames(ref.answers)
@@ -299,6 +299,23 @@ def test_a_frame_inside_a_length_field_reach():
     ref = compare(stream)
     assert [seq for seq, _, _ in frames(ref.answers)] == [200, 201, 202, 203, 204]
     assert ref.writes == [(2, 0), (2, 1), (2, 2)]
+
+
+@pytest.mark.parametrize("gap", [0, 64])
+def test_a_frame_whose_bytes_stop_is_given_up_after_a_gap(gap):
+    """A short request whose length field was hit claims 512 bytes; the host's retransmission and
+    the next request follow it, then the line goes quiet. With a gap the device gives the hit frame
+    up and finds both behind it; a truncated frame at the end is given up too (no answer). Without
+    one (gap 0, the line never quiet) it waits for bytes the host will not send."""
+    hello, status = encode_frame(200, C.HELLO), encode_frame(201, C.STATUS)
+    w = encode_frame(202, C.WRITE_REG, u32(2, 7))
+    body = hello + _flip(status, 4, 1) + status + w  # len 0x0200
+    stream = body + w[:6]
+    pauses = (len(body), len(stream)) if gap else ()
+    ref = compare(stream, gap=gap, pauses=pauses)
+    want = [200, 201, 202] if gap else [200]
+    assert [seq for seq, _, _ in frames(ref.answers)] == want
+    assert ref.writes == ([(2, 7)] if gap else [])
 
 
 def test_garbage_between_frames():
