@@ -185,7 +185,10 @@ class Link:
                     if tries > self.retries:
                         raise LinkError(f"board at {self.url}: no answer to {Command(flight[0].cmd).name} "
                                         f"after {time.monotonic() - started:.1f} s ({self.retries} retries)")
-                    self._abandon_partial()
+                    # A frame begun but unfinished after a whole timeout is dead (its length field
+                    # was hit, or its tail lost): hunt again past its SYNC (LINK.md).
+                    if abandon_frame(self.rx):
+                        self.stats["bad_frames"] += 1
                     # The oldest alone: on a slow line the rest may still be on their way, and
                     # sending them all again would only queue more behind them.
                     self._send(flight[0])
@@ -210,14 +213,6 @@ class Link:
                 raise LinkError(f"board at {self.url}: {Command(head.cmd).name} refused: {code}")
             out.append(body[1:])
         return out
-
-    def _abandon_partial(self) -> None:
-        """A frame begun but still unfinished after a whole timeout is dead: its length field was
-        hit (a corrupted small answer can claim up to ``MAX_PAYLOAD`` bytes, which the device's
-        short answers to the retransmissions would take dozens of retries to fill) or its tail was
-        lost. Skip its SYNC so the bytes after it are hunted again (LINK.md)."""
-        if abandon_frame(self.rx):
-            self.stats["bad_frames"] += 1
 
     def _receive(self) -> tuple[int, int, bytes] | None:
         """The next whole, valid frame from the port, or None if none arrived in a short wait."""

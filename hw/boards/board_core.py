@@ -30,7 +30,9 @@ from .uart import UartRx, UartTx
 
 __all__ = ["BoardCore", "GATEWARE_VERSION"]
 
-GATEWARE_VERSION = 3  # what IDENTIFY reports: bumped when the board tops' behaviour changes (2: WGT layout; 3: the link gives up a frame after GAP_BITS of silence)
+# What IDENTIFY reports: bumped when the board tops' behaviour changes (2: WGT layout; 3: the link
+# gives a begun frame up after GAP_BITS of silence).
+GATEWARE_VERSION = 3
 
 
 class BoardCore(wiring.Component):

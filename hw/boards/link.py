@@ -16,7 +16,8 @@ How it works, one request at a time:
    after its SYNC, exactly as ``link_protocol.take_frame`` rescans its buffer, so a valid frame
    hidden inside a corrupted one (or in its length field's reach) is still found. A whole
    frame (at most 1030 bytes after its SYNC) always fits, so the parser can always finish
-   judging the frame that the bytes in the ring belong to. ``rx.ready`` falls only when the
+   judging the frame that the bytes in the ring belong to. A begun frame whose next byte has not
+   come for ``gap`` clocks is given up the same way (LINK.md: ``GAP_BITS``). ``rx.ready`` falls only when the
    ring is full (behind ``UartRx`` the byte is then lost, an overrun, and the host resends);
    a host keeping to the window cannot fill it: bytes arrive no faster than an answer leaves,
    so while the longest answer (1031 bytes) is sent at most as many arrive.
@@ -291,16 +292,14 @@ class LinkEndpoint(wiring.Component):
             return [*reread(base), self.frames_dropped.eq(self.frames_dropped + 1)]
 
         # A begun frame's next byte has not come for ``gap`` clocks: give the frame up.
-        waiting = Signal()  # in a begun frame, no byte to take
-        wait = Signal(range(max(self.gap, 2)))
-        with m.If(waiting):
-            m.d.sync += wait.eq(wait + 1)
-        with m.Else():
-            m.d.sync += wait.eq(0)
+        if self.gap:
+            waiting = Signal()  # in a begun frame, no byte to take
+            wait = Signal(range(self.gap))
+            m.d.sync += wait.eq(Mux(waiting, wait + 1, 0))
 
         def give_up():  # in a begun frame's parse states, while no byte is there
-            m.d.comb += waiting.eq(1)
             if self.gap:
+                m.d.comb += waiting.eq(1)
                 with m.If(wait == self.gap - 1):
                     m.d.sync += reject()
                     m.next = "HUNT"

@@ -14,9 +14,9 @@ import enum
 import struct
 from dataclasses import dataclass
 
-__all__ = ["CRC", "Command", "Frame", "FrameError", "HEADER", "IDENTIFY_FORMAT", "MAX_PAYLOAD", "RESPONSE",
-           "GAP_BITS", "STATUS_FORMAT", "SYNC", "Status", "WINDOW", "abandon_frame", "bytes_missing", "crc16", "decode_frame", "encode_frame",
-           "is_idempotent", "take_frame"]
+__all__ = ["CRC", "Command", "Frame", "FrameError", "GAP_BITS", "HEADER", "IDENTIFY_FORMAT", "MAX_PAYLOAD",
+           "RESPONSE", "STATUS_FORMAT", "SYNC", "Status", "WINDOW", "abandon_frame", "bytes_missing", "crc16",
+           "decode_frame", "encode_frame", "is_idempotent", "take_frame"]
 
 SYNC = 0x5A  # first byte of every frame: where a receiver that lost its place starts looking again
 HEADER = struct.Struct("<BBBH")  # sync, seq, cmd, payload length
@@ -24,7 +24,7 @@ CRC = struct.Struct("<H")
 MAX_PAYLOAD = 1024  # payload bytes a frame may carry (a WRITE_MEM: 4 address bytes + 1020 data bytes)
 WINDOW = 8  # frames the host may have in flight unanswered; the device remembers as many answers
 RESPONSE = 0x80  # a response's cmd is the request's with this bit set
-GAP_BITS = 2560  # bit times (256 bytes' worth) a begun frame may wait for its next byte before the device gives it up
+GAP_BITS = 2560  # bit times (256 bytes) a begun frame may wait for its next byte before the device gives it up
 
 
 class Command(enum.IntEnum):

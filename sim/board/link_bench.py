@@ -134,7 +134,8 @@ def run_gateware(stream: bytes, memory: bytes, values: dict[str, int], cycles: i
     clock), answers taken from ``tx`` (``ready`` low for the first ``tx_hold`` clocks, then low
     with probability ``tx_stall``), the memory ``memory`` served with ``latency``, ``stall`` and
     ``jitter``, until every byte has been taken and the endpoint is idle. ``gap``: the endpoint's
-    (0: never gives a frame up); before each offset in ``pauses`` the line stays quiet until the endpoint has been idle 1.5 gaps."""
+    (0: never gives a frame up); before each offset in ``pauses`` the line stays quiet until the
+    endpoint has been idle 1.5 gaps."""
     dut = _Bench(P, len(memory) if mem_size is None else mem_size, values, cycles, gap)
     link = dut.link
     mem = bytearray(memory)
